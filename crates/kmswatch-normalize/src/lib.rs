@@ -1,0 +1,240 @@
+//! # kmswatch-normalize
+//!
+//! Second stage of the data path: provider log formats in, normalized [`Event`]s out.
+//! Pure and synchronous — bytes in, events out, no network, no runtime — so every source
+//! (files, S3 objects, Kafka messages) hands its bytes here and gets the same result.
+//!
+//! ```text
+//!  bytes ──> container (gzip, zip) ──> documents (one JSON value, JSON lines, arrays)
+//!        ──> envelopes (Records, records, EventBridge, CloudWatch Logs, LookupEvents,
+//!            Pub/Sub push, Activity Log REST, labelled test wrappers)
+//!        ──> one provider record ──> aws | azure | gcp normalizer ──> Event | skip | reject
+//! ```
+//!
+//! Transport-independent: [`Normalizer::normalize_bytes`] takes a buffer and an origin name
+//! (a path, `s3://bucket/key`, `topic/partition/offset`) that every rejection carries.
+//! Bad input never stops the stream: a record that cannot be read is reported as an
+//! [`Item::Rejected`] with its location and bytes, and the records around it go on.
+
+pub mod aws;
+pub mod azure;
+mod document;
+pub mod gcp;
+mod options;
+pub mod scan;
+pub mod time;
+
+pub use document::{Item, Location, Summary};
+pub use kmswatch_model as model;
+use kmswatch_model::Event;
+pub use options::{Format, Options, OptionsError};
+
+use std::borrow::Cow;
+
+/// The normalizer: options compiled once, then shared by every document and thread.
+#[derive(Debug, Clone)]
+pub struct Normalizer {
+    opts: Options,
+    human_roles: globset::GlobSet,
+}
+
+impl Normalizer {
+    /// Compile the options (glob patterns) once.
+    pub fn new(opts: Options) -> Result<Normalizer, OptionsError> {
+        let human_roles = opts.compile_human_roles()?;
+        Ok(Normalizer { opts, human_roles })
+    }
+
+    /// The options this normalizer was built with.
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// True when an AWS role (name or ARN) matches the configured human role patterns.
+    pub fn is_human_role(&self, role: &str) -> bool {
+        self.human_roles.is_match(role)
+    }
+
+    /// Normalize one buffer (a file, an S3 object, a Kafka message). `origin` names where it
+    /// came from and is carried by every [`Location`]. Every record becomes exactly one
+    /// [`Item`] passed to `out`, in order.
+    pub fn normalize_bytes(&self, bytes: &[u8], origin: &str, out: &mut dyn FnMut(Item)) {
+        document::normalize(self, bytes, origin, out)
+    }
+
+    /// Convenience for tests and small inputs: every item of a buffer, collected.
+    pub fn normalize_to_vec(&self, bytes: &[u8], origin: &str) -> Vec<Item> {
+        let mut v = Vec::new();
+        self.normalize_bytes(bytes, origin, &mut |i| v.push(i));
+        v
+    }
+}
+
+/// One provider record, as the providers see it: its bytes (exactly one JSON object) and
+/// its top-level fields as located by the structural scanner, so a provider can decide
+/// "KMS or not" from a field or two without deserializing the record.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// The whole record, one JSON object. Becomes `raw` of the event.
+    pub bytes: &'a [u8],
+    /// Top-level `(key, value)` pairs; keys as written between the quotes.
+    pub fields: &'a [scan::Field<'a>],
+}
+
+impl<'a> Record<'a> {
+    /// Raw bytes of a top-level field's value.
+    pub fn field(&self, key: &str) -> Option<&'a [u8]> {
+        self.fields
+            .iter()
+            .find(|(k, _)| *k == key.as_bytes())
+            .map(|(_, v)| *v)
+    }
+
+    /// A top-level string field, decoded (borrowed when it has no escapes).
+    pub fn str_field(&self, key: &str) -> Option<Cow<'a, str>> {
+        let v = self.field(key)?;
+        if let Some(s) = scan::plain_str(v) {
+            return Some(Cow::Borrowed(s));
+        }
+        serde_json::from_slice::<String>(v).ok().map(Cow::Owned)
+    }
+
+    /// The record as an owned raw JSON value (for `Event::raw`), validated.
+    pub fn to_raw(&self) -> Result<Box<serde_json::value::RawValue>, RecordError> {
+        let s = std::str::from_utf8(self.bytes).map_err(|e| {
+            RecordError::new(
+                RejectReason::InvalidUtf8,
+                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+            )
+        })?;
+        serde_json::value::RawValue::from_string(s.to_owned()).map_err(RecordError::from_json)
+    }
+}
+
+/// What a provider makes of one record.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A normalized event. `related` is true for events outside the key-management service
+    /// that are kept because they bear on it (a CloudTrail trail stopped, a GCP log sink
+    /// changed, an S3 copy under a KMS key); false for the key-management service's own
+    /// events (including Key Vault diagnostic settings and GCP IAM on keys).
+    Event {
+        /// The event.
+        event: Box<Event>,
+        /// Kept as related rather than as a key-management event.
+        related: bool,
+    },
+    /// Recognised and deliberately not turned into an event.
+    Skip(SkipReason),
+}
+
+/// Why a recognised record produced no event. Counted, never an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// An audit record of another service, not bearing on key management.
+    NotKms,
+    /// A CloudTrail digest file.
+    Digest,
+    /// A CloudWatch Logs `CONTROL_MESSAGE`.
+    ControlMessage,
+    /// A known envelope carrying something that is not an audit record (GuardDuty finding,
+    /// EC2 state change, Security Command Center notification, ...).
+    NotAuditRecord,
+    /// A file that is not a log (README, licence, YAML, CSV) met while walking a directory.
+    NotALogFile,
+    /// An empty document or line-less file.
+    Empty,
+}
+
+impl SkipReason {
+    /// Stable snake_case name, used in summaries and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotKms => "not_kms",
+            SkipReason::Digest => "digest",
+            SkipReason::ControlMessage => "control_message",
+            SkipReason::NotAuditRecord => "not_audit_record",
+            SkipReason::NotALogFile => "not_a_log_file",
+            SkipReason::Empty => "empty",
+        }
+    }
+}
+
+/// Why a record was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    /// Not valid JSON.
+    MalformedJson,
+    /// The input ended inside a record (truncated line, file or gzip stream).
+    Truncated,
+    /// Bytes that are not UTF-8.
+    InvalidUtf8,
+    /// A field the schema needs is missing (time, operation, ...).
+    MissingField,
+    /// A field has a value of the wrong type or form (a time that is not a time, ...).
+    BadValue,
+    /// A record larger than `max_record_bytes`.
+    TooLarge,
+    /// base64 / gzip / zip inside an envelope or container that does not decode.
+    BadEncoding,
+    /// Valid JSON that matches no supported log format.
+    UnknownFormat,
+}
+
+impl RejectReason {
+    /// Stable snake_case name, used in summaries and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MalformedJson => "malformed_json",
+            RejectReason::Truncated => "truncated",
+            RejectReason::InvalidUtf8 => "invalid_utf8",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::BadValue => "bad_value",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::BadEncoding => "bad_encoding",
+            RejectReason::UnknownFormat => "unknown_format",
+        }
+    }
+}
+
+/// A record a provider (or the document reader) could not normalize.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {detail}", reason.as_str())]
+pub struct RecordError {
+    /// Classified reason.
+    pub reason: RejectReason,
+    /// What exactly was wrong, for the operator (`missing eventTime and @timestamp`).
+    pub detail: String,
+}
+
+impl RecordError {
+    /// A new error.
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> RecordError {
+        RecordError {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// Classify a serde_json error: EOF → truncated, data errors (missing field, wrong type)
+    /// → missing field / bad value, the rest → malformed JSON.
+    pub fn from_json(e: serde_json::Error) -> RecordError {
+        use serde_json::error::Category;
+        let msg = e.to_string();
+        let reason = match e.classify() {
+            Category::Eof => RejectReason::Truncated,
+            Category::Data if msg.starts_with("missing field") => RejectReason::MissingField,
+            Category::Data => RejectReason::BadValue,
+            Category::Syntax if msg.contains("UTF-8") || msg.contains("unicode") => {
+                RejectReason::InvalidUtf8
+            }
+            Category::Syntax | Category::Io => RejectReason::MalformedJson,
+        };
+        RecordError::new(reason, msg)
+    }
+
+    /// Shorthand for a missing required field.
+    pub fn missing(what: &str) -> RecordError {
+        RecordError::new(RejectReason::MissingField, format!("missing {what}"))
+    }
+}

@@ -1,0 +1,234 @@
+//! A fast structural JSON scanner: finds where values end and where an object's top-level
+//! fields are, without building anything.
+//!
+//! This is what lets kmswatch decide "is this a KMS record?" without deserializing the
+//! record: it checks brackets and string boundaries (escapes included) but not the grammar of
+//! numbers and literals. Records that are kept are fully parsed (and so validated) by serde
+//! afterwards; records that are skipped as not-KMS are only structurally checked.
+
+use memchr::memchr2;
+
+/// Why a structural scan stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanError {
+    /// Input ended inside a value.
+    Eof,
+    /// An unexpected byte at this offset.
+    Unexpected(usize),
+    /// Nesting deeper than [`MAX_DEPTH`].
+    TooDeep(usize),
+}
+
+impl ScanError {
+    /// The byte offset the error was detected at (the input length for [`ScanError::Eof`]).
+    pub fn offset(self, len: usize) -> usize {
+        match self {
+            ScanError::Eof => len,
+            ScanError::Unexpected(o) | ScanError::TooDeep(o) => o,
+        }
+    }
+}
+
+/// Deepest nesting the scanner (and serde_json, which stops at 128) accepts.
+pub const MAX_DEPTH: usize = 128;
+
+/// Skip JSON whitespace from `i`.
+#[inline]
+pub fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\n' | b'\r' | b'\t') {
+        i += 1;
+    }
+    i
+}
+
+/// `i` is at an opening quote; return the offset just past the closing quote.
+#[inline]
+pub fn skip_string(b: &[u8], i: usize) -> Result<usize, ScanError> {
+    let mut j = i + 1;
+    loop {
+        match memchr2(b'"', b'\\', &b[j.min(b.len())..]) {
+            None => return Err(ScanError::Eof),
+            Some(k) => {
+                let p = j + k;
+                if b[p] == b'"' {
+                    return Ok(p + 1);
+                }
+                j = p + 2; // backslash: skip the escaped byte
+                if j > b.len() {
+                    return Err(ScanError::Eof);
+                }
+            }
+        }
+    }
+}
+
+/// `i` is at the first byte of a value; return the offset just past its end.
+pub fn skip_value(b: &[u8], i: usize) -> Result<usize, ScanError> {
+    let Some(&c) = b.get(i) else {
+        return Err(ScanError::Eof);
+    };
+    match c {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => skip_container(b, i),
+        b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+            let mut j = i + 1;
+            while j < b.len()
+                && matches!(b[j], b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'.' | b'+' | b'-')
+            {
+                j += 1;
+            }
+            Ok(j)
+        }
+        _ => Err(ScanError::Unexpected(i)),
+    }
+}
+
+fn skip_container(b: &[u8], i: usize) -> Result<usize, ScanError> {
+    let mut depth = 0usize;
+    let mut j = i;
+    while j < b.len() {
+        match b[j] {
+            b'"' => {
+                j = skip_string(b, j)?;
+                continue;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(ScanError::TooDeep(j));
+                }
+            }
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Ok(j + 1);
+                }
+            }
+            _ => {}
+        }
+        j += 1;
+    }
+    Err(ScanError::Eof)
+}
+
+/// The elements of the array starting at `b[i] == b'['`, as byte ranges, plus the offset
+/// just past the array.
+pub fn array_elements(
+    b: &[u8],
+    i: usize,
+) -> Result<(Vec<std::ops::Range<usize>>, usize), ScanError> {
+    debug_assert_eq!(b.get(i), Some(&b'['));
+    let mut out = Vec::new();
+    let mut j = skip_ws(b, i + 1);
+    if b.get(j) == Some(&b']') {
+        return Ok((out, j + 1));
+    }
+    loop {
+        let end = skip_value(b, j)?;
+        out.push(j..end);
+        j = skip_ws(b, end);
+        match b.get(j) {
+            Some(b',') => j = skip_ws(b, j + 1),
+            Some(b']') => return Ok((out, j + 1)),
+            Some(_) => return Err(ScanError::Unexpected(j)),
+            None => return Err(ScanError::Eof),
+        }
+    }
+}
+
+/// One top-level field of an object: the key as written (between the quotes, escapes not
+/// decoded) and the value's bytes.
+pub type Field<'a> = (&'a [u8], &'a [u8]);
+
+/// The top-level fields of the object starting at `b[i] == b'{'`, and the offset just past it.
+pub fn object_fields(b: &[u8], i: usize) -> Result<(Vec<Field<'_>>, usize), ScanError> {
+    let mut out = Vec::with_capacity(24);
+    let mut j = skip_ws(b, i + 1);
+    if b.get(j) == Some(&b'}') {
+        return Ok((out, j + 1));
+    }
+    loop {
+        if b.get(j) != Some(&b'"') {
+            return Err(if j >= b.len() {
+                ScanError::Eof
+            } else {
+                ScanError::Unexpected(j)
+            });
+        }
+        let key_end = skip_string(b, j)?;
+        let key = &b[j + 1..key_end - 1];
+        j = skip_ws(b, key_end);
+        match b.get(j) {
+            Some(b':') => {}
+            Some(_) => return Err(ScanError::Unexpected(j)),
+            None => return Err(ScanError::Eof),
+        }
+        j = skip_ws(b, j + 1);
+        let vend = skip_value(b, j)?;
+        out.push((key, &b[j..vend]));
+        j = skip_ws(b, vend);
+        match b.get(j) {
+            Some(b',') => j = skip_ws(b, j + 1),
+            Some(b'}') => return Ok((out, j + 1)),
+            Some(_) => return Err(ScanError::Unexpected(j)),
+            None => return Err(ScanError::Eof),
+        }
+    }
+}
+
+/// The value of a JSON string token (`"..."`) without its quotes, when it has no escapes.
+/// Returns `None` for non-strings and for strings with escapes (decode those with serde).
+pub fn plain_str(v: &[u8]) -> Option<&str> {
+    if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
+        let inner = &v[1..v.len() - 1];
+        if memchr::memchr(b'\\', inner).is_none() {
+            return std::str::from_utf8(inner).ok();
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_and_fields() {
+        let doc = br#" {"a": "x\"}y", "b" : [1, {"c": null}], "d": -1.5e3, "e": true} tail"#;
+        let (fields, end) = object_fields(doc, 1).unwrap();
+        assert_eq!(&doc[end..], b" tail");
+        let keys: Vec<_> = fields.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, vec![&b"a"[..], b"b", b"d", b"e"]);
+        assert_eq!(fields[0].1, br#""x\"}y""#);
+        assert_eq!(fields[1].1, br#"[1, {"c": null}]"#);
+        assert_eq!(fields[2].1, b"-1.5e3");
+        assert_eq!(plain_str(fields[0].1), None);
+        assert_eq!(
+            plain_str(br#""kms.amazonaws.com""#),
+            Some("kms.amazonaws.com")
+        );
+    }
+
+    #[test]
+    fn arrays() {
+        let doc = br#"[ {"a":1} , "s", [2] ]"#;
+        let (els, end) = array_elements(doc, 0).unwrap();
+        assert_eq!(end, doc.len());
+        assert_eq!(els.len(), 3);
+        assert_eq!(&doc[els[2].clone()], b"[2]");
+        assert_eq!(array_elements(b"[]", 0).unwrap().0.len(), 0);
+    }
+
+    #[test]
+    fn truncation_and_garbage() {
+        assert_eq!(skip_value(br#"{"a": "b"#, 0), Err(ScanError::Eof));
+        assert_eq!(skip_value(br#"{"a": "b\"#, 0), Err(ScanError::Eof));
+        assert!(object_fields(br#"{"a" 1}"#, 0).is_err());
+        assert!(object_fields(br#"{a: 1}"#, 0).is_err());
+        let deep = "[".repeat(200);
+        assert!(matches!(
+            skip_value(deep.as_bytes(), 0),
+            Err(ScanError::TooDeep(_))
+        ));
+    }
+}
