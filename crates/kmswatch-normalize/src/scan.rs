@@ -17,13 +17,16 @@ pub enum ScanError {
     Unexpected(usize),
     /// Nesting deeper than [`MAX_DEPTH`].
     TooDeep(usize),
+    /// Already reported by the caller that met it; reading resumes at this offset (used by
+    /// the document reader).
+    Reported(usize),
 }
 
 impl ScanError {
     /// The byte offset the error was detected at (the input length for [`ScanError::Eof`]).
     pub fn offset(self, len: usize) -> usize {
         match self {
-            ScanError::Eof => len,
+            ScanError::Eof | ScanError::Reported(_) => len,
             ScanError::Unexpected(o) | ScanError::TooDeep(o) => o,
         }
     }
@@ -186,6 +189,56 @@ pub fn plain_str(v: &[u8]) -> Option<&str> {
         }
     }
     None
+}
+
+/// What could be read of an object cut short: its complete fields, and the key and start
+/// offset of the field whose value was cut (if the cut happened inside a value).
+pub type PartialObject<'a> = (Vec<Field<'a>>, Option<(&'a [u8], usize)>);
+
+/// Read as much as possible of a truncated object starting at `b[i] == b'{'`.
+pub fn object_fields_partial(b: &[u8], i: usize) -> PartialObject<'_> {
+    let mut out = Vec::new();
+    let mut j = skip_ws(b, i + 1);
+    loop {
+        if b.get(j) != Some(&b'"') {
+            return (out, None);
+        }
+        let Ok(key_end) = skip_string(b, j) else {
+            return (out, None);
+        };
+        let key = &b[j + 1..key_end - 1];
+        j = skip_ws(b, key_end);
+        if b.get(j) != Some(&b':') {
+            return (out, None);
+        }
+        j = skip_ws(b, j + 1);
+        match skip_value(b, j) {
+            Ok(vend) => {
+                out.push((key, &b[j..vend]));
+                j = skip_ws(b, vend);
+                match b.get(j) {
+                    Some(b',') => j = skip_ws(b, j + 1),
+                    _ => return (out, None),
+                }
+            }
+            Err(_) => return (out, Some((key, j))),
+        }
+    }
+}
+
+/// The complete elements of a truncated array starting at `b[i] == b'['`.
+pub fn array_elements_partial(b: &[u8], i: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut j = skip_ws(b, i + 1);
+    while let Ok(end) = skip_value(b, j) {
+        out.push(j..end);
+        j = skip_ws(b, end);
+        match b.get(j) {
+            Some(b',') => j = skip_ws(b, j + 1),
+            _ => break,
+        }
+    }
+    out
 }
 
 #[cfg(test)]

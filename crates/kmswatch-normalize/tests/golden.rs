@@ -6,6 +6,8 @@
 //! `KMSWATCH_BLESS=1` to (re)write the golden files after a deliberate change, then review the
 //! diff like code.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use kmswatch_normalize::{Item, Normalizer, Options};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::{Path, PathBuf};
