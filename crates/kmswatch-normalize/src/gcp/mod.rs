@@ -51,10 +51,11 @@ use crate::{Normalizer, Outcome, Record, RecordError, RejectReason, SkipReason};
 use kmswatch_model::{
     Account, ActorKind, Event, Key, KmsOperation, Provider, Status, User, OCSF_VERSION,
 };
-use memchr::memmem;
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 /// The service name of Cloud KMS in audit logs.
 pub const KMS_SERVICE: &str = "cloudkms.googleapis.com";
@@ -130,9 +131,12 @@ const LOGGING_CHANGES: &[&str] = &[
 
 /// Decide from bytes and the top-level fields of `protoPayload`, without deserializing.
 fn triage(bytes: &[u8], pp: &[u8]) -> Option<Kind> {
-    let kms_hint = memmem::find(bytes, KMS_SERVICE.as_bytes()).is_some();
-    let log_hint = memmem::find(bytes, b"ConfigServiceV2").is_some();
-    let iam_hint = memmem::find(bytes, b"auditConfig").is_some();
+    static KMS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KMS_SERVICE));
+    static LOGGING: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("ConfigServiceV2"));
+    static AUDIT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("auditConfig"));
+    let kms_hint = KMS.find(bytes).is_some();
+    let log_hint = LOGGING.find(bytes).is_some();
+    let iam_hint = AUDIT.find(bytes).is_some();
     if !(kms_hint || log_hint || iam_hint) {
         return None;
     }
