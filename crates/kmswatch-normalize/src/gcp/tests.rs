@@ -798,3 +798,73 @@ fn shared_samples() {
     assert_eq!(c.rejected, 0, "panther: {c:?}");
     assert_eq!(c.kms, 10, "panther: {c:?}");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+            Just(json!(KEY)),
+            Just(json!("2024-05-14T09:12:03Z")),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("name".to_owned()),
+                        Just("state".to_owned()),
+                        Just("updateMask".to_owned()),
+                        Just("principalEmail".to_owned()),
+                        "[a-z]{1,8}",
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Any value in any field a kept entry reads: an event, a skip or a typed error, never
+        /// a panic.
+        #[test]
+        fn never_panics(
+            method in prop_oneof![Just("UpdateCryptoKey".to_owned()), Just("DestroyCryptoKeyVersion".to_owned()), ".{0,30}"],
+            principal in any_json(),
+            request in any_json(),
+            response in any_json(),
+            status in any_json(),
+            resource_name in any_json(),
+            auth in any_json(),
+            meta in any_json(),
+            labels in any_json(),
+            ts in any_json(),
+        ) {
+            let mut v = kms_entry(&method, principal);
+            v["protoPayload"]["request"] = request;
+            v["protoPayload"]["response"] = response;
+            v["protoPayload"]["status"] = status;
+            v["protoPayload"]["resourceName"] = resource_name;
+            v["protoPayload"]["requestMetadata"] = meta;
+            v["resource"]["labels"] = labels;
+            v["timestamp"] = ts;
+            let _ = run(&v);
+            v["protoPayload"]["authenticationInfo"] = auth;
+            let _ = run(&v);
+        }
+
+        /// Principals of any shape classify without panicking.
+        #[test]
+        fn classify_never_panics(p in ".{0,80}") {
+            let _ = classify::classify(&p);
+            let _ = identity::parse(&p);
+        }
+    }
+}
