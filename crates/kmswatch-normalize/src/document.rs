@@ -812,6 +812,7 @@ impl Walker<'_, '_> {
         };
         match provider {
             Some(p) => self.provider(&rec, p, here),
+            None if is_known_non_audit(&rec) => self.emit_skip(SkipReason::NotAuditRecord, here),
             None => self.emit_skip(SkipReason::Unrecognized, here),
         }
     }
@@ -959,7 +960,7 @@ fn detect(rec: &Record<'_>) -> Option<Provider> {
     if has("eventSource") || (has("eventName") && (has("eventVersion") || has("userIdentity"))) {
         return Some(Provider::Aws);
     }
-    if has("protoPayload") || (has("logName") && (has("insertId") || has("resource"))) {
+    if crate::gcp::looks_like(rec) {
         return Some(Provider::Gcp);
     }
     if has("operationName")
@@ -970,6 +971,14 @@ fn detect(rec: &Record<'_>) -> Option<Provider> {
         return Some(Provider::Azure);
     }
     None
+}
+
+/// Known records that are not audit logs: skipped as such rather than as unrecognized.
+fn is_known_non_audit(rec: &Record<'_>) -> bool {
+    let has = |k: &str| rec.field(k).is_some();
+    // Security Command Center notification; AWS Config rule invocation.
+    (has("notificationConfigName") && has("finding"))
+        || (has("configRuleName") && has("invokingEvent"))
 }
 
 /// A document is JSON lines when its first value ends on its first line and another value

@@ -99,9 +99,12 @@ impl<'a> Record<'a> {
         serde_json::from_slice::<String>(v).ok().map(Cow::Owned)
     }
 
-    /// The record as an owned raw JSON value (for `Event::raw`), validated.
+    /// The record as an owned raw JSON value (for `Event::raw`), validated. Content is kept
+    /// byte for byte; only line breaks and indentation between tokens are removed when the
+    /// record was pretty-printed, so that one event stays one line of JSON.
     pub fn to_raw(&self) -> Result<Box<serde_json::value::RawValue>, RecordError> {
-        let s = std::str::from_utf8(self.bytes).map_err(|e| {
+        let compact = scan::compact(self.bytes);
+        let s = std::str::from_utf8(&compact).map_err(|e| {
             RecordError::new(
                 RejectReason::InvalidUtf8,
                 format!("invalid UTF-8 at byte {}", e.valid_up_to()),

@@ -241,6 +241,32 @@ pub fn array_elements_partial(b: &[u8], i: usize) -> Vec<std::ops::Range<usize>>
     out
 }
 
+/// The value without whitespace between tokens, when it has line breaks (pretty-printed);
+/// borrowed unchanged otherwise. Whitespace inside strings is kept (a raw line break cannot
+/// appear inside a JSON string, so any line break is between tokens).
+pub fn compact(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if memchr::memchr2(b'\n', b'\r', b).is_none() {
+        return std::borrow::Cow::Borrowed(b);
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let end = skip_string(b, i).unwrap_or(b.len());
+                out.extend_from_slice(&b[i..end]);
+                i = end;
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => i += 1,
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +286,14 @@ mod tests {
             plain_str(br#""kms.amazonaws.com""#),
             Some("kms.amazonaws.com")
         );
+    }
+
+    #[test]
+    fn compacts_only_pretty_printed_values() {
+        let compact_in = br#"{"a": "x y", "b":[1, 2]}"#;
+        assert!(matches!(compact(compact_in), std::borrow::Cow::Borrowed(_)));
+        let pretty = b"{\n  \"a\": \"x  y\\\"\",\n  \"b\": [\n    1,\n    2\n  ]\n}";
+        assert_eq!(&*compact(pretty), br#"{"a":"x  y\"","b":[1,2]}"#);
     }
 
     #[test]
