@@ -20,11 +20,11 @@ pub mod aws;
 pub mod azure;
 mod document;
 pub mod gcp;
-mod options;
+pub mod options;
 pub mod scan;
 pub mod time;
 
-pub use document::{Item, Location, Summary};
+pub use document::{is_log_name, Item, Location, Summary};
 pub use kmswatch_model as model;
 use kmswatch_model::Event;
 pub use options::{Format, Options, OptionsError};
@@ -144,6 +144,10 @@ pub enum SkipReason {
     NotALogFile,
     /// An empty document or line-less file.
     Empty,
+    /// Valid JSON with none of the marker fields of any supported format (a Kubernetes audit
+    /// event, an Okta log line). Skipped and counted when the format is detected; with a
+    /// forced `--format` such a record is rejected instead.
+    Unrecognized,
 }
 
 impl SkipReason {
@@ -156,6 +160,7 @@ impl SkipReason {
             SkipReason::NotAuditRecord => "not_audit_record",
             SkipReason::NotALogFile => "not_a_log_file",
             SkipReason::Empty => "empty",
+            SkipReason::Unrecognized => "unrecognized",
         }
     }
 }
