@@ -530,3 +530,40 @@ fn microsoft_docs_and_plaso_samples() {
         }
     }
 }
+
+/// The same shared files through the whole document reader (envelopes, labelled wrappers).
+#[test]
+fn shared_samples_through_document_reader() {
+    let n = Normalizer::new(Options::default()).unwrap();
+    let count = |rel: &str| -> Option<crate::Summary> {
+        let p = shared(rel)?;
+        let bytes = std::fs::read(&p).unwrap();
+        let mut s = crate::Summary::default();
+        for item in n.normalize_to_vec(&bytes, rel) {
+            if let crate::Item::Rejected {
+                error, location, ..
+            } = &item
+            {
+                panic!("{location}: rejected: {error}");
+            }
+            s.add(&item);
+        }
+        Some(s)
+    };
+    if let Some(s) = count("panther-analysis-test-events/panther_azure_kms_tests.jsonl") {
+        assert_eq!(s.kms_events, 22, "{s:?}");
+    }
+    if let Some(s) = count("panther-analysis-test-events/panther_azure_other_tests.jsonl") {
+        assert_eq!(s.kms_events + s.related_events, 0, "{s:?}");
+        assert_eq!(s.records, 272);
+        assert_eq!(s.skipped.get("not_kms").copied(), Some(272), "{s:?}");
+    }
+    if let Some(s) = count("microsoft-docs-keyvault-logging-sample/logging.md.records-sample.json")
+    {
+        assert_eq!(s.kms_events, 1, "{s:?}");
+    }
+    if let Some(s) = count("plaso-test-data/azure_activity_log.jsonl") {
+        assert_eq!(s.kms_events, 0, "{s:?}");
+        assert_eq!(s.skipped.get("not_kms").copied(), Some(s.records), "{s:?}");
+    }
+}
