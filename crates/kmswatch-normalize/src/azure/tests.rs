@@ -567,3 +567,21 @@ fn shared_samples_through_document_reader() {
         assert_eq!(s.skipped.get("not_kms").copied(), Some(s.records), "{s:?}");
     }
 }
+
+#[test]
+fn azure_activity_table_row() {
+    let j = format!(
+        r#"{{"TimeGenerated":"2024-03-06T13:00:00Z","OperationNameValue":"MICROSOFT.KEYVAULT/VAULTS/ACCESSPOLICIES/WRITE","ActivityStatusValue":"Success","ActivitySubstatusValue":"","Caller":"frank@kmswatch-demo.example","CallerIpAddress":"203.0.113.61","CorrelationId":"ffff0000-0000-4000-8000-00000000000f","EventDataId":"e0e0e0e0-0000-4000-8000-000000000003","_ResourceId":"/subscriptions/{SUB}/resourcegroups/rg/providers/microsoft.keyvault/vaults/kv-demo","SubscriptionId":"{SUB}","Claims_d":{{"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn":"frank@kmswatch-demo.example"}},"Type":"AzureActivity"}}"#
+    );
+    assert!(looks(&j));
+    let e = event(&j);
+    assert_eq!(e.kms.operation, KmsOperation::UpdateKeyPolicy);
+    assert_eq!(e.metadata.uid, "e0e0e0e0-0000-4000-8000-000000000003");
+    assert_eq!(e.metadata.product.name, "Azure Activity");
+    assert_eq!(e.actor.kind, ActorKind::Human);
+    assert_eq!(e.src_endpoint.ip.as_deref(), Some("203.0.113.61"));
+    assert_eq!(
+        e.kms.object_uid.as_deref(),
+        Some("https://kv-demo.vault.azure.net/")
+    );
+}
