@@ -613,9 +613,15 @@ impl Walker<'_, '_> {
         Some(res)
     }
 
-    /// An array field of an envelope, already delimited.
-    fn each_element(&mut self, arr: &[u8], key: &str, here: &Here) {
-        match self.array(arr, 0, here, Some(key)) {
+    /// An array field of an envelope, already delimited; `within` is the enclosing object
+    /// (for line numbers).
+    fn each_element(&mut self, within: &[u8], arr: &[u8], key: &str, here: &Here) {
+        let offset = (arr.as_ptr() as usize).saturating_sub(within.as_ptr() as usize);
+        let mut at = here.clone();
+        if offset <= within.len() {
+            at.line += memchr::memchr_iter(b'\n', &within[..offset]).count() as u64;
+        }
+        match self.array(arr, 0, &at, Some(key)) {
             Ok(_) | Err(scan::ScanError::Reported(_)) => {}
             Err(e) => {
                 let (reason, detail) = scan_error(e, arr);
@@ -707,10 +713,10 @@ impl Walker<'_, '_> {
         // CloudTrail S3 delivery file; Azure storage blob / Event Hub batch (when the array is
         // not the first field; see `streamed_envelope`).
         if kind(get("Records")) == Some(b'[') && get("eventSource").is_none() {
-            return self.each_element(get("Records").unwrap_or_default(), "Records", here);
+            return self.each_element(v, get("Records").unwrap_or_default(), "Records", here);
         }
         if kind(get("records")) == Some(b'[') && get("operationName").is_none() {
-            return self.each_element(get("records").unwrap_or_default(), "records", here);
+            return self.each_element(v, get("records").unwrap_or_default(), "records", here);
         }
         // CloudWatch Logs subscription: gzip+base64, then the decoded form.
         if let Some(awslogs) = get("awslogs").filter(|x| x.first() == Some(&b'{')) {
@@ -734,7 +740,7 @@ impl Walker<'_, '_> {
         }
         // CloudTrail LookupEvents: the full response and single items.
         if kind(get("Events")) == Some(b'[') {
-            return self.each_element(get("Events").unwrap_or_default(), "Events", here);
+            return self.each_element(v, get("Events").unwrap_or_default(), "Events", here);
         }
         if let Some(s) = get("CloudTrailEvent").filter(|x| x.first() == Some(&b'"')) {
             return self.embedded(s, &here.field("CloudTrailEvent"));
@@ -742,6 +748,7 @@ impl Walker<'_, '_> {
         // Pub/Sub push (`message.data`), pull (`receivedMessages`), or a bare message.
         if kind(get("receivedMessages")) == Some(b'[') {
             return self.each_element(
+                v,
                 get("receivedMessages").unwrap_or_default(),
                 "receivedMessages",
                 here,
@@ -763,7 +770,7 @@ impl Walker<'_, '_> {
         }
         // Azure REST list.
         if kind(get("value")) == Some(b'[') && get("operationName").is_none() {
-            return self.each_element(get("value").unwrap_or_default(), "value", here);
+            return self.each_element(v, get("value").unwrap_or_default(), "value", here);
         }
         // Labelled test wrappers: {"_meta": ..., "event": {...}}.
         if kind(get("event")) == Some(b'{')
@@ -963,7 +970,8 @@ fn detect(rec: &Record<'_>) -> Option<Provider> {
     if crate::gcp::looks_like(rec) {
         return Some(Provider::Gcp);
     }
-    if has("operationName")
+    if crate::azure::looks_like(rec)
+        || has("operationName")
         || has("OperationName")
         || has("operation_name")
         || rec.str_field("Type").as_deref() == Some("AZKVAuditLogs")
