@@ -47,8 +47,9 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
                 out.push(Token::RParen);
             }
             '|' => {
-                chars.next();
+                // Sigma v1 aggregation: the rest is not a detection condition.
                 out.push(Token::Pipe);
+                break;
             }
             _ if c.is_alphanumeric() || matches!(c, '_' | '*' | '-' | '.') => {
                 let mut end = i;
@@ -246,6 +247,7 @@ impl<'a> CondParser<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -957,6 +957,7 @@ fn expand(ctx: &Ctx<'_>, s: &str) -> Result<Vec<String>, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

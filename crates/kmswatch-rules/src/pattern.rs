@@ -570,6 +570,7 @@ fn parse_rfc3339_prefix(s: &str) -> Option<DateTime> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -231,6 +231,7 @@ impl MarkedEventReceiver for Builder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
