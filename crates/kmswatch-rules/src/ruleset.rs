@@ -65,18 +65,22 @@ impl RawSource {
     /// `metadata.product.name` and `metadata.log_format`.
     pub fn of_event(event: &Event) -> Option<RawSource> {
         let product = event.metadata.product.name.as_str();
-        let format = event.metadata.log_format.to_ascii_lowercase();
+        let format = event.metadata.log_format.as_bytes();
+        let has = |needle: &str| {
+            let n = needle.as_bytes();
+            format.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+        };
         match event.cloud.provider {
             Provider::Aws => Some(RawSource::AwsCloudTrail),
             Provider::Gcp => Some(RawSource::GcpAudit),
             Provider::Azure => {
-                if product == "Azure Key Vault" || format.contains("keyvault") {
+                if product == "Azure Key Vault" || has("keyvault") {
                     Some(RawSource::AzureKeyVault)
-                } else if product == "Azure Activity" || format.contains("activity") {
+                } else if product == "Azure Activity" || has("activity") {
                     Some(RawSource::AzureActivityLogs)
-                } else if format.contains("signin") {
+                } else if has("signin") {
                     Some(RawSource::AzureSigninLogs)
-                } else if format.contains("audit") {
+                } else if has("audit") {
                     Some(RawSource::AzureAuditLogs)
                 } else {
                     None

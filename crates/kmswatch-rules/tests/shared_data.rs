@@ -249,3 +249,62 @@ fn sigmahq_nested_field_rules_agree_with_direct_checks() {
     }
     assert!(n_assume > 0 && n_quiet > 0, "{n_assume} {n_quiet}");
 }
+
+/// Per-event cost, for the report: `cargo test -p kmswatch-rules --release --test shared_data
+/// -- --ignored --nocapture per_event_cost`.
+#[test]
+#[ignore = "timing, run by hand in release mode"]
+fn per_event_cost() {
+    use kmswatch_model::{Event, KmsOperation, Provider};
+    use kmswatch_rules::Enrichment;
+    let Some(dir) = shared("sigma/sigmahq-rules") else {
+        return;
+    };
+    let Some(path) =
+        shared("aws/aws-kms-developer-guide-examples/kms_cloudtrail_examples.extracted.jsonl")
+    else {
+        return;
+    };
+    let (rules, _) = RuleSet::load(&[dir], &LoadOptions::default()).unwrap();
+    let records: Vec<Value> = jsonl(&path)
+        .into_iter()
+        .map(|r| r.get("event").cloned().unwrap_or(r))
+        .collect();
+    let n = 200_000usize;
+    let mut out = Vec::with_capacity(16);
+    let start = std::time::Instant::now();
+    let mut hits = 0usize;
+    for i in 0..n {
+        out.clear();
+        rules.matches_raw(
+            RawSource::AwsCloudTrail,
+            &records[i % records.len()],
+            &mut out,
+        );
+        hits += out.len();
+    }
+    let raw_ns = start.elapsed().as_nanos() as f64 / n as f64;
+    let events: Vec<Event> = records
+        .iter()
+        .map(|r| {
+            let mut e = Event::new(
+                0,
+                KmsOperation::Decrypt,
+                serde_json::value::to_raw_value(r).unwrap(),
+            );
+            e.cloud.provider = Provider::Aws;
+            e
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        out.clear();
+        rules.matches(&events[i % events.len()], &Enrichment::default(), &mut out);
+        hits += out.len();
+    }
+    let full_ns = start.elapsed().as_nanos() as f64 / n as f64;
+    eprintln!(
+        "{} SigmaHQ rules: matches_raw on a parsed CloudTrail record {raw_ns:.0} ns/event; matches() incl. raw JSON parse {full_ns:.0} ns/event ({hits} hits)",
+        rules.len()
+    );
+}
