@@ -1,0 +1,72 @@
+//! # kmswatch-rules
+//!
+//! The Sigma detection engine. On kmswatch's data path it sits right after normalization:
+//!
+//! ```text
+//! source -> normalize (kmswatch-normalize) -> detect (this crate) -> deliver / act
+//! ```
+//!
+//! It loads Sigma v2 detection rules (YAML, one or many documents per file), compiles them once
+//! and matches each normalized [`kmswatch_model::Event`] against them, with no allocation per
+//! event in the common case. Correlation rules (event time windows) are a later stage: the loader
+//! recognises them and reports them as skipped, and [`RuleSet::find`] resolves the rule
+//! references they will need.
+//!
+//! ## Two kinds of rules
+//! - `logsource: {product: kms}` rules read the normalized event by the dotted names of
+//!   `DESIGN.md` (`kms.operation`, `actor.user.uid`, ...) plus the enrichment fields
+//!   `kmswatch.off_hours`, `kmswatch.first_seen`, `kmswatch.principal_known` ([`Enrichment`]).
+//!   An unknown field is a load error.
+//! - provider logsource rules (`product: aws, service: cloudtrail`; `product: azure, service:
+//!   activitylogs | keyvault | auditlogs | signinlogs`; `product: gcp, service: gcp.audit`) read
+//!   the event's `raw` record, so SigmaHQ's rules run unchanged. Dotted names walk nested
+//!   objects; a key that itself contains dots is found too. The raw record is parsed once per
+//!   event, and only when a rule for its logsource exists.
+//!
+//! Rules with any other logsource load (and are checked) but never run; they are listed in
+//! [`LoadReport::skipped`].
+//!
+//! ## Semantics
+//! - Matching is case-insensitive unless `|cased`; `re` is case-sensitive unless `|re|i`.
+//!   Regexes search (they are not anchored).
+//! - Modifiers: `contains`, `startswith`, `endswith`, `all`, `re` (`i`, `m`, `s`), `cidr`,
+//!   `exists`, `gt`/`gte`/`lt`/`lte`, `neq`, `minute`/`hour`/`day`/`week`/`month`/`year`,
+//!   `base64`, `base64offset`, `utf16le`/`utf16be`/`utf16`/`wide` (only followed by a base64
+//!   modifier), `windash`, `expand` (values from [`LoadOptions::placeholders`]), `fieldref`,
+//!   `cased`. Anything else fails to load.
+//! - A list-valued field matches a value when any element does. `null` matches an absent or
+//!   null field. `neq` is the negation of the plain match (an absent field is "different").
+//! - Keywords (field-less values) match when any string field of the document contains them.
+//! - Global filters (`filter:` documents) are applied as pySigma does: the rule matches only
+//!   when `(rule condition) and (filter condition)` holds, so a filter that suppresses is
+//!   written `condition: not selection`. `rules:` takes ids or names, or `any`.
+//!
+//! ## Example
+//! ```
+//! use kmswatch_rules::{Enrichment, LoadOptions, RuleSet};
+//! let rule = r#"
+//! title: Key scheduled for deletion
+//! logsource: {product: kms}
+//! detection:
+//!     selection:
+//!         kms.operation: ScheduleKeyDeletion
+//!     condition: selection
+//! "#;
+//! let (rules, report) = RuleSet::from_yaml("inline.yml", rule, &LoadOptions::default()).unwrap();
+//! assert!(report.errors.is_empty());
+//! assert_eq!(rules.len(), 1);
+//! ```
+
+mod condition;
+mod detection;
+mod document;
+mod error;
+mod pattern;
+mod ruleset;
+mod yaml;
+
+pub use document::{
+    Document, Enrichment, EnrichmentField, EventDocument, EventField, FieldPath, FieldValue,
+};
+pub use error::{LoadError, LoadErrorKind, LoadErrors, LoadReport, Skipped};
+pub use ruleset::{LoadOptions, LogSource, RawSource, RuleId, RuleInfo, RuleSet, Target};
