@@ -324,6 +324,14 @@ pub struct Kms {
     /// Pending window of a scheduled deletion or destruction, in days, when the log says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_window_days: Option<u32>,
+    /// The principal a grant or IAM binding is given to (AWS CreateGrant `granteePrincipal`,
+    /// GCP SetIamPolicy members added), when the log says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grantees: Vec<String>,
+    /// What a key policy / IAM policy change opens the key to, when the log carries the new
+    /// policy (AWS PutKeyPolicy / CreateKey `policy`, GCP SetIamPolicy `policy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyChange>,
     /// Name of the vault/secret object for Key Vault secret operations
     /// (`https://VAULT.vault.azure.net/secrets/NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -337,9 +345,23 @@ impl Default for Kms {
             key: None,
             cross_account: false,
             pending_window_days: None,
+            grantees: Vec::new(),
+            policy: None,
             object_uid: None,
         }
     }
+}
+
+/// `kms.policy.*`: what a policy change grants, computed by the normalizer from the new policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyChange {
+    /// The policy lets anyone use or manage the key: an AWS statement with principal `*` and
+    /// no condition narrowing it, or a GCP binding to `allUsers` / `allAuthenticatedUsers`.
+    pub public: bool,
+    /// Accounts / projects / domains other than the key owner's that the policy names
+    /// (AWS account ids, GCP project ids of service accounts, email domains of users).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_accounts: Vec<String>,
 }
 
 /// `kms.key.*`

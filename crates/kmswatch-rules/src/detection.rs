@@ -333,6 +333,16 @@ fn field_ref_match(a: FieldValue<'_>, b: FieldValue<'_>, mode: RefMode, cased: b
             .iter()
             .any(|e| field_ref_match(a, FieldValue::from_json(e), mode, cased));
     }
+    if let FieldValue::StrList(items) = a {
+        return items
+            .iter()
+            .any(|e| field_ref_match(FieldValue::Str(e), b, mode, cased));
+    }
+    if let FieldValue::StrList(items) = b {
+        return items
+            .iter()
+            .any(|e| field_ref_match(a, FieldValue::Str(e), mode, cased));
+    }
     scalar_text(a, |x| {
         scalar_text(b, |y| text_relation(x, y, mode, cased)).unwrap_or(false)
     })

@@ -26,6 +26,8 @@ pub enum FieldValue<'a> {
     Str(&'a str),
     /// A list: a value matches when any element matches.
     List(&'a [Value]),
+    /// A list of strings from the normalized event (`kms.grantees`): matches like `List`.
+    StrList(&'a [String]),
     /// A nested object (exists, but matches no value).
     Object(&'a Map<String, Value>),
 }
@@ -148,6 +150,9 @@ event_fields! {
     "kms.cross_account" => KmsCrossAccount,
     "kms.pending_window_days" => KmsPendingWindowDays,
     "kms.object_uid" => KmsObjectUid,
+    "kms.grantees" => KmsGrantees,
+    "kms.policy.public" => KmsPolicyPublic,
+    "kms.policy.external_accounts" => KmsPolicyExternalAccounts,
 }
 
 /// A field name resolved at load time.
@@ -425,6 +430,16 @@ impl EventDocument<'_> {
                 None => V::Absent,
             },
             EventField::KmsObjectUid => V::opt_str(&e.kms.object_uid),
+            EventField::KmsGrantees if e.kms.grantees.is_empty() => V::Absent,
+            EventField::KmsGrantees => V::StrList(&e.kms.grantees),
+            EventField::KmsPolicyPublic => match &e.kms.policy {
+                Some(p) => V::Bool(p.public),
+                None => V::Absent,
+            },
+            EventField::KmsPolicyExternalAccounts => match &e.kms.policy {
+                Some(p) if !p.external_accounts.is_empty() => V::StrList(&p.external_accounts),
+                _ => V::Absent,
+            },
         }
     }
 }

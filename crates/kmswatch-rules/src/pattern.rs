@@ -331,6 +331,7 @@ impl PatternSet {
                 self.has_string && self.matches_str(if b { "true" } else { "false" })
             }
             FieldValue::List(items) => items.iter().any(|e| self.matches(FieldValue::from_json(e))),
+            FieldValue::StrList(items) => items.iter().any(|e| self.matches(FieldValue::Str(e))),
             FieldValue::Object(_) => false,
         }
     }

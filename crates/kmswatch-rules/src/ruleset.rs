@@ -845,6 +845,15 @@ impl RuleSet {
                         }
                     }
                 }
+                FieldValue::StrList(items) => {
+                    for item in items {
+                        if let Some(list) = map.get(&FoldedRef(item)) {
+                            for &i in list {
+                                check(i, out);
+                            }
+                        }
+                    }
+                }
                 _ => {}
             }
         }

@@ -778,6 +778,11 @@ fn event_fields_cover_the_serialized_event() {
     }
     e.kms.pending_window_days = Some(7);
     e.kms.object_uid = Some("obj".into());
+    e.kms.grantees = vec!["arn:aws:iam::444455556666:root".into()];
+    e.kms.policy = Some(kmswatch_model::PolicyChange {
+        public: true,
+        external_accounts: vec!["444455556666".into()],
+    });
     let json = serde_json::to_value(&e).unwrap();
     let mut leaves = Vec::new();
     fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
@@ -794,6 +799,7 @@ fn event_fields_cover_the_serialized_event() {
                     }
                 }
             }
+            // A list of strings is one leaf (matched element-wise).
             _ => out.push((prefix.to_string(), v.clone())),
         }
     }
@@ -812,6 +818,7 @@ fn event_fields_cover_the_serialized_event() {
             kmswatch_rules::FieldValue::Str(s) => json!(s),
             kmswatch_rules::FieldValue::Int(i) => json!(i),
             kmswatch_rules::FieldValue::Bool(b) => json!(b),
+            kmswatch_rules::FieldValue::StrList(l) => json!(l),
             other => panic!("{name}: {other:?}"),
         };
         assert_eq!(&got_json, value, "{name}");
