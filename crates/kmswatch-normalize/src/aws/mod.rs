@@ -11,9 +11,11 @@
 //! | `s3.amazonaws.com` object write/copy naming an SSE-KMS key | related, `Other`, key = that key |
 //! | anything else | `Skip(NotKms)` |
 //!
-//! Kept records are deserialized once into a borrowed struct ([`CtRecord`]) holding only the
-//! fields the event needs; sub-objects read for one or two fields (`requestParameters`,
-//! `responseElements`, ...) stay [`RawValue`]s until needed. Key identity rules are in
+//! A kept record is validated once as a whole (JSON syntax and UTF-8: the pass that also
+//! makes `raw`); then only the fields the event needs are read, straight from the scanner's
+//! top-level fields: strings borrowed unless they have escapes, `userIdentity` deserialized
+//! into a borrowed struct, sub-objects read for one or two fields (`requestParameters`,
+//! `resources`, ...) parsed only when needed. No `serde_json::Value` is ever built. Key identity rules are in
 //! [`identity`], `actor.kind` rules in [`classify`], the operation table in [`mapping`].
 
 pub mod classify;
@@ -84,62 +86,179 @@ pub fn normalize(n: &Normalizer, rec: &Record<'_>) -> Result<Outcome, RecordErro
         },
         _ => return Ok(Outcome::Skip(SkipReason::NotKms)),
     };
-    let ct: CtRecord<'_> = serde_json::from_slice(rec.bytes).map_err(RecordError::from_json)?;
-    build(n, rec, &ct, kind)
+    // One validating pass over the whole record (JSON syntax and UTF-8), which also yields
+    // `raw`; then only the fields the event needs are read.
+    let raw = rec.to_raw()?;
+    let ct = CtRecord::from_record(rec)?;
+    build(n, raw, &ct, kind)
 }
 
-/// One CloudTrail record, borrowed: only the fields the normalized event needs.
-#[derive(Debug, Deserialize)]
+/// One CloudTrail record, borrowed: only the fields the normalized event needs, read from
+/// the scanner's top-level fields (strings decoded only when they have escapes; objects kept
+/// as bytes and parsed only when needed).
+#[derive(Debug)]
 struct CtRecord<'a> {
-    #[serde(rename = "eventTime", borrow, default)]
     event_time: Option<Cow<'a, str>>,
-    #[serde(rename = "@timestamp", borrow, default)]
     timestamp: Option<Cow<'a, str>>,
-    #[serde(rename = "eventID", borrow, default)]
     event_id: Option<Cow<'a, str>>,
-    #[serde(rename = "eventSource", borrow, default)]
     event_source: Option<Cow<'a, str>>,
-    #[serde(rename = "eventName", borrow, default)]
     event_name: Option<Cow<'a, str>>,
-    #[serde(rename = "awsRegion", borrow, default)]
     aws_region: Option<Cow<'a, str>>,
-    #[serde(rename = "recipientAccountId", borrow, default)]
     recipient_account_id: Option<Cow<'a, str>>,
-    #[serde(rename = "requestID", borrow, default)]
     request_id: Option<Cow<'a, str>>,
-    #[serde(rename = "errorCode", borrow, default)]
     error_code: Option<Cow<'a, str>>,
-    #[serde(rename = "sourceIPAddress", borrow, default)]
     source_ip: Option<Cow<'a, str>>,
-    #[serde(rename = "userAgent", borrow, default)]
     user_agent: Option<Cow<'a, str>>,
-    #[serde(rename = "userIdentity", borrow, default)]
     user_identity: Option<UserIdentity<'a>>,
-    #[serde(rename = "requestParameters", borrow, default)]
-    request_parameters: Option<&'a RawValue>,
-    #[serde(rename = "responseElements", borrow, default)]
-    response_elements: Option<&'a RawValue>,
-    #[serde(rename = "additionalEventData", borrow, default)]
-    additional_event_data: Option<&'a RawValue>,
-    #[serde(rename = "serviceEventDetails", borrow, default)]
-    service_event_details: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    resources: Option<&'a RawValue>,
+    request_parameters: Option<&'a [u8]>,
+    response_elements: Option<&'a [u8]>,
+    additional_event_data: Option<&'a [u8]>,
+    service_event_details: Option<&'a [u8]>,
+    resources: Option<&'a [u8]>,
+}
+
+impl<'a> CtRecord<'a> {
+    /// Read the fields in one pass over the scanner's top-level fields (first occurrence
+    /// wins). The record must already be validated as JSON (see [`normalize`]).
+    fn from_record(rec: &Record<'a>) -> Result<CtRecord<'a>, RecordError> {
+        let mut raw: [Option<&'a [u8]>; FIELDS.len()] = [None; FIELDS.len()];
+        for (k, v) in rec.fields {
+            if let Some(f) = field_of(k) {
+                if let Some(slot) = raw.get_mut(f as usize) {
+                    slot.get_or_insert(v);
+                }
+            }
+        }
+        let get = |f: Field| raw.get(f as usize).copied().flatten();
+        let s = |f: Field| str_value(get(f), f);
+        let obj = |f: Field| get(f).filter(|v| *v != b"null");
+        let user_identity = match get(Field::UserIdentity) {
+            None => None,
+            Some(v) => serde_json::from_slice::<Option<UserIdentity<'a>>>(v).map_err(|e| {
+                RecordError::new(RejectReason::BadValue, format!("userIdentity: {e}"))
+            })?,
+        };
+        Ok(CtRecord {
+            event_time: s(Field::EventTime)?,
+            timestamp: s(Field::Timestamp)?,
+            event_id: s(Field::EventId)?,
+            event_source: s(Field::EventSource)?,
+            event_name: s(Field::EventName)?,
+            aws_region: s(Field::AwsRegion)?,
+            recipient_account_id: s(Field::RecipientAccountId)?,
+            request_id: s(Field::RequestId)?,
+            error_code: s(Field::ErrorCode)?,
+            source_ip: s(Field::SourceIp)?,
+            user_agent: s(Field::UserAgent)?,
+            user_identity,
+            request_parameters: obj(Field::RequestParameters),
+            response_elements: obj(Field::ResponseElements),
+            additional_event_data: obj(Field::AdditionalEventData),
+            service_event_details: obj(Field::ServiceEventDetails),
+            resources: obj(Field::Resources),
+        })
+    }
+}
+
+/// The top-level CloudTrail fields read, in the order of [`FIELDS`].
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    EventTime,
+    Timestamp,
+    EventId,
+    EventSource,
+    EventName,
+    AwsRegion,
+    RecipientAccountId,
+    RequestId,
+    ErrorCode,
+    SourceIp,
+    UserAgent,
+    UserIdentity,
+    RequestParameters,
+    ResponseElements,
+    AdditionalEventData,
+    ServiceEventDetails,
+    Resources,
+}
+
+/// Field names as CloudTrail writes them, indexed by [`Field`].
+const FIELDS: [&str; 17] = [
+    "eventTime",
+    "@timestamp",
+    "eventID",
+    "eventSource",
+    "eventName",
+    "awsRegion",
+    "recipientAccountId",
+    "requestID",
+    "errorCode",
+    "sourceIPAddress",
+    "userAgent",
+    "userIdentity",
+    "requestParameters",
+    "responseElements",
+    "additionalEventData",
+    "serviceEventDetails",
+    "resources",
+];
+
+/// The [`Field`] a top-level key names, if read.
+fn field_of(key: &[u8]) -> Option<Field> {
+    Some(match key {
+        b"eventTime" => Field::EventTime,
+        b"@timestamp" => Field::Timestamp,
+        b"eventID" => Field::EventId,
+        b"eventSource" => Field::EventSource,
+        b"eventName" => Field::EventName,
+        b"awsRegion" => Field::AwsRegion,
+        b"recipientAccountId" => Field::RecipientAccountId,
+        b"requestID" => Field::RequestId,
+        b"errorCode" => Field::ErrorCode,
+        b"sourceIPAddress" => Field::SourceIp,
+        b"userAgent" => Field::UserAgent,
+        b"userIdentity" => Field::UserIdentity,
+        b"requestParameters" => Field::RequestParameters,
+        b"responseElements" => Field::ResponseElements,
+        b"additionalEventData" => Field::AdditionalEventData,
+        b"serviceEventDetails" => Field::ServiceEventDetails,
+        b"resources" => Field::Resources,
+        _ => return None,
+    })
+}
+
+/// A string value: `None` when absent or null, an error when it is not a string.
+fn str_value(v: Option<&[u8]>, f: Field) -> Result<Option<Cow<'_, str>>, RecordError> {
+    let Some(v) = v else {
+        return Ok(None);
+    };
+    if v == b"null" {
+        return Ok(None);
+    }
+    if let Some(s) = crate::scan::plain_str(v) {
+        return Ok(Some(Cow::Borrowed(s)));
+    }
+    serde_json::from_slice::<Cow<'_, str>>(v)
+        .map(Some)
+        .map_err(|e| {
+            let name = FIELDS.get(f as usize).copied().unwrap_or("field");
+            RecordError::new(RejectReason::BadValue, format!("{name}: {e}"))
+        })
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct UserIdentity<'a> {
-    #[serde(rename = "type", borrow, default)]
+    #[serde(rename = "type", borrow, default, deserialize_with = "opt_cow")]
     type_: Option<Cow<'a, str>>,
-    #[serde(rename = "principalId", borrow, default)]
+    #[serde(rename = "principalId", borrow, default, deserialize_with = "opt_cow")]
     principal_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
     arn: Option<Cow<'a, str>>,
-    #[serde(rename = "accountId", borrow, default)]
+    #[serde(rename = "accountId", borrow, default, deserialize_with = "opt_cow")]
     account_id: Option<Cow<'a, str>>,
-    #[serde(rename = "userName", borrow, default)]
+    #[serde(rename = "userName", borrow, default, deserialize_with = "opt_cow")]
     user_name: Option<Cow<'a, str>>,
-    #[serde(rename = "invokedBy", borrow, default)]
+    #[serde(rename = "invokedBy", borrow, default, deserialize_with = "opt_cow")]
     invoked_by: Option<Cow<'a, str>>,
     #[serde(rename = "sessionContext", borrow, default)]
     session_context: Option<SessionContext<'a>>,
@@ -157,9 +276,9 @@ struct SessionContext<'a> {
 
 #[derive(Debug, Default, Deserialize)]
 struct SessionIssuer<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
     arn: Option<Cow<'a, str>>,
-    #[serde(rename = "userName", borrow, default)]
+    #[serde(rename = "userName", borrow, default, deserialize_with = "opt_cow")]
     user_name: Option<Cow<'a, str>>,
 }
 
@@ -172,7 +291,7 @@ struct SessionAttributes<'a> {
 
 #[derive(Debug, Default, Deserialize)]
 struct OnBehalfOf<'a> {
-    #[serde(rename = "userId", borrow, default)]
+    #[serde(rename = "userId", borrow, default, deserialize_with = "opt_cow")]
     user_id: Option<Cow<'a, str>>,
 }
 
@@ -180,11 +299,11 @@ struct OnBehalfOf<'a> {
 /// `serviceEventDetails` fields used for key identity.
 #[derive(Debug, Default, Deserialize)]
 struct KeyParams<'a> {
-    #[serde(rename = "keyId", borrow, default)]
+    #[serde(rename = "keyId", borrow, default, deserialize_with = "opt_cow")]
     key_id: Option<Cow<'a, str>>,
-    #[serde(rename = "targetKeyId", borrow, default)]
+    #[serde(rename = "targetKeyId", borrow, default, deserialize_with = "opt_cow")]
     target_key_id: Option<Cow<'a, str>>,
-    #[serde(rename = "aliasName", borrow, default)]
+    #[serde(rename = "aliasName", borrow, default, deserialize_with = "opt_cow")]
     alias_name: Option<Cow<'a, str>>,
     #[serde(rename = "pendingWindowInDays", borrow, default)]
     pending_window_in_days: Option<&'a RawValue>,
@@ -194,7 +313,7 @@ struct KeyParams<'a> {
         default
     )]
     sse_kms_key_id: Option<Cow<'a, str>>,
-    #[serde(rename = "SSEKMSKeyId", borrow, default)]
+    #[serde(rename = "SSEKMSKeyId", borrow, default, deserialize_with = "opt_cow")]
     sse_kms_key_id_data: Option<Cow<'a, str>>,
     #[serde(rename = "keyMetadata", borrow, default)]
     key_metadata: Option<KeyMetadata<'a>>,
@@ -202,22 +321,30 @@ struct KeyParams<'a> {
 
 #[derive(Debug, Default, Deserialize)]
 struct KeyMetadata<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
     arn: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
 struct Resource<'a> {
-    #[serde(rename = "ARN", borrow, default)]
+    #[serde(rename = "ARN", borrow, default, deserialize_with = "opt_cow")]
     arn: Option<Cow<'a, str>>,
-    #[serde(rename = "type", borrow, default)]
+    #[serde(rename = "type", borrow, default, deserialize_with = "opt_cow")]
     type_: Option<Cow<'a, str>>,
+}
+
+/// `Option<Cow<str>>` that borrows from the input when the string has no escapes (serde's
+/// own `Cow` impl always allocates unless the field is exactly `Cow<'a, str>`).
+fn opt_cow<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'de>>::deserialize(d)?.map(|b| b.0))
 }
 
 /// Parse a sub-object leniently: a value of an unexpected shape reads as empty (the event is
 /// still worth keeping without it).
-fn sub<'a, T: Deserialize<'a> + Default>(v: Option<&'a RawValue>) -> T {
-    v.and_then(|v| serde_json::from_str(v.get()).ok())
+fn sub<'a, T: Deserialize<'a> + Default>(v: Option<&'a [u8]>) -> T {
+    v.and_then(|v| serde_json::from_slice(v).ok())
         .unwrap_or_default()
 }
 
@@ -231,7 +358,7 @@ fn nonempty<'a>(s: &'a Option<Cow<'_, str>>) -> Option<&'a str> {
 
 fn build(
     n: &Normalizer,
-    rec: &Record<'_>,
+    raw: Box<RawValue>,
     ct: &CtRecord<'_>,
     kind: Kind,
 ) -> Result<Outcome, RecordError> {
@@ -260,7 +387,7 @@ fn build(
         return Ok(Outcome::Skip(SkipReason::NotKms));
     }
 
-    let mut ev = Event::new(time, operation, rec.to_raw()?);
+    let mut ev = Event::new(time, operation, raw);
     ev.metadata.uid = opt(&ct.event_id).unwrap_or_default();
     ev.metadata.product = Product {
         name: PRODUCT_CLOUDTRAIL.to_string(),
@@ -455,25 +582,25 @@ fn s3_key(ct: &CtRecord<'_>, ctx: Context<'_>) -> Option<Key> {
     nonempty(&add.sse_kms_key_id_data).and_then(|r| identity::key_from_reference(r, ctx))
 }
 
-fn sub_vec<'a, T: Deserialize<'a>>(v: Option<&'a RawValue>) -> Vec<T> {
-    v.and_then(|v| serde_json::from_str(v.get()).ok())
+fn sub_vec<'a, T: Deserialize<'a>>(v: Option<&'a [u8]>) -> Vec<T> {
+    v.and_then(|v| serde_json::from_slice(v).ok())
         .unwrap_or_default()
 }
 
 /// A KMS EventBridge event, borrowed.
 #[derive(Debug, Deserialize)]
 struct KmsEventBridge<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
     id: Option<Cow<'a, str>>,
-    #[serde(rename = "detail-type", borrow, default)]
+    #[serde(rename = "detail-type", borrow, default, deserialize_with = "opt_cow")]
     detail_type: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
     source: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
     account: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
     time: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
     region: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     resources: Option<&'a RawValue>,
@@ -483,7 +610,7 @@ struct KmsEventBridge<'a> {
 
 #[derive(Debug, Default, Deserialize)]
 struct KmsEventDetail<'a> {
-    #[serde(rename = "key-id", borrow, default)]
+    #[serde(rename = "key-id", borrow, default, deserialize_with = "opt_cow")]
     key_id: Option<Cow<'a, str>>,
 }
 
@@ -544,8 +671,8 @@ pub fn normalize_eventbridge(n: &Normalizer, rec: &Record<'_>) -> Result<Outcome
         region: nonempty(&eb.region),
         account: nonempty(&eb.account),
     };
-    let resources: Vec<Cow<'_, str>> = sub_vec(eb.resources);
-    let detail: KmsEventDetail<'_> = sub(eb.detail);
+    let resources: Vec<Cow<'_, str>> = sub_vec(eb.resources.map(|r| r.get().as_bytes()));
+    let detail: KmsEventDetail<'_> = sub(eb.detail.map(|r| r.get().as_bytes()));
     let key = resources
         .iter()
         .find(|r| identity::is_key_arn(r))

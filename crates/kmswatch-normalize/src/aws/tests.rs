@@ -425,6 +425,25 @@ fn escaped_strings_are_decoded() {
     );
 }
 
+#[test]
+fn escaped_strings_in_user_identity_are_decoded() {
+    let rec = DECRYPT.replace(
+        r#""arn":"arn:aws:iam::111122223333:user/alice""#,
+        r#""arn":"arn:aws:iam::111122223333:user\/al\u0069ce""#,
+    );
+    let (ev, _) = event(&rec);
+    assert_eq!(
+        ev.actor.user.uid.as_deref(),
+        Some("arn:aws:iam::111122223333:user/alice")
+    );
+    let rec = DECRYPT.replace(
+        r#""awsRegion":"us-east-1""#,
+        r#""awsRegion":"us-east\u002d1""#,
+    );
+    let (ev, _) = event(&rec);
+    assert_eq!(ev.cloud.region.as_deref(), Some("us-east-1"));
+}
+
 const EB_ROTATION: &str = r#"{"version":"0","id":"eb-0001","detail-type":"KMS CMK Rotation","source":"aws.kms","account":"111122223333","time":"2024-03-04T00:00:05Z","region":"us-east-1","resources":["arn:aws:kms:us-east-1:111122223333:key/0a1b2c3d-1111-2222-3333-444455556666"],"detail":{"key-id":"0a1b2c3d-1111-2222-3333-444455556666"}}"#;
 
 #[test]
