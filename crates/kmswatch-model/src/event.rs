@@ -81,7 +81,7 @@ impl Event {
 }
 
 /// `metadata.*`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Metadata {
     /// Native event id: CloudTrail `eventID`, Azure `id` or `correlationId`+time, GCP `insertId`.
     pub uid: String,
@@ -93,6 +93,17 @@ pub struct Metadata {
     /// OCSF schema version this event follows.
     #[serde(default = "ocsf_version")]
     pub version: String,
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Metadata {
+            uid: String::new(),
+            product: Product::default(),
+            log_format: String::new(),
+            version: ocsf_version(),
+        }
+    }
 }
 
 fn ocsf_version() -> String {

@@ -20,11 +20,11 @@ pub mod aws;
 pub mod azure;
 mod document;
 pub mod gcp;
-mod options;
+pub mod options;
 pub mod scan;
 pub mod time;
 
-pub use document::{Item, Location, Summary};
+pub use document::{is_log_name, Item, Location, Summary};
 pub use kmswatch_model as model;
 use kmswatch_model::Event;
 pub use options::{Format, Options, OptionsError};
@@ -99,9 +99,12 @@ impl<'a> Record<'a> {
         serde_json::from_slice::<String>(v).ok().map(Cow::Owned)
     }
 
-    /// The record as an owned raw JSON value (for `Event::raw`), validated.
+    /// The record as an owned raw JSON value (for `Event::raw`), validated. Content is kept
+    /// byte for byte; only line breaks and indentation between tokens are removed when the
+    /// record was pretty-printed, so that one event stays one line of JSON.
     pub fn to_raw(&self) -> Result<Box<serde_json::value::RawValue>, RecordError> {
-        let s = std::str::from_utf8(self.bytes).map_err(|e| {
+        let compact = scan::compact(self.bytes);
+        let s = std::str::from_utf8(&compact).map_err(|e| {
             RecordError::new(
                 RejectReason::InvalidUtf8,
                 format!("invalid UTF-8 at byte {}", e.valid_up_to()),
@@ -144,6 +147,10 @@ pub enum SkipReason {
     NotALogFile,
     /// An empty document or line-less file.
     Empty,
+    /// Valid JSON with none of the marker fields of any supported format (a Kubernetes audit
+    /// event, an Okta log line). Skipped and counted when the format is detected; with a
+    /// forced `--format` such a record is rejected instead.
+    Unrecognized,
 }
 
 impl SkipReason {
@@ -156,6 +163,7 @@ impl SkipReason {
             SkipReason::NotAuditRecord => "not_audit_record",
             SkipReason::NotALogFile => "not_a_log_file",
             SkipReason::Empty => "empty",
+            SkipReason::Unrecognized => "unrecognized",
         }
     }
 }

@@ -17,13 +17,16 @@ pub enum ScanError {
     Unexpected(usize),
     /// Nesting deeper than [`MAX_DEPTH`].
     TooDeep(usize),
+    /// Already reported by the caller that met it; reading resumes at this offset (used by
+    /// the document reader).
+    Reported(usize),
 }
 
 impl ScanError {
     /// The byte offset the error was detected at (the input length for [`ScanError::Eof`]).
     pub fn offset(self, len: usize) -> usize {
         match self {
-            ScanError::Eof => len,
+            ScanError::Eof | ScanError::Reported(_) => len,
             ScanError::Unexpected(o) | ScanError::TooDeep(o) => o,
         }
     }
@@ -188,6 +191,82 @@ pub fn plain_str(v: &[u8]) -> Option<&str> {
     None
 }
 
+/// What could be read of an object cut short: its complete fields, and the key and start
+/// offset of the field whose value was cut (if the cut happened inside a value).
+pub type PartialObject<'a> = (Vec<Field<'a>>, Option<(&'a [u8], usize)>);
+
+/// Read as much as possible of a truncated object starting at `b[i] == b'{'`.
+pub fn object_fields_partial(b: &[u8], i: usize) -> PartialObject<'_> {
+    let mut out = Vec::new();
+    let mut j = skip_ws(b, i + 1);
+    loop {
+        if b.get(j) != Some(&b'"') {
+            return (out, None);
+        }
+        let Ok(key_end) = skip_string(b, j) else {
+            return (out, None);
+        };
+        let key = &b[j + 1..key_end - 1];
+        j = skip_ws(b, key_end);
+        if b.get(j) != Some(&b':') {
+            return (out, None);
+        }
+        j = skip_ws(b, j + 1);
+        match skip_value(b, j) {
+            Ok(vend) => {
+                out.push((key, &b[j..vend]));
+                j = skip_ws(b, vend);
+                match b.get(j) {
+                    Some(b',') => j = skip_ws(b, j + 1),
+                    _ => return (out, None),
+                }
+            }
+            Err(_) => return (out, Some((key, j))),
+        }
+    }
+}
+
+/// The complete elements of a truncated array starting at `b[i] == b'['`.
+pub fn array_elements_partial(b: &[u8], i: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut j = skip_ws(b, i + 1);
+    while let Ok(end) = skip_value(b, j) {
+        out.push(j..end);
+        j = skip_ws(b, end);
+        match b.get(j) {
+            Some(b',') => j = skip_ws(b, j + 1),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The value without whitespace between tokens, when it has line breaks (pretty-printed);
+/// borrowed unchanged otherwise. Whitespace inside strings is kept (a raw line break cannot
+/// appear inside a JSON string, so any line break is between tokens).
+pub fn compact(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if memchr::memchr2(b'\n', b'\r', b).is_none() {
+        return std::borrow::Cow::Borrowed(b);
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let end = skip_string(b, i).unwrap_or(b.len());
+                out.extend_from_slice(&b[i..end]);
+                i = end;
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => i += 1,
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +286,14 @@ mod tests {
             plain_str(br#""kms.amazonaws.com""#),
             Some("kms.amazonaws.com")
         );
+    }
+
+    #[test]
+    fn compacts_only_pretty_printed_values() {
+        let compact_in = br#"{"a": "x y", "b":[1, 2]}"#;
+        assert!(matches!(compact(compact_in), std::borrow::Cow::Borrowed(_)));
+        let pretty = b"{\n  \"a\": \"x  y\\\"\",\n  \"b\": [\n    1,\n    2\n  ]\n}";
+        assert_eq!(&*compact(pretty), br#"{"a":"x  y\"","b":[1,2]}"#);
     }
 
     #[test]

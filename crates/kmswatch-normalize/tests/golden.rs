@@ -1,10 +1,12 @@
 //! Golden tests: one fixture file under `fixtures/` is one test case.
 //!
-//! For a fixture `fixtures/P/NAME.EXT` the expected output is `fixtures/P/NAME.EXT.golden.jsonl`:
+//! For a fixture `fixtures/P/NAME.EXT` the expected output is `fixtures/P/NAME.EXT.golden`:
 //! one line per record, in order — the normalized event for an event, or a
 //! `{"skipped": ...}` / `{"rejected": ...}` line with the location. Run with
 //! `KMSWATCH_BLESS=1` to (re)write the golden files after a deliberate change, then review the
 //! diff like code.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use kmswatch_normalize::{Item, Normalizer, Options};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -57,7 +59,7 @@ fn fixtures(root: &Path) -> Vec<PathBuf> {
                 stack.push(p);
             } else {
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if !(name.ends_with(".golden.jsonl") || name.ends_with(".md")) {
+                if !(name.ends_with(".golden") || name.ends_with(".md") || name.starts_with('.')) {
                     out.push(p);
                 }
             }
@@ -80,7 +82,7 @@ fn check(root: &Path, fixture: &Path) -> Result<(), Failed> {
         got.push_str(&render(&item));
         got.push('\n');
     });
-    let golden = PathBuf::from(format!("{}.golden.jsonl", fixture.display()));
+    let golden = PathBuf::from(format!("{}.golden", fixture.display()));
     if std::env::var_os("KMSWATCH_BLESS").is_some() {
         std::fs::write(&golden, &got).map_err(|e| format!("{}: {e}", golden.display()))?;
         return Ok(());

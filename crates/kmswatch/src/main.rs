@@ -1,7 +1,52 @@
 //! # kmswatch
 //!
-//! The binary: command-line verbs over the library crates.
+//! The binary at the end of the data path: command-line verbs that wire the library crates
+//! (normalize, rules, sources, sinks, respond) together.
+//!
+//! Exit codes are part of the interface: 0 success; 1 the run completed but some input was
+//! rejected (or, for `scan`, findings were raised with `--fail-on-findings`); 2 usage or I/O
+//! errors that stopped the run.
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+mod cmd;
+mod input;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// kmswatch — who touched your keys? Detection for AWS KMS, Azure Key Vault and Google Cloud KMS
+/// audit logs.
+///
+/// Reads CloudTrail, Key Vault / Activity Log and Cloud Audit Logs in the shapes they are
+/// delivered in (S3 files, Event Hub batches, Pub/Sub pushes, Log Analytics exports, gzip,
+/// zip...), normalizes them into one schema (OCSF API Activity + `kms.*`), and runs Sigma rules
+/// over them.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kmswatch",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Normalize(cmd::normalize::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Normalize(args) => cmd::normalize::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kmswatch: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,9 +1,778 @@
 //! GCP Cloud Audit Logs `LogEntry` records for Cloud KMS, and the logging changes that can
 //! blind it.
+//!
+//! One Cloud Logging [`LogEntry`](https://cloud.google.com/logging/docs/reference/v2/rest/v2/LogEntry)
+//! with an [`AuditLog`](https://cloud.google.com/logging/docs/reference/audit/auditlog/rest/Shared.Types/AuditLog)
+//! `protoPayload` comes in (the document reader has removed arrays, JSON lines, Pub/Sub push
+//! envelopes and test wrappers). What comes out:
+//!
+//! * `protoPayload.serviceName == "cloudkms.googleapis.com"` (Admin Activity and Data Access):
+//!   a key-management event (`related: false`), operation from [`mapping`].
+//! * Related events (`related: true`, `kms.operation` = `LoggingChange`), kept because they can
+//!   blind KMS logging:
+//!   * `SetIamPolicy` on a project, folder or organization that changes its audit configs
+//!     (`serviceData.policyDelta.auditConfigDeltas` when the entry has a policy delta,
+//!     otherwise a request that writes `policy.auditConfigs` or names `auditConfigs` in its
+//!     update mask) — e.g. turning off Data Access logs for `cloudkms.googleapis.com`;
+//!   * Cloud Logging configuration: `google.logging.v2.ConfigServiceV2.CreateSink`,
+//!     `UpdateSink`, `DeleteSink`, `CreateExclusion`, `UpdateExclusion`, `DeleteExclusion`,
+//!     `UpdateSettings`, `UpdateCmekSettings` and `DeleteBucket`. The sink, exclusion or
+//!     bucket name goes to `kms.object_uid`.
+//! * Any other `LogEntry`: [`SkipReason::NotKms`]; a record that is not a `LogEntry` at all
+//!   (a Security Command Center notification, ...): [`SkipReason::NotAuditRecord`].
+//!
+//! The decision is taken before deserializing: a substring search for
+//! `cloudkms.googleapis.com`, `ConfigServiceV2` or `auditConfig` in the record's bytes, then a
+//! structural scan of `protoPayload` for `serviceName` / `methodName`. Only kept entries are
+//! deserialized, into borrowed structs; `request`, `response` and `serviceData` are read
+//! lazily from raw JSON and only for the fields needed.
+//!
+//! Field choices: `time` from `timestamp`, else `receiveTimestamp`. `metadata.uid` is
+//! `insertId`; an entry without one (hand-written test events) gets `gcp-fnv-<hash>`, a hash
+//! of its bytes, so a replay keeps the id. `cloud.account.uid` is `resource.labels.project_id`,
+//! else the project of `logName`, else of the resource name; `cloud.region` is
+//! `resource.labels.location`, else the resource name's location, else
+//! `resourceLocation.currentLocations[0]`. Key identity is in [`identity`], principals in
+//! [`classify`]. `kms.cross_account` is true only when the caller's project is known (a
+//! service account's or agent's) and differs from the key's project; a project number is
+//! only compared with a project number and an id with an id, anything else is unknown and
+//! reads as false. `kms.pending_window_days` of `DestroyCryptoKeyVersion` comes from the
+//! response's `destroyTime` (rounded to days after the event time) or a
+//! `destroyScheduledDuration` in the response or request; absent otherwise.
+//!
+//! Panther's test events spell some keys in lower case (`protopayload`, `insertid`,
+//! `logname`, `receivetimestamp`, `callerIP`); those spellings are read too.
 
-use crate::{Normalizer, Outcome, Record, RecordError, SkipReason};
+pub mod classify;
+pub mod identity;
+pub mod mapping;
+
+use crate::{Normalizer, Outcome, Record, RecordError, RejectReason, SkipReason};
+use kmswatch_model::{
+    Account, ActorKind, Event, Key, KmsOperation, Provider, Status, User, OCSF_VERSION,
+};
+use memchr::memmem::Finder;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+/// The service name of Cloud KMS in audit logs.
+pub const KMS_SERVICE: &str = "cloudkms.googleapis.com";
+
+/// Cheap test: is this record a Cloud Logging `LogEntry`? True when it has a `protoPayload`,
+/// or a `logName` together with an `insertId`, `resource` or `timestamp`.
+pub fn looks_like(rec: &Record<'_>) -> bool {
+    let has = |a: &str, b: &str| rec.field(a).is_some() || rec.field(b).is_some();
+    has("protoPayload", "protopayload")
+        || (has("logName", "logname")
+            && (has("insertId", "insertid")
+                || rec.field("resource").is_some()
+                || rec.field("timestamp").is_some()))
+}
 
 /// Normalize one `LogEntry` (the entry itself, envelopes already removed).
-pub fn normalize(_n: &Normalizer, _rec: &Record<'_>) -> Result<Outcome, RecordError> {
-    Ok(Outcome::Skip(SkipReason::NotKms))
+pub fn normalize(_n: &Normalizer, rec: &Record<'_>) -> Result<Outcome, RecordError> {
+    let Some(pp) = rec
+        .field("protoPayload")
+        .or_else(|| rec.field("protopayload"))
+    else {
+        return Ok(Outcome::Skip(if looks_like(rec) {
+            SkipReason::NotKms
+        } else {
+            SkipReason::NotAuditRecord
+        }));
+    };
+    let Some(kind) = triage(rec.bytes, pp) else {
+        return Ok(Outcome::Skip(SkipReason::NotKms));
+    };
+    let entry: LogEntry<'_> = serde_json::from_slice(rec.bytes).map_err(RecordError::from_json)?;
+    let Some(audit) = entry
+        .proto_payload
+        .as_ref()
+        .or(entry.proto_payload_lc.as_ref())
+    else {
+        return Ok(Outcome::Skip(SkipReason::NotKms));
+    };
+    if kind == Kind::AuditConfig && !changes_audit_config(audit) {
+        return Ok(Outcome::Skip(SkipReason::NotKms));
+    }
+    let event = build(rec, &entry, audit, kind)?;
+    Ok(Outcome::Event {
+        event: Box::new(event),
+        related: kind != Kind::Kms,
+    })
 }
+
+/// What a record was kept as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A Cloud KMS entry.
+    Kms,
+    /// A Cloud Logging configuration change.
+    Logging,
+    /// A `SetIamPolicy` that may change audit configs (confirmed after parsing).
+    AuditConfig,
+}
+
+/// Logging configuration methods kept as related (short names under
+/// `google.logging.v2.ConfigServiceV2`).
+const LOGGING_CHANGES: &[&str] = &[
+    "CreateSink",
+    "UpdateSink",
+    "DeleteSink",
+    "CreateExclusion",
+    "UpdateExclusion",
+    "DeleteExclusion",
+    "UpdateSettings",
+    "UpdateCmekSettings",
+    "DeleteBucket",
+];
+
+/// Decide from bytes and the top-level fields of `protoPayload`, without deserializing.
+fn triage(bytes: &[u8], pp: &[u8]) -> Option<Kind> {
+    static KMS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KMS_SERVICE));
+    static LOGGING: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("ConfigServiceV2"));
+    static AUDIT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("auditConfig"));
+    let kms_hint = KMS.find(bytes).is_some();
+    let log_hint = LOGGING.find(bytes).is_some();
+    let iam_hint = AUDIT.find(bytes).is_some();
+    if !(kms_hint || log_hint || iam_hint) {
+        return None;
+    }
+    if pp.first() != Some(&b'{') {
+        return None;
+    }
+    let (fields, _) = crate::scan::object_fields(pp, 0).ok()?;
+    let get = |key: &str| -> Option<Cow<'_, str>> {
+        let v = fields.iter().find(|(k, _)| *k == key.as_bytes())?.1;
+        match crate::scan::plain_str(v) {
+            Some(s) => Some(Cow::Borrowed(s)),
+            None => serde_json::from_slice::<String>(v).ok().map(Cow::Owned),
+        }
+    };
+    let service = get("serviceName");
+    if kms_hint && service.as_deref() == Some(KMS_SERVICE) {
+        return Some(Kind::Kms);
+    }
+    let method = get("methodName")?;
+    if log_hint && is_logging_change(&method, service.as_deref()) {
+        return Some(Kind::Logging);
+    }
+    if iam_hint && mapping::short_name(&method) == "SetIamPolicy" {
+        return Some(Kind::AuditConfig);
+    }
+    None
+}
+
+fn is_logging_change(method: &str, service: Option<&str>) -> bool {
+    let short = match method.strip_prefix("google.logging.v2.ConfigServiceV2.") {
+        Some(s) => s,
+        None if service == Some("logging.googleapis.com") => method,
+        None => return false,
+    };
+    LOGGING_CHANGES.contains(&short)
+}
+
+/// True when a `SetIamPolicy` on a project, folder or organization changes audit configs.
+fn changes_audit_config(a: &AuditLog<'_>) -> bool {
+    let req: Option<SetIamRequest<'_>> = sub(a.request);
+    let target = a
+        .resource_name
+        .as_deref()
+        .or_else(|| req.as_ref().and_then(|r| r.resource.as_deref()));
+    let on_container = match target {
+        Some(t) => is_container(t),
+        None => a.service_name.as_deref() == Some("cloudresourcemanager.googleapis.com"),
+    };
+    if !on_container {
+        return false;
+    }
+    let delta = [a.service_data, a.metadata]
+        .into_iter()
+        .filter_map(sub::<AuditData<'_>>)
+        .find_map(|d| d.policy_delta);
+    if let Some(delta) = delta {
+        return delta.audit_config_deltas.is_some_and(non_empty);
+    }
+    req.is_some_and(|r| {
+        r.policy
+            .and_then(|p| p.audit_configs)
+            .is_some_and(non_empty)
+            || r.update_mask
+                .is_some_and(|m| m.get().contains("auditConfigs"))
+    })
+}
+
+/// `projects/P`, `folders/F`, `organizations/O` (optionally with a `//…googleapis.com/` prefix).
+fn is_container(name: &str) -> bool {
+    let name = match name.strip_prefix("//") {
+        Some(rest) => rest.split_once('/').map_or("", |(_, r)| r),
+        None => name,
+    };
+    let mut parts = name.split('/');
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some("projects" | "folders" | "organizations"), Some(id), None) if !id.is_empty()
+    )
+}
+
+/// A JSON value that is present and not `null`, `""`, `[]` or `{}`.
+fn non_empty(v: &RawValue) -> bool {
+    let s = v.get().trim();
+    !matches!(s, "null" | "\"\"" | "[]" | "{}")
+        && !(s.len() >= 2
+            && (s.starts_with('[') || s.starts_with('{'))
+            && s[1..s.len() - 1].trim().is_empty())
+}
+
+/// Parse an optional raw sub-object leniently: a value of the wrong shape counts as absent.
+fn sub<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<T> {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+}
+
+fn build(
+    rec: &Record<'_>,
+    entry: &LogEntry<'_>,
+    a: &AuditLog<'_>,
+    kind: Kind,
+) -> Result<Event, RecordError> {
+    let time = event_time(entry)?;
+    let method = a
+        .method_name
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| RecordError::missing("protoPayload.methodName"))?;
+    let resource: Option<MonitoredResource<'_>> = sub(entry.resource);
+    let labels = resource.and_then(|r| r.labels).unwrap_or_default();
+    let request: Option<KmsRequest<'_>> = if kind == Kind::Kms {
+        sub(a.request)
+    } else {
+        None
+    };
+    let request = request.unwrap_or_default();
+    let response: KmsResponse<'_> = if kind == Kind::Kms {
+        sub(a.response).unwrap_or_default()
+    } else {
+        KmsResponse::default()
+    };
+
+    let operation = match kind {
+        Kind::Kms => mapping::operation(method, &request.hints()),
+        Kind::Logging | Kind::AuditConfig => KmsOperation::LoggingChange,
+    };
+    let mut ev = Event::new(time, operation, rec.to_raw()?);
+
+    // metadata
+    ev.metadata.uid = match entry.insert_id.as_deref().or(entry.insert_id_lc.as_deref()) {
+        Some(id) if !id.is_empty() => id.to_owned(),
+        _ => format!("gcp-fnv-{:016x}", fnv1a(rec.bytes)),
+    };
+    ev.metadata.product.name = "Cloud Audit Logs".to_owned();
+    ev.metadata.product.vendor_name = "Google".to_owned();
+    ev.metadata.log_format = "gcp_audit".to_owned();
+    ev.metadata.version = OCSF_VERSION.to_owned();
+
+    // api
+    ev.api.operation = method.to_owned();
+    ev.api.service.name = a.service_name.as_deref().unwrap_or_default().to_owned();
+
+    // status
+    let status: Option<RpcStatus> = sub(a.status);
+    if let Some(code) = status.and_then(|s| s.code).filter(|c| *c != 0) {
+        ev.status = Status::Failure;
+        ev.status_detail = Some(code_name(code));
+    }
+
+    // resource names
+    let name = if kind == Kind::Kms {
+        key_name(a, &request)
+    } else {
+        None
+    };
+    let log_name = entry.log_name.as_deref().or(entry.log_name_lc.as_deref());
+
+    // cloud
+    ev.cloud.provider = Provider::Gcp;
+    ev.cloud.region = labels
+        .location
+        .as_deref()
+        .or(name.and_then(|n| n.location))
+        .map(str::to_owned)
+        .or_else(|| {
+            sub::<ResourceLocation<'_>>(a.resource_location)
+                .and_then(|l| l.current_locations.into_iter().next())
+                .map(Cow::into_owned)
+        });
+    ev.cloud.account.uid = labels
+        .project_id
+        .as_deref()
+        .or_else(|| log_name.and_then(identity::project_of_log_name))
+        .or(name.and_then(|n| n.project))
+        .map(str::to_owned);
+
+    // actor
+    let meta: Option<RequestMetadata<'_>> = sub(a.request_metadata);
+    if let Some(m) = meta {
+        ev.src_endpoint.ip = m
+            .caller_ip
+            .or(m.caller_ip_upper)
+            .filter(|s| !s.is_empty())
+            .map(Cow::into_owned);
+        ev.http_request.user_agent = m.user_agent.filter(|s| !s.is_empty()).map(Cow::into_owned);
+    }
+    let caller_project = fill_actor(&mut ev, sub(a.authentication_info));
+
+    // kms
+    if let Some(n) = name {
+        let key_project = n.project;
+        if let Some(key) = n.key {
+            let version = n
+                .version
+                .map(str::to_owned)
+                .or_else(|| version_from_labels(key, &labels))
+                .or_else(|| {
+                    let r = identity::parse(response.name.as_deref()?)?;
+                    (r.key == Some(key)).then(|| r.version.map(str::to_owned))?
+                });
+            ev.kms.key = Some(Key {
+                uid: key.to_owned(),
+                version,
+                account_uid: key_project.map(str::to_owned),
+            });
+        } else if n.has_object {
+            ev.kms.object_uid = Some(n.full.to_owned());
+        }
+        ev.kms.cross_account = match (caller_project.as_deref(), key_project) {
+            (Some(c), Some(k)) => {
+                classify::is_number(c) == classify::is_number(k) && !c.eq_ignore_ascii_case(k)
+            }
+            _ => false,
+        };
+    } else if kind == Kind::Kms {
+        if let Some(uid) = key_from_labels(&labels) {
+            ev.kms.key = Some(Key {
+                uid,
+                version: labels.crypto_key_version_id.as_deref().map(str::to_owned),
+                account_uid: labels.project_id.as_deref().map(str::to_owned),
+            });
+        }
+    } else {
+        ev.kms.object_uid = a
+            .resource_name
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+    }
+    if ev.kms.operation == KmsOperation::DestroyKeyVersion {
+        ev.kms.pending_window_days = pending_window_days(time, &request, &response);
+    }
+    Ok(ev)
+}
+
+fn event_time(entry: &LogEntry<'_>) -> Result<i64, RecordError> {
+    let (field, value) = match (
+        &entry.timestamp,
+        &entry.receive_timestamp,
+        &entry.receive_timestamp_lc,
+    ) {
+        (Some(t), _, _) => ("timestamp", t),
+        (None, Some(t), _) | (None, None, Some(t)) => ("receiveTimestamp", t),
+        (None, None, None) => return Err(RecordError::missing("timestamp and receiveTimestamp")),
+    };
+    crate::time::parse_millis(value).ok_or_else(|| {
+        RecordError::new(
+            RejectReason::BadValue,
+            format!("{field} is not a timestamp: {value:?}"),
+        )
+    })
+}
+
+/// The best KMS resource name the entry gives: the first that reaches a key, else the first
+/// that parses at all.
+fn key_name<'a>(a: &'a AuditLog<'_>, req: &'a KmsRequest<'_>) -> Option<identity::KmsName<'a>> {
+    let candidates = [
+        a.resource_name.as_deref(),
+        req.name.as_deref(),
+        req.resource.as_deref(),
+        req.crypto_key_version
+            .as_ref()
+            .and_then(|v| v.name.as_deref()),
+        req.crypto_key.as_ref().and_then(|k| k.name.as_deref()),
+        req.parent.as_deref(),
+    ];
+    let parsed = || candidates.into_iter().flatten().filter_map(identity::parse);
+    parsed()
+        .find(|n| n.key.is_some())
+        .or_else(|| parsed().next())
+}
+
+fn version_from_labels(key: &str, labels: &Labels<'_>) -> Option<String> {
+    let v = labels.crypto_key_version_id.as_deref()?;
+    let k = labels.crypto_key_id.as_deref()?;
+    let ring_ok = labels
+        .key_ring_id
+        .as_deref()
+        .is_none_or(|r| key.contains(&format!("/keyRings/{r}/")));
+    (key.ends_with(&format!("/cryptoKeys/{k}")) && ring_ok && !v.is_empty()).then(|| v.to_owned())
+}
+
+fn key_from_labels(l: &Labels<'_>) -> Option<String> {
+    Some(format!(
+        "projects/{}/locations/{}/keyRings/{}/cryptoKeys/{}",
+        l.project_id.as_deref().filter(|s| !s.is_empty())?,
+        l.location.as_deref().filter(|s| !s.is_empty())?,
+        l.key_ring_id.as_deref().filter(|s| !s.is_empty())?,
+        l.crypto_key_id.as_deref().filter(|s| !s.is_empty())?,
+    ))
+}
+
+/// Fill `actor.*`; returns the caller's project when its identity names one.
+fn fill_actor(ev: &mut Event, auth: Option<AuthenticationInfo<'_>>) -> Option<String> {
+    let Some(auth) = auth else {
+        ev.actor.kind = ActorKind::Unknown;
+        return None;
+    };
+    let principal = auth
+        .principal_email
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .or(auth.principal_subject.as_deref())
+        .unwrap_or("");
+    let id = classify::classify(principal);
+    ev.actor.kind = id.kind;
+    ev.actor.invoked_by = id.invoked_by;
+    let uid = classify::strip_member_prefix(principal.trim());
+    if !uid.is_empty() {
+        ev.actor.user = User {
+            uid: Some(uid.to_owned()),
+            name: Some(uid.to_owned()),
+            type_: id.user_type.map(str::to_owned),
+            account: id.project.clone().map(|p| Account { uid: Some(p) }),
+        };
+    }
+    // Impersonation: the first (original) principal of the delegation chain.
+    let first = auth
+        .service_account_delegation_info
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|d| {
+            d.first_party_principal
+                .and_then(|p| p.principal_email)
+                .or(d.principal_subject)
+                .filter(|s| !s.trim().is_empty())
+        });
+    if let Some(person) = first {
+        let pid = classify::classify(&person);
+        let puid = classify::strip_member_prefix(person.trim()).to_owned();
+        if pid.kind == ActorKind::Human {
+            ev.actor.kind = ActorKind::Human;
+        }
+        ev.actor.impersonator = Some(User {
+            uid: Some(puid.clone()),
+            name: Some(puid),
+            type_: pid.user_type.map(str::to_owned),
+            account: pid.project.map(|p| Account { uid: Some(p) }),
+        });
+    }
+    id.project
+}
+
+fn pending_window_days(time: i64, req: &KmsRequest<'_>, resp: &KmsResponse<'_>) -> Option<u32> {
+    const DAY_MS: i64 = 86_400_000;
+    if let Some(dt) = resp
+        .destroy_time
+        .as_deref()
+        .and_then(crate::time::parse_millis)
+    {
+        let ms = dt.checked_sub(time)?;
+        if ms >= 0 {
+            return u32::try_from((ms + DAY_MS / 2) / DAY_MS).ok();
+        }
+    }
+    let dur = resp.destroy_scheduled_duration.as_deref().or_else(|| {
+        req.crypto_key
+            .as_ref()?
+            .destroy_scheduled_duration
+            .as_deref()
+    })?;
+    let secs = parse_duration_secs(dur)?;
+    u32::try_from((secs + 43_200) / 86_400).ok()
+}
+
+/// A protobuf JSON `Duration` (`"2592000s"`, `"86400.5s"`) in whole seconds.
+fn parse_duration_secs(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('s')?;
+    let whole = s.split('.').next()?;
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    whole.parse().ok()
+}
+
+/// The canonical name of a `google.rpc.Code`.
+pub fn code_name(code: i64) -> String {
+    let name = match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        other => return other.to_string(),
+    };
+    name.to_owned()
+}
+
+/// FNV-1a, 64 bits: a stable id for entries without `insertId`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+// ---- borrowed views of the parts of a LogEntry that are read ----
+
+#[derive(Debug, Deserialize)]
+struct LogEntry<'a> {
+    #[serde(borrow, rename = "protoPayload")]
+    proto_payload: Option<AuditLog<'a>>,
+    #[serde(borrow, rename = "protopayload")]
+    proto_payload_lc: Option<AuditLog<'a>>,
+    #[serde(borrow, rename = "insertId")]
+    insert_id: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "insertid")]
+    insert_id_lc: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "logName")]
+    log_name: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "logname")]
+    log_name_lc: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "receiveTimestamp")]
+    receive_timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "receivetimestamp")]
+    receive_timestamp_lc: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    resource: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditLog<'a> {
+    #[serde(borrow)]
+    service_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    method_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    resource_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    status: Option<&'a RawValue>,
+    #[serde(borrow)]
+    authentication_info: Option<&'a RawValue>,
+    #[serde(borrow)]
+    request_metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    request: Option<&'a RawValue>,
+    #[serde(borrow)]
+    response: Option<&'a RawValue>,
+    #[serde(borrow)]
+    service_data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    resource_location: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MonitoredResource<'a> {
+    #[serde(borrow)]
+    labels: Option<Labels<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Labels<'a> {
+    #[serde(borrow)]
+    project_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    location: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    key_ring_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    crypto_key_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    crypto_key_version_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceLocation<'a> {
+    #[serde(borrow, default)]
+    current_locations: Vec<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RpcStatus {
+    code: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestMetadata<'a> {
+    #[serde(borrow, rename = "callerIp")]
+    caller_ip: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "callerIP")]
+    caller_ip_upper: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "callerSuppliedUserAgent")]
+    user_agent: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthenticationInfo<'a> {
+    #[serde(borrow)]
+    principal_email: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    principal_subject: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    service_account_delegation_info: Option<Vec<Delegation<'a>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Delegation<'a> {
+    #[serde(borrow)]
+    first_party_principal: Option<FirstPartyPrincipal<'a>>,
+    #[serde(borrow)]
+    principal_subject: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FirstPartyPrincipal<'a> {
+    #[serde(borrow)]
+    principal_email: Option<Cow<'a, str>>,
+}
+
+/// The request fields of Cloud KMS methods that are read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KmsRequest<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    parent: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    resource: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    update_mask: Option<&'a RawValue>,
+    #[serde(borrow)]
+    crypto_key: Option<CryptoKey<'a>>,
+    #[serde(borrow)]
+    crypto_key_version: Option<CryptoKeyVersion<'a>>,
+}
+
+impl KmsRequest<'_> {
+    fn hints(&self) -> mapping::RequestHints<'_> {
+        let mask = self.update_mask.map(RawValue::get).unwrap_or("");
+        let has = |a: &str, b: &str| mask.contains(a) || mask.contains(b);
+        mapping::RequestHints {
+            has_update_mask: self.update_mask.is_some_and(non_empty),
+            mask_names_rotation: has("rotationPeriod", "rotation_period")
+                || has("nextRotationTime", "next_rotation_time"),
+            mask_names_state: mask
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|w| w == "state"),
+            sets_rotation: self.crypto_key.as_ref().is_some_and(|k| {
+                k.rotation_period.is_some_and(non_empty)
+                    || k.next_rotation_time.is_some_and(non_empty)
+            }),
+            version_state: self
+                .crypto_key_version
+                .as_ref()
+                .and_then(|v| v.state.as_deref()),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CryptoKey<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    rotation_period: Option<&'a RawValue>,
+    #[serde(borrow)]
+    next_rotation_time: Option<&'a RawValue>,
+    #[serde(borrow)]
+    destroy_scheduled_duration: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CryptoKeyVersion<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    state: Option<Cow<'a, str>>,
+}
+
+/// The response fields of Cloud KMS methods that are read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KmsResponse<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    destroy_time: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    destroy_scheduled_duration: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SetIamRequest<'a> {
+    #[serde(borrow)]
+    resource: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    policy: Option<Policy<'a>>,
+    #[serde(borrow)]
+    update_mask: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Policy<'a> {
+    #[serde(borrow)]
+    audit_configs: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditData<'a> {
+    #[serde(borrow)]
+    policy_delta: Option<PolicyDelta<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicyDelta<'a> {
+    #[serde(borrow)]
+    audit_config_deltas: Option<&'a RawValue>,
+}
+
+#[cfg(test)]
+mod tests;
