@@ -495,7 +495,8 @@ fn fill_actor(n: &Normalizer, ev: &mut Event, ui: Option<&UserIdentity<'_>>) {
 
 /// The display name most useful to an analyst: the IAM user name, the role session name
 /// (for SSO sessions the person's user name; the role is in `actor.session.issuer`), the
-/// federated user name, the Identity Center user id, or the service for `AWSService`.
+/// federated user name, the Identity Center user id, or the service for `AWSService` and
+/// for service events without a principal.
 fn user_name<'a>(u: &'a UserIdentity<'_>, p: &Principal<'a>) -> Option<&'a str> {
     let last_segment = |arn: &'a str| -> Option<&'a str> {
         identity::parse_arn(arn).and_then(|a| a.resource.rsplit('/').next())
@@ -520,7 +521,10 @@ fn user_name<'a>(u: &'a UserIdentity<'_>, p: &Principal<'a>) -> Option<&'a str> 
             .and_then(|o| nonempty(&o.user_id))
             .or_else(|| nonempty(&u.user_name)),
         "AWSService" => p.invoked_by,
-        _ => nonempty(&u.user_name).or_else(|| p.arn.and_then(last_segment)),
+        // KMS's own service events carry only `accountId` and `invokedBy: AWS Internal`.
+        _ => nonempty(&u.user_name)
+            .or_else(|| p.arn.and_then(last_segment))
+            .or(p.invoked_by),
     }
 }
 
