@@ -711,12 +711,21 @@ fn project_fixtures() {
     assert_eq!(
         c,
         Counts {
-            kms: 13,
+            kms: 14,
             related: 3,
             skipped: 4,
             rejected: 0
         }
     );
+    // kms-setiampolicy-public.json and kms-setiampolicy-external.json.
+    assert!(events
+        .iter()
+        .any(|e| e.kms.policy.as_ref().is_some_and(|p| p.public)));
+    assert!(events.iter().any(|e| e
+        .kms
+        .policy
+        .as_ref()
+        .is_some_and(|p| p.external_accounts == ["partner-analytics-prod"])));
     let ops: Vec<_> = events.iter().map(|e| e.kms.operation).collect();
     for want in [
         K::Decrypt,
