@@ -366,7 +366,7 @@ struct CorrMeta {
     feeds: Vec<(u32, u16)>,
 }
 
-/// The detection engine. See the module docs for its semantics.
+#[doc = include_str!("engine.md")]
 #[derive(Debug)]
 pub struct Engine {
     rules: RuleSet,
