@@ -8,6 +8,7 @@
 //! errors that stopped the run.
 
 mod cmd;
+mod config;
 mod input;
 
 use clap::{Parser, Subcommand};
@@ -35,12 +36,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Normalize(cmd::normalize::Args),
+    Scan(cmd::scan::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Normalize(args) => cmd::normalize::run(args),
+        Command::Scan(args) => cmd::scan::run(args),
     };
     match result {
         Ok(code) => code,
