@@ -1,3 +1,4 @@
 //! One module per CLI verb.
 
 pub mod normalize;
+pub mod rules;
