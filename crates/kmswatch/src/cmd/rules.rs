@@ -335,9 +335,10 @@ fn load_config(path: &Path) -> Result<(TestConfig, HashSet<String>)> {
             .split(',')
             .map(str::trim)
             .collect();
-        let col = header.iter().position(|h| *h == "uid").with_context(|| {
-            format!("{}: the header has no `uid` column", inv.display())
-        })?;
+        let col = header
+            .iter()
+            .position(|h| *h == "uid")
+            .with_context(|| format!("{}: the header has no `uid` column", inv.display()))?;
         for l in lines {
             if let Some(uid) = l.split(',').nth(col) {
                 known.insert(uid.trim().to_ascii_lowercase());
@@ -608,7 +609,10 @@ fn run_file(
         } => rejected.push(format!("{location}: {error}")),
     });
     if let Some(r) = rejected.first() {
-        return fail(events.len(), format!("record rejected by the normalizer: {r}"));
+        return fail(
+            events.len(),
+            format!("record rejected by the normalizer: {r}"),
+        );
     }
     if events.is_empty() {
         return fail(0, "the file normalizes to no event".to_string());
@@ -735,12 +739,7 @@ const STATUSES: &[&str] = &[
     "deprecated",
     "unsupported",
 ];
-const CORRELATION_TYPES: &[&str] = &[
-    "event_count",
-    "value_count",
-    "temporal",
-    "temporal_ordered",
-];
+const CORRELATION_TYPES: &[&str] = &["event_count", "value_count", "temporal", "temporal_ordered"];
 /// A description shorter than this cannot say what happened, why it matters, what to check
 /// and how to respond.
 pub const MIN_DESCRIPTION_CHARS: usize = 200;
@@ -779,7 +778,10 @@ fn tag_problem(tag: &str) -> Option<String> {
             "tag `{tag}` must be lowercase letters, digits, `.`, `-`, `_`"
         ));
     }
-    if ns == "attack" && value.starts_with('t') && value[1..].starts_with(|c: char| c.is_ascii_digit()) {
+    if ns == "attack"
+        && value.starts_with('t')
+        && value[1..].starts_with(|c: char| c.is_ascii_digit())
+    {
         let rest = &value[1..];
         let (tech, sub) = match rest.split_once('.') {
             Some((t, s)) => (t, Some(s)),
@@ -802,7 +804,11 @@ fn strings(v: Option<&Value>) -> Option<Vec<&str>> {
     }
 }
 
-fn lint_rule(rf: &RuleFile, names: &HashMap<String, &str>, ids: &HashMap<String, usize>) -> Vec<String> {
+fn lint_rule(
+    rf: &RuleFile,
+    names: &HashMap<String, &str>,
+    ids: &HashMap<String, usize>,
+) -> Vec<String> {
     let mut p = Vec::new();
     let Some(doc) = rf.doc.as_object() else {
         return vec!["the file does not hold a YAML map".to_string()];
@@ -814,7 +820,11 @@ fn lint_rule(rf: &RuleFile, names: &HashMap<String, &str>, ids: &HashMap<String,
         ));
     }
     let corr = rf.is_correlation();
-    let allowed = if corr { CORRELATION_KEYS } else { DETECTION_KEYS };
+    let allowed = if corr {
+        CORRELATION_KEYS
+    } else {
+        DETECTION_KEYS
+    };
     for k in doc.keys() {
         if !allowed.contains(&k.as_str()) {
             p.push(format!("unknown top-level key `{k}`"));
@@ -828,6 +838,7 @@ fn lint_rule(rf: &RuleFile, names: &HashMap<String, &str>, ids: &HashMap<String,
             "description",
             "author",
             "date",
+            "references",
             "tags",
             "correlation",
             "falsepositives",
@@ -881,7 +892,10 @@ fn lint_rule(rf: &RuleFile, names: &HashMap<String, &str>, ids: &HashMap<String,
     }
     if let Some(st) = s("status") {
         if !STATUSES.contains(&st) {
-            p.push(format!("`status` {st} is not one of {}", STATUSES.join(", ")));
+            p.push(format!(
+                "`status` {st} is not one of {}",
+                STATUSES.join(", ")
+            ));
         }
     }
     for k in ["date", "modified"] {
@@ -927,7 +941,10 @@ fn lint_rule(rf: &RuleFile, names: &HashMap<String, &str>, ids: &HashMap<String,
         match ls.as_object() {
             Some(m) => {
                 for k in m.keys() {
-                    if !matches!(k.as_str(), "category" | "product" | "service" | "definition") {
+                    if !matches!(
+                        k.as_str(),
+                        "category" | "product" | "service" | "definition"
+                    ) {
                         p.push(format!("unknown `logsource` key `{k}`"));
                     }
                 }
@@ -939,10 +956,16 @@ fn lint_rule(rf: &RuleFile, names: &HashMap<String, &str>, ids: &HashMap<String,
         p.extend(lint_correlation(doc.get("correlation"), names));
     }
     if !rf.tests.iter().any(|t| t.expect == Expect::Tp) {
-        p.push(format!("no true-positive test file ({}/tp_*.json)", rf.slug));
+        p.push(format!(
+            "no true-positive test file ({}/tp_*.json)",
+            rf.slug
+        ));
     }
     if !rf.tests.iter().any(|t| t.expect == Expect::Tn) {
-        p.push(format!("no true-negative test file ({}/tn_*.json)", rf.slug));
+        p.push(format!(
+            "no true-negative test file ({}/tn_*.json)",
+            rf.slug
+        ));
     }
     p
 }
@@ -965,7 +988,7 @@ fn lint_correlation(c: Option<&Value>, names: &HashMap<String, &str>) -> Vec<Str
     for k in c.keys() {
         if !matches!(
             k.as_str(),
-            "type" | "rules" | "group-by" | "timespan" | "condition" | "aliases" | "generate"
+            "type" | "rules" | "group-by" | "timespan" | "condition" | "aliases"
         ) {
             p.push(format!("unknown `correlation` key `{k}`"));
         }
@@ -1004,7 +1027,10 @@ fn lint_correlation(c: Option<&Value>, names: &HashMap<String, &str>) -> Vec<Str
             Some(cond) => {
                 let ops = ["gt", "gte", "lt", "lte", "eq", "neq"];
                 if !cond.keys().any(|k| ops.contains(&k.as_str())) {
-                    p.push("`correlation.condition` needs one of gt, gte, lt, lte, eq, neq".to_string());
+                    p.push(
+                        "`correlation.condition` needs one of gt, gte, lt, lte, eq, neq"
+                            .to_string(),
+                    );
                 }
                 if ty == "value_count" && !cond.contains_key("field") {
                     p.push("a value_count `condition` needs `field`".to_string());
@@ -1033,18 +1059,19 @@ pub fn lint_pack(dir: &Path, config: Option<&PathBuf>) -> Result<LintReport> {
         skip_invalid: true,
         placeholders: cfg.placeholders.into_iter().collect(),
     };
-    let load_errors: HashMap<PathBuf, Vec<String>> = match kmswatch_rules::RuleSet::load(&[dir], &opts) {
-        Ok((_, report)) => report.errors.iter().fold(HashMap::new(), |mut m, e| {
-            m.entry(e.file.clone())
-                .or_insert_with(Vec::new)
-                .push(format!("line {}: {}", e.line, e.reason));
-            m
-        }),
-        Err(e) => {
-            pack_problems.push(e.to_string());
-            HashMap::new()
-        }
-    };
+    let load_errors: HashMap<PathBuf, Vec<String>> =
+        match kmswatch_rules::RuleSet::load(&[dir], &opts) {
+            Ok((_, report)) => report.errors.iter().fold(HashMap::new(), |mut m, e| {
+                m.entry(e.file.clone())
+                    .or_insert_with(Vec::new)
+                    .push(format!("line {}: {}", e.line, e.reason));
+                m
+            }),
+            Err(e) => {
+                pack_problems.push(e.to_string());
+                HashMap::new()
+            }
+        };
     let mut names: HashMap<String, &str> = HashMap::new();
     let mut ids: HashMap<String, usize> = HashMap::new();
     for rf in &pack {
@@ -1095,7 +1122,11 @@ fn run_lint(args: LintArgs) -> Result<ExitCode> {
                 }
             }
         }
-        writeln!(out, "{} clean, {} with problems", report.clean, report.failed)?;
+        writeln!(
+            out,
+            "{} clean, {} with problems",
+            report.clean, report.failed
+        )?;
     }
     Ok(if report.failed > 0 || !report.pack.is_empty() {
         ExitCode::from(1)
@@ -1121,14 +1152,18 @@ mod tests {
         assert!(tag_problem("attack.t14850").is_some());
         assert!(tag_problem("attack.T1485").is_some());
         assert!(tag_problem("noseparator").is_some());
-        assert!(is_timespan("10m") && is_timespan("24h") && !is_timespan("m") && !is_timespan("10x"));
+        assert!(
+            is_timespan("10m") && is_timespan("24h") && !is_timespan("m") && !is_timespan("10x")
+        );
     }
 
     #[test]
     fn calendar_off_hours() {
         let c = Calendar {
             utc_offset_minutes: 0,
-            days: ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec(),
+            days: ["mon", "tue", "wed", "thu", "fri"]
+                .map(String::from)
+                .to_vec(),
             start: "08:00".into(),
             end: "18:00".into(),
         };
