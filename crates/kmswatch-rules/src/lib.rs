@@ -58,15 +58,27 @@
 //! ```
 
 mod condition;
+mod correlation;
 mod detection;
 mod document;
+mod engine;
+mod enrich;
 mod error;
 mod pattern;
 mod ruleset;
 mod yaml;
 
+pub use correlation::{
+    parse_timespan, Correlation, CorrelationId, CorrelationType, CountCondition, RuleRef,
+};
 pub use document::{
     Document, Enrichment, EnrichmentField, EventDocument, EventField, FieldPath, FieldValue,
+};
+pub use engine::{
+    Engine, EngineConfig, EngineError, EngineState, EngineStats, LateEvent, SuppressionConfig,
+};
+pub use enrich::{
+    is_crypto_operation, CalendarConfig, ConfigError, FirstSeenState, Inventory, InventoryError,
 };
 pub use error::{LoadError, LoadErrorKind, LoadErrors, LoadReport, Skipped};
 pub use ruleset::{LoadOptions, LogSource, RawSource, RuleId, RuleInfo, RuleSet, Target};
