@@ -35,27 +35,7 @@ const PENDING: &[(&str, &str)] = &[
     ),
     (
         "azure_storage_cmk_switch_then_key_deleted",
-        "needs azure_storage_cmk_switched (see above) and the correlation engine",
-    ),
-    (
-        "kms_off_hours_bulk_key_use",
-        "correlation rules need the correlation engine",
-    ),
-    (
-        "kms_mass_secret_retrieval",
-        "correlation rules need the correlation engine",
-    ),
-    (
-        "kms_many_distinct_secrets_read",
-        "correlation rules need the correlation engine",
-    ),
-    (
-        "kms_access_denied_burst",
-        "correlation rules need the correlation engine",
-    ),
-    (
-        "gcp_storage_agent_bulk_encrypt",
-        "correlation rules need the correlation engine",
+        "needs azure_storage_cmk_switched (see above)",
     ),
 ];
 

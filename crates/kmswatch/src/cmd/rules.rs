@@ -12,11 +12,12 @@
 //! and exit 1 when anything fails.
 
 use anyhow::{Context, Result};
-use kmswatch_model::Event;
+use kmswatch_model::Finding;
 use kmswatch_normalize::{Item, Normalizer, Options};
+use kmswatch_rules::{Engine, EngineConfig, LoadOptions, RuleSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -244,163 +245,52 @@ fn config_path(dir: &Path, explicit: Option<&PathBuf>) -> PathBuf {
     explicit.cloned().unwrap_or_else(|| dir.join(TEST_CONFIG))
 }
 
-/// The pack's test configuration (`tests.config.yml`).
+/// The pack's test configuration (`tests.config.yml`): the normalizer options and the
+/// engine configuration (the `detect:` section of kmswatch's own config) the tests run with.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TestConfig {
-    /// Values for `|expand` placeholders, by name (without `%`).
+    /// Normalizer options (for example `human_role_patterns`).
     #[serde(default)]
-    placeholders: BTreeMap<String, Vec<String>>,
-    /// Normalizer: AWS roles whose sessions are people.
+    normalize: Options,
+    /// Engine configuration: business calendars, identity inventory, `|expand` placeholders.
+    /// A relative `inventory_path` is relative to the config file.
     #[serde(default)]
-    human_role_patterns: Vec<String>,
-    /// Business calendar for `kmswatch.off_hours`.
-    #[serde(default)]
-    calendar: Calendars,
-    /// Known principals for `kmswatch.principal_known` (CSV with a `uid` column, relative to
-    /// the config file).
-    #[serde(default)]
-    inventory: Option<PathBuf>,
+    detect: EngineConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Calendars {
-    default: Option<Calendar>,
-    /// Per account / subscription / project.
-    #[serde(default)]
-    accounts: BTreeMap<String, Calendar>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Calendar {
-    /// Offset from UTC in minutes.
-    #[serde(default)]
-    utc_offset_minutes: i64,
-    /// Working days, `mon`..`sun`.
-    days: Vec<String>,
-    /// Start of the working day, `HH:MM`.
-    start: String,
-    /// End of the working day, `HH:MM`.
-    end: String,
-}
-
-fn hhmm(s: &str) -> Option<i64> {
-    let (h, m) = s.split_once(':')?;
-    Some(h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?)
-}
-
-impl Calendar {
-    fn off_hours(&self, time_ms: i64) -> bool {
-        let local_min = time_ms.div_euclid(60_000) + self.utc_offset_minutes;
-        let day = local_min.div_euclid(1440);
-        let minute = local_min.rem_euclid(1440);
-        // 1970-01-01 was a Thursday.
-        let wd = ["thu", "fri", "sat", "sun", "mon", "tue", "wed"]
-            .get(day.rem_euclid(7) as usize)
-            .copied()
-            .unwrap_or("mon");
-        let workday = self.days.iter().any(|d| d.eq_ignore_ascii_case(wd));
-        let (Some(start), Some(end)) = (hhmm(&self.start), hhmm(&self.end)) else {
-            return false;
-        };
-        !(workday && minute >= start && minute < end)
-    }
-}
-
-fn load_config(path: &Path) -> Result<(TestConfig, HashSet<String>)> {
+fn load_config(path: &Path) -> Result<TestConfig> {
     if !path.exists() {
-        return Ok((TestConfig::default(), HashSet::new()));
+        return Ok(TestConfig::default());
     }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let docs = yaml_rust2::YamlLoader::load_from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: YAML: {e}", path.display()))?;
     let v = docs.first().map(yaml_to_json).unwrap_or(Value::Null);
-    let cfg: TestConfig = if v.is_null() {
+    let mut cfg: TestConfig = if v.is_null() {
         TestConfig::default()
     } else {
-        serde_json::from_value(v).with_context(|| format!("{}: bad config", path.display()))?
+        serde_json::from_value(v).with_context(|| format!("{}: bad test config", path.display()))?
     };
-    let mut known = HashSet::new();
-    if let Some(inv) = &cfg.inventory {
-        let inv = path.parent().unwrap_or(Path::new(".")).join(inv);
-        let text =
-            std::fs::read_to_string(&inv).with_context(|| format!("reading {}", inv.display()))?;
-        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .collect();
-        let col = header
-            .iter()
-            .position(|h| *h == "uid")
-            .with_context(|| format!("{}: the header has no `uid` column", inv.display()))?;
-        for l in lines {
-            if let Some(uid) = l.split(',').nth(col) {
-                known.insert(uid.trim().to_ascii_lowercase());
-            }
-        }
-    }
-    Ok((cfg, known))
-}
-
-/// The detection engine a test file runs through.
-struct TestEngine<'a> {
-    rules: &'a kmswatch_rules::RuleSet,
-    cfg: &'a TestConfig,
-    known: &'a HashSet<String>,
-    seen: HashSet<(String, String)>,
-}
-
-impl TestEngine<'_> {
-    fn enrich(&mut self, ev: &Event) -> kmswatch_rules::Enrichment {
-        let cal = ev
-            .cloud
-            .account
-            .uid
-            .as_ref()
-            .and_then(|a| self.cfg.calendar.accounts.get(a))
-            .or(self.cfg.calendar.default.as_ref());
-        let uid = ev.actor.user.uid.clone().unwrap_or_default();
-        let first_seen = match &ev.kms.key {
-            Some(k) if !uid.is_empty() => {
-                Some(self.seen.insert((uid.to_ascii_lowercase(), k.uid.clone())))
-            }
-            _ => None,
-        };
-        let principal_known = (!uid.is_empty()).then(|| {
-            self.known.contains(&uid.to_ascii_lowercase())
-                || ev
-                    .actor
-                    .user
-                    .name
-                    .as_ref()
-                    .is_some_and(|n| self.known.contains(&n.to_ascii_lowercase()))
+    if let Some(inv) = cfg.detect.inventory_path.take() {
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.detect.inventory_path = Some(if inv.is_relative() {
+            base.join(inv)
+        } else {
+            inv
         });
-        kmswatch_rules::Enrichment {
-            off_hours: cal.map(|c| c.off_hours(ev.time)),
-            first_seen,
-            principal_known,
-        }
     }
+    cfg.detect
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(cfg)
+}
 
-    /// Ids of the rules with a finding for `ev`.
-    fn process(&mut self, ev: &Event) -> Vec<String> {
-        let enrichment = self.enrich(ev);
-        let mut ids = Vec::new();
-        self.rules.matches(ev, &enrichment, &mut ids);
-        ids.iter()
-            .filter_map(|i| self.rules.rule(*i))
-            .map(|r| r.display_id().to_string())
-            .collect()
-    }
-
-    fn flush(&mut self) -> Vec<String> {
-        Vec::new()
+fn load_options(cfg: &TestConfig) -> LoadOptions {
+    LoadOptions {
+        skip_invalid: true,
+        ..cfg.detect.load_options()
     }
 }
 
@@ -493,32 +383,24 @@ fn run_test(args: TestArgs) -> Result<ExitCode> {
 pub fn test_pack(dir: &Path, config: Option<&PathBuf>, only: &[String]) -> Result<TestReport> {
     let pack = read_pack(dir)?;
     let cfg_path = config_path(dir, config);
-    let (cfg, known) = load_config(&cfg_path)?;
-    let opts = kmswatch_rules::LoadOptions {
-        skip_invalid: true,
-        placeholders: cfg
-            .placeholders
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    };
-    let (rules, load) = kmswatch_rules::RuleSet::load(&[dir], &opts)
+    let cfg = load_config(&cfg_path)?;
+    let opts = load_options(&cfg);
+    let (rules, load) = RuleSet::load(&[dir], &opts)
         .map_err(|e| anyhow::anyhow!("loading {}: {e}", dir.display()))?;
-    let load_errors: HashMap<PathBuf, Vec<String>> =
-        load.errors.iter().fold(HashMap::new(), |mut m, e| {
-            m.entry(e.file.clone())
-                .or_insert_with(Vec::new)
-                .push(format!("line {}: {}", e.line, e.reason));
-            m
-        });
-    let normalizer = Normalizer::new(Options {
-        human_role_patterns: cfg.human_role_patterns.clone(),
-        ..Options::default()
-    })?;
+    let load_errors = errors_by_file(&load);
+    let normalizer = Normalizer::new(cfg.normalize.clone())?;
     let loaded: HashSet<String> = rules
         .rules()
         .map(|(_, r)| r.display_id().to_string())
+        .chain(
+            rules
+                .correlations()
+                .map(|(_, c)| c.info.display_id().to_string()),
+        )
         .collect();
+    // Fail early and once when the engine cannot be built with this configuration.
+    Engine::new(rules, cfg.detect.clone())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cfg_path.display()))?;
 
     let mut results = Vec::new();
     for rf in &pack {
@@ -534,11 +416,9 @@ pub fn test_pack(dir: &Path, config: Option<&PathBuf>, only: &[String]) -> Resul
         if id.is_empty() {
             problems.push("the rule has no `id`".to_string());
         } else if problems.is_empty() && !loaded.contains(&id) {
-            problems.push(if rf.is_correlation() {
-                "correlation rules are not evaluated by this build's engine".to_string()
-            } else {
-                "the rule did not load".to_string()
-            });
+            problems.push(
+                "the rule did not load (its logsource is not one kmswatch reads?)".to_string(),
+            );
         }
         if !rf.tests.iter().any(|t| t.expect == Expect::Tp) {
             problems.push(format!(
@@ -552,10 +432,11 @@ pub fn test_pack(dir: &Path, config: Option<&PathBuf>, only: &[String]) -> Resul
                 rf.slug
             ));
         }
-        let mut tests = Vec::new();
-        for t in &rf.tests {
-            tests.push(run_file(&normalizer, &rules, &cfg, &known, &id, t));
-        }
+        let tests: Vec<FileResult> = rf
+            .tests
+            .iter()
+            .map(|t| run_file(&normalizer, dir, &opts, &cfg.detect, &id, t))
+            .collect();
         let passed = problems.is_empty() && tests.iter().all(|t| t.passed);
         results.push(RuleResult {
             slug: rf.slug.clone(),
@@ -574,11 +455,23 @@ pub fn test_pack(dir: &Path, config: Option<&PathBuf>, only: &[String]) -> Resul
     })
 }
 
+fn errors_by_file(report: &kmswatch_rules::LoadReport) -> HashMap<PathBuf, Vec<String>> {
+    let mut m: HashMap<PathBuf, Vec<String>> = HashMap::new();
+    for e in &report.errors {
+        m.entry(e.file.clone())
+            .or_default()
+            .push(format!("line {}: {}", e.line, e.reason));
+    }
+    m
+}
+
+/// Normalize one test file and run its events, in file order, through a fresh engine holding
+/// the whole pack; flush at the end and count the findings of `rule_id`.
 fn run_file(
     normalizer: &Normalizer,
-    rules: &kmswatch_rules::RuleSet,
-    cfg: &TestConfig,
-    known: &HashSet<String>,
+    dir: &Path,
+    opts: &LoadOptions,
+    detect: &EngineConfig,
     rule_id: &str,
     t: &TestFile,
 ) -> FileResult {
@@ -617,43 +510,38 @@ fn run_file(
     if events.is_empty() {
         return fail(0, "the file normalizes to no event".to_string());
     }
-    let mut engine = TestEngine {
-        rules,
-        cfg,
-        known,
-        seen: HashSet::new(),
+    let engine = RuleSet::load(&[dir], opts)
+        .map_err(|e| e.to_string())
+        .and_then(|(rules, _)| Engine::new(rules, detect.clone()).map_err(|e| e.to_string()));
+    let mut engine = match engine {
+        Ok(e) => e,
+        Err(e) => return fail(events.len(), format!("cannot build the engine: {e}")),
     };
-    let mut findings = 0usize;
-    let mut others: BTreeMap<String, usize> = BTreeMap::new();
-    let mut count = |ids: Vec<String>| {
-        for id in ids {
-            if id == rule_id {
-                findings += 1;
-            } else {
-                *others.entry(id).or_default() += 1;
-            }
-        }
-    };
+    let mut findings: Vec<Finding> = Vec::new();
     for ev in &events {
-        count(engine.process(ev));
+        engine.process(ev, &file, &mut findings);
     }
-    count(engine.flush());
+    engine.flush(&mut findings);
+    let n = findings
+        .iter()
+        .filter(|f| f.finding_info.analytic.uid == rule_id)
+        .count();
     let passed = match t.expect {
-        Expect::Tp => findings > 0,
-        Expect::Tn => findings == 0,
+        Expect::Tp => n > 0,
+        Expect::Tn => n == 0,
     };
     FileResult {
         file: file.clone(),
         expect,
         events: events.len(),
-        findings,
+        findings: n,
         passed,
         error: (!passed).then(|| match t.expect {
             Expect::Tp => format!(
                 "expected a finding from {rule_id}, got none over {} events",
                 events.len()
             ),
-            Expect::Tn => format!("expected no finding from {rule_id}, got {findings}"),
+            Expect::Tn => format!("expected no finding from {rule_id}, got {n}"),
         }),
     }
 }
@@ -1049,29 +937,20 @@ pub fn lint_pack(dir: &Path, config: Option<&PathBuf>) -> Result<LintReport> {
     let mut pack_problems = Vec::new();
     let cfg_path = config_path(dir, config);
     let cfg = match load_config(&cfg_path) {
-        Ok((c, _)) => c,
+        Ok(c) => c,
         Err(e) => {
             pack_problems.push(format!("{e:#}"));
             TestConfig::default()
         }
     };
-    let opts = kmswatch_rules::LoadOptions {
-        skip_invalid: true,
-        placeholders: cfg.placeholders.into_iter().collect(),
+    let opts = load_options(&cfg);
+    let load_errors = match RuleSet::load(&[dir], &opts) {
+        Ok((_, report)) => errors_by_file(&report),
+        Err(e) => {
+            pack_problems.push(e.to_string());
+            HashMap::new()
+        }
     };
-    let load_errors: HashMap<PathBuf, Vec<String>> =
-        match kmswatch_rules::RuleSet::load(&[dir], &opts) {
-            Ok((_, report)) => report.errors.iter().fold(HashMap::new(), |mut m, e| {
-                m.entry(e.file.clone())
-                    .or_insert_with(Vec::new)
-                    .push(format!("line {}: {}", e.line, e.reason));
-                m
-            }),
-            Err(e) => {
-                pack_problems.push(e.to_string());
-                HashMap::new()
-            }
-        };
     let mut names: HashMap<String, &str> = HashMap::new();
     let mut ids: HashMap<String, usize> = HashMap::new();
     for rf in &pack {
@@ -1155,23 +1034,5 @@ mod tests {
         assert!(
             is_timespan("10m") && is_timespan("24h") && !is_timespan("m") && !is_timespan("10x")
         );
-    }
-
-    #[test]
-    fn calendar_off_hours() {
-        let c = Calendar {
-            utc_offset_minutes: 0,
-            days: ["mon", "tue", "wed", "thu", "fri"]
-                .map(String::from)
-                .to_vec(),
-            start: "08:00".into(),
-            end: "18:00".into(),
-        };
-        // Wednesday 2024-05-15 15:00 UTC: business hours.
-        assert!(!c.off_hours(1_715_785_200_000));
-        // Sunday 2024-05-19 02:00 UTC.
-        assert!(c.off_hours(1_716_084_000_000));
-        // Wednesday 2024-05-15 19:00 UTC: after hours.
-        assert!(c.off_hours(1_715_799_600_000));
     }
 }
