@@ -138,6 +138,38 @@ fn check_test(report: &Result<Value, String>, slug: &str) -> Result<(), Failed> 
     Err(msg.into())
 }
 
+/// `docs/rules.md` lists every field a `product: kms` rule can use, with its row in the fields
+/// table, and every rule of the pack in the catalogue.
+fn check_docs(root: &Path, slugs: &[String]) -> Result<(), Failed> {
+    let doc = std::fs::read_to_string(root.join("docs/rules.md"))
+        .map_err(|e| format!("reading docs/rules.md: {e}"))?;
+    let mut missing = Vec::new();
+    let enrichment = [
+        "kmswatch.off_hours",
+        "kmswatch.first_seen",
+        "kmswatch.principal_known",
+    ];
+    let fields = kmswatch_rules::EventField::ALL
+        .iter()
+        .map(|f| f.name())
+        .chain(enrichment);
+    for f in fields {
+        if !doc.contains(&format!("| `{f}` |")) {
+            missing.push(format!("field {f} has no row in the fields table"));
+        }
+    }
+    for s in slugs {
+        if !doc.contains(&format!("/{s}.yml`]")) {
+            missing.push(format!("rule {s} is not in the catalogue"));
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join("\n").into())
+    }
+}
+
 fn main() {
     let args = Arguments::from_args();
     let pack = workspace_root().join("rules");
@@ -162,5 +194,9 @@ fn main() {
             None => trial,
         });
     }
+    let (root, all) = (workspace_root(), slugs.clone());
+    trials.push(Trial::test("docs::fields_and_catalogue", move || {
+        check_docs(&root, &all)
+    }));
     libtest_mimic::run(&args, trials).exit();
 }
