@@ -16,28 +16,7 @@ use std::sync::{Arc, OnceLock};
 /// Rules whose true-positive events cannot raise a finding yet, with the reason. Their cases
 /// are listed as ignored (run them with `--include-ignored`); remove an entry when its reason
 /// is gone.
-const PENDING: &[(&str, &str)] = &[
-    (
-        "kms_key_policy_public",
-        "no normalizer fills kms.policy.public yet (AWS PutKeyPolicy/CreateKey policy, GCP SetIamPolicy bindings)",
-    ),
-    (
-        "kms_key_policy_external_account",
-        "no normalizer fills kms.policy.external_accounts yet",
-    ),
-    (
-        "kms_grant_to_external_principal",
-        "the AWS normalizer does not fill kms.grantees from CreateGrant granteePrincipal yet",
-    ),
-    (
-        "azure_storage_cmk_switched",
-        "the Azure normalizer does not keep Microsoft.Storage/storageAccounts/write with a Key Vault key as a related event yet",
-    ),
-    (
-        "azure_storage_cmk_switch_then_key_deleted",
-        "needs azure_storage_cmk_switched (see above)",
-    ),
-];
+const PENDING: &[(&str, &str)] = &[];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
