@@ -37,6 +37,7 @@ struct Cli {
 enum Command {
     Normalize(cmd::normalize::Args),
     Scan(cmd::scan::Args),
+    Rules(cmd::rules::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Normalize(args) => cmd::normalize::run(args),
         Command::Scan(args) => cmd::scan::run(args),
+        Command::Rules(args) => cmd::rules::run(args),
     };
     match result {
         Ok(code) => code,

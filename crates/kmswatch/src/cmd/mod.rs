@@ -2,3 +2,4 @@
 
 pub mod normalize;
 pub mod scan;
+pub mod rules;
