@@ -1,5 +1,5 @@
 //! One module per CLI verb.
 
 pub mod normalize;
-pub mod scan;
 pub mod rules;
+pub mod scan;
