@@ -707,6 +707,14 @@ impl Engine {
         self.progress(out);
     }
 
+    /// `source` has ended (a file read to its end in an offline scan): it no longer holds the
+    /// watermark back, so windows close as the remaining sources progress. Its events already
+    /// processed stay in their windows. A later event under the same name starts it afresh.
+    pub fn end_source(&mut self, source: &str, out: &mut Vec<Finding>) {
+        self.st.sources.retain(|s| s.name != source);
+        self.progress(out);
+    }
+
     /// End of input: close every window and suppression period and emit their findings.
     pub fn flush(&mut self, out: &mut Vec<Finding>) {
         let start = out.len();
@@ -1447,7 +1455,7 @@ impl Engine {
         for e in &evidences {
             let (uid, t) = match (&e.kms.key, &e.kms.object_uid) {
                 (Some(k), _) => (k.uid.clone(), "kms_key"),
-                (None, Some(o)) => (o.clone(), "secret"),
+                (None, Some(o)) => (o.clone(), object_type(o)),
                 _ => continue,
             };
             if !resources.iter().any(|r| r.uid == uid) {
@@ -1785,5 +1793,21 @@ fn human_span(secs: i64) -> String {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")
+    }
+}
+
+/// The OCSF resource type of a `kms.object_uid` that is not a key: a Key Vault secret, a vault,
+/// a GCP key ring, a logging sink or exclusion, or another cloud resource.
+fn object_type(uid: &str) -> &'static str {
+    if uid.contains("/secrets/") {
+        "secret"
+    } else if uid.contains(".vault.azure.") || uid.contains(".managedhsm.azure.") {
+        "key_vault"
+    } else if uid.contains("/keyRings/") {
+        "key_ring"
+    } else if uid.contains("/sinks/") || uid.contains("/exclusions/") {
+        "logging_sink"
+    } else {
+        "cloud_resource"
     }
 }

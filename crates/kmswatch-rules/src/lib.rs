@@ -106,4 +106,6 @@ pub use enrich::{
     is_crypto_operation, CalendarConfig, ConfigError, FirstSeenState, Inventory, InventoryError,
 };
 pub use error::{LoadError, LoadErrorKind, LoadErrors, LoadReport, Skipped};
-pub use ruleset::{LoadOptions, LogSource, RawSource, RuleId, RuleInfo, RuleSet, Target};
+pub use ruleset::{
+    is_config_file, LoadOptions, LogSource, RawSource, RuleId, RuleInfo, RuleSet, Target,
+};

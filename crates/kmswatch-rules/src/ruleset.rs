@@ -597,6 +597,15 @@ fn describe(ls: &LogSource) -> String {
     format!("{{{}}}", parts.join(", "))
 }
 
+/// `NAME.config.yml` beside rules holds configuration (the pack's test configuration), not
+/// rules: directory walks pass it over.
+pub fn is_config_file(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_ascii_lowercase)
+        .is_some_and(|n| n.ends_with(".config.yml") || n.ends_with(".config.yaml"))
+}
+
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<LoadError>) {
     if path.is_file() {
         out.push(path.to_path_buf());
@@ -609,7 +618,7 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<LoadError
                 let is_yaml = p.extension().and_then(|x| x.to_str()).is_some_and(|x| {
                     x.eq_ignore_ascii_case("yml") || x.eq_ignore_ascii_case("yaml")
                 });
-                if e.file_type().is_file() && is_yaml {
+                if e.file_type().is_file() && is_yaml && !is_config_file(p) {
                     out.push(p.to_path_buf());
                 }
             }
@@ -625,7 +634,8 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<LoadError
 }
 
 impl RuleSet {
-    /// Load every `.yml`/`.yaml` file under `paths` (files or directories, recursively).
+    /// Load every `.yml`/`.yaml` file under `paths` (files or directories, recursively),
+    /// except configuration files named `*.config.yml` (see [`is_config_file`]).
     ///
     /// Every document is read and every error collected; with `skip_invalid` the valid rules are
     /// returned and the errors listed in the report, otherwise any error fails the load.

@@ -578,6 +578,18 @@ fn windows_close_on_watermark_not_only_at_flush() {
     assert!(out.is_empty());
     e.advance("other", T0 + 30 * MIN, &mut out);
     assert_eq!(out.len(), 1);
+
+    // An ended source (a file read to its end) no longer holds it back.
+    let mut e = engine(&burst_rule(""));
+    let mut out = Vec::new();
+    e.process(&decrypt(99, T0, "z"), "old-file", &mut out);
+    for i in 0..10 {
+        e.process(&decrypt(i, T0 + i as i64 * 1000, "a"), "s", &mut out);
+    }
+    e.advance("s", T0 + 30 * MIN, &mut out);
+    assert!(out.is_empty());
+    e.end_source("old-file", &mut out);
+    assert_eq!(out.len(), 1);
 }
 
 #[test]

@@ -20,9 +20,10 @@ use std::process::ExitCode;
 /// time), and prints findings: a readable table on a terminal, one OCSF Detection Finding per
 /// line of JSON otherwise (or with --json). A summary goes to stderr.
 ///
-/// Event time: each cloud provider is a source with its own watermark; an event older than its
-/// source's watermark by more than the allowed lateness (default 20 minutes) is counted as late
-/// and written to --late, never silently dropped.
+/// Event time: each input file is a source with its own watermark; an event older than the
+/// latest event of its file by more than the allowed lateness (default 20 minutes) is counted
+/// as late and written to --late, never silently dropped. Correlation windows close as the
+/// watermark passes them, and all remaining windows at the end of the input.
 ///
 /// Exit status: 0 success; 1 some input records were rejected; 2 usage, config or rule errors;
 /// 3 --fail-on was given and a finding at or above that level was raised.
@@ -120,6 +121,28 @@ pub fn load_rules(cfg: &Config, extra: &[PathBuf], skip_invalid: bool) -> Result
     }
     let mut opts: LoadOptions = cfg.rules.engine.load_options();
     opts.skip_invalid = skip_invalid || cfg.rules.skip_invalid;
+    // Rules that need site values (`|expand` placeholders such as %kms_admins%) cannot run
+    // until the config supplies them: without them, run the rest and say which are off.
+    if !opts.skip_invalid {
+        if let Err(errors) = RuleSet::load(&paths, &opts) {
+            let placeholder = |e: &kmswatch_rules::LoadError| {
+                e.reason.contains("placeholder `%") && e.reason.contains("has no configured values")
+            };
+            if errors.0.iter().all(placeholder) {
+                for e in &errors.0 {
+                    let name = e.reason.split('%').nth(1).unwrap_or("?");
+                    eprintln!(
+                        "note: rule {} is off: it needs rules.placeholders.{name} in the config ({})",
+                        e.rule.as_deref().unwrap_or("?"),
+                        e.file.display()
+                    );
+                }
+                opts.skip_invalid = true;
+                let (rules, _) = RuleSet::load(&paths, &opts).map_err(|e| anyhow!("{e}"))?;
+                return Ok(rules);
+            }
+        }
+    }
     match RuleSet::load(&paths, &opts) {
         Ok((rules, report)) => {
             for e in &report.errors {
@@ -180,8 +203,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             summary.add(&item);
             match item {
                 Item::Event { event, .. } => {
-                    let source = event.cloud.provider.as_str();
-                    engine.process(&event, source, &mut findings);
+                    engine.process(&event, &origin, &mut findings);
                 }
                 Item::Rejected {
                     error,
@@ -204,6 +226,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 Item::Skipped { .. } => {}
             }
         });
+        engine.end_source(&origin, &mut findings);
         report.emit(&mut out, &mut findings)?;
         if let input::Input::File(_, n) = inp {
             pb.inc(*n);
