@@ -35,12 +35,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Normalize(cmd::normalize::Args),
+    Gen(cmd::gen::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Normalize(args) => cmd::normalize::run(args),
+        Command::Gen(args) => cmd::gen::run(args),
     };
     match result {
         Ok(code) => code,

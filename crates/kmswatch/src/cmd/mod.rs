@@ -1,3 +1,4 @@
 //! One module per CLI verb.
 
+pub mod gen;
 pub mod normalize;
