@@ -254,12 +254,14 @@ fn benign(w: &World, r: &mut Rng, t0: i64, kv: &mut Vec<Rec>, act: &mut Vec<Rec>
     let cal = &t.cal;
     let hourly = |per_day: f64| w.hourly(cal, t0, per_day);
     let at = |r: &mut Rng| t0 + r.range(0, HOUR);
-    // Workloads: unwrap/wrap with their key, read their few secrets.
+    // Workloads: unwrap/wrap with their key, read their few secrets. `--scale` adds
+    // workloads (`reps` copies of each), so each one's own rate stays the same.
+    let per_app = 1.0 / w.reps as f64;
     for a in &t.apps {
         let Some(v) = t.vaults.get(a.vault) else {
             continue;
         };
-        for _ in 0..r.round(hourly(110.0)) {
+        for _ in 0..r.round(hourly(110.0 * per_app)) {
             let Some(key) = v.keys.get(a.key) else { break };
             let op = if r.chance(0.7) {
                 ("KeyUnwrap", "unwrapkey")
@@ -270,7 +272,7 @@ fn benign(w: &World, r: &mut Rng, t0: i64, kv: &mut Vec<Rec>, act: &mut Vec<Rec>
             k.client = a.client;
             kv.push(kv_rec(r, t, a.vault, &k));
         }
-        for _ in 0..r.round(hourly(80.0)) {
+        for _ in 0..r.round(hourly(80.0 * per_app)) {
             let Some(sec) = r.pick(&a.secrets).and_then(|i| v.secrets.get(*i)) else {
                 break;
             };
@@ -278,7 +280,7 @@ fn benign(w: &World, r: &mut Rng, t0: i64, kv: &mut Vec<Rec>, act: &mut Vec<Rec>
             k.client = a.client;
             kv.push(kv_rec(r, t, a.vault, &k));
         }
-        for _ in 0..r.round(hourly(15.0)) {
+        for _ in 0..r.round(hourly(15.0 * per_app)) {
             let Some(key) = v.keys.get(a.key) else { break };
             let mut k = key_op(at(r), "KeyGet", v, key, "", app_claim(t, a, v));
             k.client = a.client;

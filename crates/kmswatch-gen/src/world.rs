@@ -68,7 +68,7 @@ impl Calendar {
     pub fn is_holiday(&self, utc_ms: i64) -> bool {
         let day = self.local(utc_ms).div_euclid(DAY);
         let d = crate::clock::date(day);
-        self.holidays.iter().any(|h| *h == d)
+        self.holidays.contains(&d)
     }
 
     /// True inside business hours on a working day (no holiday).

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 ///
 /// Examples:
 ///   kmswatch gen --days 1 --seed 7 corpus/
-///   kmswatch gen --days 1 --seed 1 --scale 46 --kms-heavy bench/    (about 1,000,000 events)
+///   kmswatch gen --days 1 --seed 1 --scale 50 --kms-heavy bench/    (over 1,000,000 events, ~90% KMS)
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
