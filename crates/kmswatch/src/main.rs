@@ -8,6 +8,7 @@
 //! errors that stopped the run.
 
 mod cmd;
+mod config;
 mod input;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Normalize(cmd::normalize::Args),
+    Scan(cmd::scan::Args),
+    Rules(cmd::rules::Args),
     Gen(cmd::gen::Args),
 }
 
@@ -42,6 +45,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Normalize(args) => cmd::normalize::run(args),
+        Command::Scan(args) => cmd::scan::run(args),
+        Command::Rules(args) => cmd::rules::run(args),
         Command::Gen(args) => cmd::gen::run(args),
     };
     match result {

@@ -15,12 +15,15 @@
 //! makes `raw`); then only the fields the event needs are read, straight from the scanner's
 //! top-level fields: strings borrowed unless they have escapes, `userIdentity` deserialized
 //! into a borrowed struct, sub-objects read for one or two fields (`requestParameters`,
-//! `resources`, ...) parsed only when needed. No `serde_json::Value` is ever built. Key identity rules are in
-//! [`identity`], `actor.kind` rules in [`classify`], the operation table in [`mapping`].
+//! `resources`, ...) parsed only when needed. No `serde_json::Value` is ever built, except for
+//! the key policy document of `PutKeyPolicy` / `CreateKey` / `ReplicateKey` (rare, small and
+//! free-form). Key identity rules are in [`identity`], `actor.kind` rules in [`classify`], the
+//! operation table in [`mapping`], `kms.policy` and `kms.grantees` in [`policy`].
 
 pub mod classify;
 pub mod identity;
 pub mod mapping;
+pub mod policy;
 
 use crate::{Normalizer, Outcome, Record, RecordError, RejectReason, SkipReason};
 use classify::Principal;
@@ -410,6 +413,15 @@ fn build(
     if operation == KmsOperation::ScheduleKeyDeletion {
         let p: KeyParams<'_> = sub(ct.request_parameters);
         ev.kms.pending_window_days = p.pending_window_in_days.and_then(parse_days);
+    }
+    if kind == Kind::Kms {
+        let owner = key
+            .as_ref()
+            .and_then(|k| k.account_uid.as_deref())
+            .or(account);
+        let (grantees, change) = policy::analyze(event_name, ct.request_parameters, owner);
+        ev.kms.grantees = grantees;
+        ev.kms.policy = change;
     }
     if let Some(key) = key {
         ev.kms.cross_account = match (caller_account, key.account_uid.as_deref()) {

@@ -600,3 +600,234 @@ fn developer_guide_examples_normalize() {
     }
     assert_eq!(eb_events, 3);
 }
+
+// ---- kms.policy and kms.grantees ----
+
+/// A PutKeyPolicy on a key of 111122223333 whose `policy` is the JSON string of `doc`.
+fn put_key_policy(doc: &str) -> Event {
+    let policy = serde_json::to_string(doc).unwrap();
+    event(&kms_call(
+        "PutKeyPolicy",
+        &format!(r#"{{"keyId":"0a1b2c3d","policyName":"default","policy":{policy}}}"#),
+        "",
+    ))
+    .0
+}
+
+const OWNER_STATEMENT: &str = r#"{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}"#;
+
+fn doc(statements: &[&str]) -> String {
+    format!(
+        r#"{{"Version":"2012-10-17","Statement":[{}]}}"#,
+        statements.join(",")
+    )
+}
+
+#[test]
+fn policy_wildcard_without_condition_is_public() {
+    for principal in [
+        r#""*""#,
+        r#"{"AWS":"*"}"#,
+        r#"{"AWS":["arn:aws:iam::111122223333:root","*"]}"#,
+    ] {
+        let st = format!(
+            r#"{{"Effect":"Allow","Principal":{principal},"Action":"kms:Decrypt","Resource":"*"}}"#
+        );
+        let ev = put_key_policy(&doc(&[OWNER_STATEMENT, &st]));
+        let p = ev.kms.policy.expect("policy read");
+        assert!(p.public, "{principal}");
+        assert!(p.external_accounts.is_empty(), "{principal}");
+        assert!(ev.kms.grantees.is_empty());
+    }
+}
+
+#[test]
+fn policy_wildcard_with_restricting_condition_is_not_public() {
+    for cond in [
+        r#"{"StringEquals":{"aws:PrincipalOrgID":"o-abc123"}}"#,
+        r#"{"StringEquals":{"kms:CallerAccount":"111122223333","kms:ViaService":"s3.eu-west-1.amazonaws.com"}}"#,
+        r#"{"ForAnyValue:StringLike":{"aws:principalarn":["arn:aws:iam::*:role/Deploy*"]}}"#,
+        r#"{"ArnLike":{"aws:SourceArn":"arn:aws:s3:::bucket"}}"#,
+    ] {
+        let st = format!(
+            r#"{{"Effect":"Allow","Principal":"*","Action":"kms:Decrypt","Resource":"*","Condition":{cond}}}"#
+        );
+        let p = put_key_policy(&doc(&[OWNER_STATEMENT, &st]))
+            .kms
+            .policy
+            .unwrap();
+        assert!(!p.public, "{cond}");
+    }
+    // A condition that does not say who the caller is leaves the key public.
+    let st = r#"{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"kms:Decrypt","Resource":"*","Condition":{"StringEquals":{"kms:EncryptionContext:app":"billing"}}}"#;
+    assert!(put_key_policy(&doc(&[st])).kms.policy.unwrap().public);
+}
+
+#[test]
+fn policy_deny_and_not_principal() {
+    let deny = r#"{"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"*"}"#;
+    let p = put_key_policy(&doc(&[OWNER_STATEMENT, deny]))
+        .kms
+        .policy
+        .unwrap();
+    assert!(!p.public);
+    let not_principal = r#"{"Effect":"Allow","NotPrincipal":{"AWS":"arn:aws:iam::111122223333:user/bob"},"Action":"kms:Decrypt","Resource":"*"}"#;
+    assert!(
+        put_key_policy(&doc(&[not_principal]))
+            .kms
+            .policy
+            .unwrap()
+            .public
+    );
+}
+
+#[test]
+fn policy_external_accounts_from_principal_lists() {
+    let st = r#"{"Effect":"Allow","Principal":{"AWS":["arn:aws:iam::444455556666:root","arn:aws:sts::777788889999:assumed-role/R/s","999900001111","arn:aws:iam::111122223333:role/Local","arn:aws:iam::444455556666:role/Dup"],"Service":"logs.eu-west-1.amazonaws.com"},"Action":"kms:Decrypt","Resource":"*"}"#;
+    let denied = r#"{"Effect":"Deny","Principal":{"AWS":"arn:aws:iam::222233334444:root"},"Action":"kms:*","Resource":"*"}"#;
+    let p = put_key_policy(&doc(&[OWNER_STATEMENT, st, denied]))
+        .kms
+        .policy
+        .unwrap();
+    assert!(!p.public);
+    assert_eq!(
+        p.external_accounts,
+        vec!["444455556666", "777788889999", "999900001111"]
+    );
+}
+
+#[test]
+fn policy_same_account_only_is_empty() {
+    let p = put_key_policy(&doc(&[OWNER_STATEMENT])).kms.policy.unwrap();
+    assert_eq!(p, kmswatch_model::PolicyChange::default());
+}
+
+#[test]
+fn policy_owner_is_the_key_arn_account() {
+    // The caller's trail (recipient 111122223333) logs a call on a key of 444455556666: the
+    // key's own account is not external, the recipient's is.
+    let policy = serde_json::to_string(&doc(&[
+        r#"{"Effect":"Allow","Principal":{"AWS":["arn:aws:iam::444455556666:root","arn:aws:iam::111122223333:root"]},"Action":"kms:*","Resource":"*"}"#,
+    ]))
+    .unwrap();
+    let (ev, _) = event(&kms_call(
+        "PutKeyPolicy",
+        &format!(r#"{{"keyId":"arn:aws:kms:eu-west-1:444455556666:key/k","policy":{policy}}}"#),
+        "",
+    ));
+    assert_eq!(
+        ev.kms.policy.unwrap().external_accounts,
+        vec!["111122223333"]
+    );
+}
+
+#[test]
+fn policy_as_object_and_create_key() {
+    let (ev, _) = event(&kms_call(
+        "CreateKey",
+        r#"{"keyUsage":"ENCRYPT_DECRYPT","policy":{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::444455556666:root"},"Action":"kms:*","Resource":"*"}}}"#,
+        "",
+    ));
+    assert_eq!(ev.kms.operation, KmsOperation::CreateKey);
+    let p = ev.kms.policy.unwrap();
+    assert!(!p.public);
+    assert_eq!(p.external_accounts, vec!["444455556666"]);
+}
+
+#[test]
+fn malformed_or_missing_policy_leaves_policy_unset() {
+    for params in [
+        r#"{"keyId":"k","policy":"{not json"}"#,
+        r#"{"keyId":"k","policy":""}"#,
+        r#"{"keyId":"k","policy":"\"just a string\""}"#,
+        r#"{"keyId":"k","policy":42}"#,
+        r#"{"keyId":"k","policy":null}"#,
+        r#"{"keyId":"k","policy":"{\"Version\":\"2012-10-17\"}"}"#,
+        r#"{"keyId":"k","policy":"{\"Statement\":\"oops\"}"}"#,
+        r#"{"keyId":"k"}"#,
+    ] {
+        let (ev, _) = event(&kms_call("PutKeyPolicy", params, ""));
+        assert_eq!(ev.kms.operation, KmsOperation::UpdateKeyPolicy, "{params}");
+        assert!(ev.kms.policy.is_none(), "{params}");
+    }
+    // Odd statements are skipped, not fatal.
+    let ev = put_key_policy(
+        r#"{"Statement":[42,{"Effect":"Allow"},{"Effect":"Allow","Principal":{"AWS":7}}]}"#,
+    );
+    assert_eq!(ev.kms.policy, Some(kmswatch_model::PolicyChange::default()));
+}
+
+#[test]
+fn policy_not_read_for_other_operations() {
+    let (ev, _) = event(&kms_call(
+        "Decrypt",
+        r#"{"keyId":"k","policy":"{\"Statement\":[{\"Effect\":\"Allow\",\"Principal\":\"*\"}]}"}"#,
+        "",
+    ));
+    assert!(ev.kms.policy.is_none());
+    assert!(ev.kms.grantees.is_empty());
+}
+
+#[test]
+fn create_grant_to_another_account() {
+    let (ev, _) = event(&kms_call(
+        "CreateGrant",
+        r#"{"keyId":"arn:aws:kms:eu-west-1:111122223333:key/k","granteePrincipal":"arn:aws:iam::444455556666:role/Reader","retiringPrincipal":"arn:aws:iam::111122223333:role/Admin","operations":["Decrypt"]}"#,
+        "",
+    ));
+    assert_eq!(ev.kms.operation, KmsOperation::CreateGrant);
+    assert_eq!(
+        ev.kms.grantees,
+        vec![
+            "arn:aws:iam::444455556666:role/Reader",
+            "arn:aws:iam::111122223333:role/Admin"
+        ]
+    );
+    let p = ev.kms.policy.unwrap();
+    assert!(!p.public);
+    assert_eq!(p.external_accounts, vec!["444455556666"]);
+}
+
+#[test]
+fn create_grant_to_a_service_or_same_account() {
+    for grantee in [
+        "s3.amazonaws.com",
+        "arn:aws:iam::111122223333:role/App",
+        "111122223333:aws:ec2-infrastructure:i-81e2f56c",
+        "EX_PRINCIPAL_ID",
+    ] {
+        let (ev, _) = event(&kms_call(
+            "CreateGrant",
+            &format!(r#"{{"keyId":"k","granteePrincipal":"{grantee}"}}"#),
+            "",
+        ));
+        assert_eq!(ev.kms.grantees, vec![grantee]);
+        assert_eq!(
+            ev.kms.policy,
+            Some(kmswatch_model::PolicyChange::default()),
+            "{grantee}"
+        );
+    }
+    // No grantee logged: nothing claimed.
+    let (ev, _) = event(&kms_call("CreateGrant", r#"{"keyId":"k"}"#, ""));
+    assert!(ev.kms.grantees.is_empty());
+    assert!(ev.kms.policy.is_none());
+}
+
+#[test]
+fn panther_resource_made_public_samples() {
+    // Shapes of Panther's AWS.CloudTrail.ResourceMadePublic tests: the policy as an object
+    // with a bare wildcard, and a string policy whose wildcards are narrowed by
+    // aws:PrincipalOrgID + aws:PrincipalArn.
+    let public = r#"{"awsRegion":"us-west-2","eventID":"test-04","eventName":"PutKeyPolicy","eventSource":"kms.amazonaws.com","eventTime":"2024-01-01 00:00:00.000","requestParameters":{"policy":{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:Decrypt","Resource":"*"}]}},"userIdentity":{"type":"AssumedRole","userName":"TestRole"}}"#;
+    assert!(event(public).0.kms.policy.unwrap().public);
+    let restricted_doc = r#"{"Version":"2008-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"kms:*","Resource":"*"},{"Effect":"Allow","Principal":"*","Action":"kms:Decrypt","Resource":"*","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-xxxxxxxxxx"},"ForAnyValue:StringLike":{"aws:PrincipalArn":["arn:aws:iam::*:role/ExampleDeploymentRole*"]}}}]}"#;
+    let restricted = format!(
+        r#"{{"awsRegion":"us-west-2","eventID":"x","eventName":"PutKeyPolicy","eventSource":"kms.amazonaws.com","eventTime":"2025-03-05T21:19:44Z","recipientAccountId":"123456789012","requestParameters":{{"keyId":"k","policy":{}}},"userIdentity":{{"type":"AssumedRole","accountId":"123456789012"}}}}"#,
+        serde_json::to_string(restricted_doc).unwrap()
+    );
+    assert_eq!(
+        event(&restricted).0.kms.policy,
+        Some(kmswatch_model::PolicyChange::default())
+    );
+}
