@@ -71,8 +71,8 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut cfg = Config::parse(&text, base)
-            .with_context(|| format!("config {}", path.display()))?;
+        let mut cfg =
+            Config::parse(&text, base).with_context(|| format!("config {}", path.display()))?;
         cfg.path = Some(path.to_path_buf());
         Ok(cfg)
     }
@@ -107,10 +107,7 @@ impl Config {
                 bail!("rules: expected a mapping, found {other}");
             }
         }
-        rules
-            .engine
-            .validate()
-            .map_err(|e| anyhow!("rules: {e}"))?;
+        rules.engine.validate().map_err(|e| anyhow!("rules: {e}"))?;
         Ok(Config {
             normalize: top.normalize.unwrap_or_default(),
             rules,
@@ -132,8 +129,9 @@ fn interpolate_env(v: &mut Value) -> Result<()> {
                     .find('}')
                     .ok_or_else(|| anyhow!("unterminated ${{ in {s:?}"))?;
                 let name = &after[..end];
-                let val = std::env::var(name)
-                    .map_err(|_| anyhow!("environment variable {name} is not set (used as ${{{name}}})"))?;
+                let val = std::env::var(name).map_err(|_| {
+                    anyhow!("environment variable {name} is not set (used as ${{{name}}})")
+                })?;
                 out.push_str(&val);
                 rest = &after[end + 1..];
             }
@@ -214,7 +212,10 @@ mod tests {
             Path::new("."),
         )
         .unwrap();
-        assert_eq!(c.normalize.human_role_patterns, vec!["Breakglass*".to_string()]);
+        assert_eq!(
+            c.normalize.human_role_patterns,
+            vec!["Breakglass*".to_string()]
+        );
         let e = Config::parse(
             "normalize: {human_role_patterns: [\"${KMSWATCH_TEST_UNSET_VAR}\"]}\n",
             Path::new("."),

@@ -2,5 +2,5 @@
 
 pub mod gen;
 pub mod normalize;
-pub mod scan;
 pub mod rules;
+pub mod scan;

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use kmswatch_model::Finding;
 use kmswatch_normalize::{Item, Normalizer, Options};
 use kmswatch_rules::{Engine, EngineConfig, LoadOptions, RuleSet};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -245,17 +245,14 @@ fn config_path(dir: &Path, explicit: Option<&PathBuf>) -> PathBuf {
     explicit.cloned().unwrap_or_else(|| dir.join(TEST_CONFIG))
 }
 
-/// The pack's test configuration (`tests.config.yml`): the normalizer options and the
-/// engine configuration (the `detect:` section of kmswatch's own config) the tests run with.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The pack's test configuration (`tests.config.yml`), in kmswatch's own config format
+/// (`crate::config`): the `normalize:` options and the `rules:` engine settings (calendars,
+/// identity inventory, `|expand` placeholders) the tests run with.
+#[derive(Debug, Clone, Default)]
 struct TestConfig {
     /// Normalizer options (for example `human_role_patterns`).
-    #[serde(default)]
     normalize: Options,
-    /// Engine configuration: business calendars, identity inventory, `|expand` placeholders.
-    /// A relative `inventory_path` is relative to the config file.
-    #[serde(default)]
+    /// Engine configuration from the `rules:` section.
     detect: EngineConfig,
 }
 
@@ -263,28 +260,11 @@ fn load_config(path: &Path) -> Result<TestConfig> {
     if !path.exists() {
         return Ok(TestConfig::default());
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let docs = yaml_rust2::YamlLoader::load_from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: YAML: {e}", path.display()))?;
-    let v = docs.first().map(yaml_to_json).unwrap_or(Value::Null);
-    let mut cfg: TestConfig = if v.is_null() {
-        TestConfig::default()
-    } else {
-        serde_json::from_value(v).with_context(|| format!("{}: bad test config", path.display()))?
-    };
-    if let Some(inv) = cfg.detect.inventory_path.take() {
-        let base = path.parent().unwrap_or(Path::new("."));
-        cfg.detect.inventory_path = Some(if inv.is_relative() {
-            base.join(inv)
-        } else {
-            inv
-        });
-    }
-    cfg.detect
-        .validate()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(cfg)
+    let cfg = crate::config::Config::load(path)?;
+    Ok(TestConfig {
+        normalize: cfg.normalize,
+        detect: cfg.rules.engine,
+    })
 }
 
 fn load_options(cfg: &TestConfig) -> LoadOptions {

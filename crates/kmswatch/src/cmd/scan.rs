@@ -163,7 +163,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut dead = args
         .dead_letter
         .as_ref()
-        .map(|p| File::create(p).map(BufWriter::new).with_context(|| format!("creating {}", p.display())))
+        .map(|p| {
+            File::create(p)
+                .map(BufWriter::new)
+                .with_context(|| format!("creating {}", p.display()))
+        })
         .transpose()?;
 
     let mut summary = Summary::default();
@@ -218,11 +222,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     let late = engine.take_late();
     if let Some(p) = &args.late {
-        let mut w = BufWriter::new(File::create(p).with_context(|| format!("creating {}", p.display()))?);
+        let mut w =
+            BufWriter::new(File::create(p).with_context(|| format!("creating {}", p.display()))?);
         for l in &late {
-            serde_json::to_writer(&mut w, &serde_json::json!({
-                "source": l.source, "watermark": l.watermark, "rules": l.rules, "event": l.event,
-            }))?;
+            serde_json::to_writer(
+                &mut w,
+                &serde_json::json!({
+                    "source": l.source, "watermark": l.watermark, "rules": l.rules, "event": l.event,
+                }),
+            )?;
             w.write_all(b"\n")?;
         }
         w.flush()?;
@@ -231,7 +239,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if !args.quiet {
         eprint!(
             "{}",
-            crate::cmd::normalize::render_summary(&summary, inputs.files.len(), inputs.not_logs.len())
+            crate::cmd::normalize::render_summary(
+                &summary,
+                inputs.files.len(),
+                inputs.not_logs.len()
+            )
         );
         eprintln!(
             "rules: {n_rules} detection, {n_correlations} correlation; events matched {}; late {}{}; duplicates {}",
@@ -293,7 +305,14 @@ impl Report {
         if self.counts.is_empty() {
             return "none".to_string();
         }
-        let names = ["unknown", "informational", "low", "medium", "high", "critical"];
+        let names = [
+            "unknown",
+            "informational",
+            "low",
+            "medium",
+            "high",
+            "critical",
+        ];
         let total: u64 = self.counts.values().sum();
         let parts: Vec<String> = self
             .counts
@@ -307,8 +326,11 @@ impl Report {
     /// The terminal table: time, level, rule, principal, key, count — most severe first,
     /// then by time.
     fn table(&mut self, out: &mut dyn Write) -> Result<()> {
-        self.rows
-            .sort_by(|a, b| b.severity_id.cmp(&a.severity_id).then(a.start_time.cmp(&b.start_time)));
+        self.rows.sort_by(|a, b| {
+            b.severity_id
+                .cmp(&a.severity_id)
+                .then(a.start_time.cmp(&b.start_time))
+        });
         if self.rows.is_empty() {
             return Ok(());
         }
