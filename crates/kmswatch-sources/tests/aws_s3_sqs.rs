@@ -291,3 +291,66 @@ async fn sns_wrapped_test_events_digests_and_missing_objects() {
     let extra = tokio::time::timeout(Duration::from_secs(3), src.next_batch()).await;
     assert!(extra.is_err(), "unexpected batch: {extra:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_lists_only_the_requested_days_accounts_and_regions() {
+    let Some(ep) = endpoint() else { return };
+    let aws = aws(&ep).await;
+    let bucket = unique("kmsw-backfill");
+    aws.bucket(&bucket).await;
+    let keys = [
+        "trails/AWSLogs/111122223333/CloudTrail/us-east-1/2024/02/28/a.json.gz",
+        "trails/AWSLogs/111122223333/CloudTrail/us-east-1/2024/02/29/b.json.gz",
+        "trails/AWSLogs/111122223333/CloudTrail/us-east-1/2024/03/02/out-of-range.json.gz",
+        "trails/AWSLogs/111122223333/CloudTrail/eu-west-1/2024/03/01/c.json.gz",
+        "trails/AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2024/02/29/digest.json.gz",
+        "trails/AWSLogs/o-abcdef1234/444455556666/CloudTrail/us-east-1/2024/02/29/org.json.gz",
+        "trails/AWSLogs/444455556666/CloudTrail/us-east-1/2024/02/29/other-account.json.gz",
+    ];
+    for k in keys {
+        aws.put(&bucket, k, gzip(TRAIL)).await;
+    }
+    let read = |cfg: serde_json::Value| {
+        let ep = ep.clone();
+        let bucket = bucket.clone();
+        async move {
+            let mut cfg = cfg;
+            cfg["type"] = "aws_s3".into();
+            cfg["bucket"] = bucket.clone().into();
+            cfg["prefix"] = "trails".into();
+            cfg["endpoint_url"] = ep.into();
+            cfg["region"] = "us-east-1".into();
+            cfg["force_path_style"] = true.into();
+            cfg["start_date"] = "2024-02-28".into();
+            cfg["end_date"] = "2024-03-01".into();
+            let cfg: kmswatch_sources::SourceConfig = serde_json::from_value(cfg).expect("config");
+            let mut src = kmswatch_sources::Source::open(&cfg).await.expect("open");
+            let mut got = Vec::new();
+            while let Some(b) = src.next_batch().await.expect("batch") {
+                assert_eq!(&b.bytes[..], &gzip(TRAIL)[..]);
+                got.push(
+                    b.origin
+                        .trim_start_matches(&format!("s3://{bucket}/"))
+                        .to_owned(),
+                );
+            }
+            got.sort();
+            got
+        }
+    };
+    // Everything discovered: both accounts, the organization trail, both regions; no digest,
+    // nothing outside the dates.
+    let all = read(serde_json::json!({})).await;
+    let mut expected: Vec<String> = [0usize, 1, 3, 5, 6]
+        .iter()
+        .map(|&i| keys[i].to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(all, expected);
+    // One account, one region.
+    let one = read(serde_json::json!({"accounts":["111122223333"],"regions":["us-east-1"]})).await;
+    assert_eq!(one, vec![keys[0].to_owned(), keys[1].to_owned()]);
+    // The organization trail only.
+    let org = read(serde_json::json!({"organization_ids":["o-abcdef1234"]})).await;
+    assert_eq!(org, vec![keys[5].to_owned()]);
+}
