@@ -358,8 +358,8 @@ pub struct PolicyChange {
     /// The policy lets anyone use or manage the key: an AWS statement with principal `*` and
     /// no condition narrowing it, or a GCP binding to `allUsers` / `allAuthenticatedUsers`.
     pub public: bool,
-    /// Accounts / projects / domains other than the key owner's that the policy names
-    /// (AWS account ids, GCP project ids of service accounts, email domains of users).
+    /// Accounts / projects other than the key owner's that the change names (AWS account ids
+    /// of policy principals and grantees; GCP project ids of customer service accounts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_accounts: Vec<String>,
 }

@@ -95,7 +95,7 @@ impl fmt::Display for Skipped {
 pub struct LoadReport {
     /// Rules that failed to load (only non-empty with `skip_invalid`).
     pub errors: Vec<LoadError>,
-    /// Rules loaded but not applicable to kmswatch's events (other logsources), correlation
-    /// rules (handled by a later stage), and filters that name no loaded rule.
+    /// Rules loaded but not applicable to kmswatch's events (other logsources), and filters
+    /// that name no loaded rule.
     pub skipped: Vec<Skipped>,
 }

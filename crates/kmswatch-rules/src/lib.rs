@@ -8,9 +8,34 @@
 //!
 //! It loads Sigma v2 detection rules (YAML, one or many documents per file), compiles them once
 //! and matches each normalized [`kmswatch_model::Event`] against them, with no allocation per
-//! event in the common case. Correlation rules (event time windows) are a later stage: the loader
-//! recognises them and reports them as skipped, and [`RuleSet::find`] resolves the rule
-//! references they will need.
+//! event in the common case. Sigma v2.1 correlation rules (`event_count`, `value_count`,
+//! `temporal`, `temporal_ordered`, `value_sum`; chaining, `aliases`, `generate`) load into the
+//! same [`RuleSet`] ([`RuleSet::correlations`]) and run in event time in the [`Engine`], which
+//! also computes the enrichment, applies suppression and produces
+//! [`kmswatch_model::Finding`]s.
+//!
+//! ## The engine
+//! ```text
+//! let (rules, _) = RuleSet::load(&["rules/"], &config.load_options())?;
+//! let mut engine = Engine::new(rules, config)?;
+//! for (event, source) in input { engine.process(&event, source, &mut findings); }
+//! engine.flush(&mut findings);          // end of input: close every window
+//! let late = engine.take_late();        // events that came after their window closed
+//! ```
+//! Windows are decided by event time and a per-source watermark (max event time − allowed
+//! lateness, 20 minutes by default); the window model (anchored sliding windows), duplicate
+//! handling, late events, suppression and the state bounds are described on [`Engine`]'s
+//! documentation. Findings are identical for any arrival
+//! order within the lateness, ids included.
+//!
+//! ## Enrichment fields (`kmswatch.*`)
+//! Computed once per event before matching; `product: kms` rules use them like event fields.
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `kmswatch.off_hours` | `true` when the event time is outside business hours in the calendar of the event's account (`cloud.account.uid`: AWS account, Azure subscription, GCP project; [`EngineConfig::calendars`]), else the default calendar ([`EngineConfig::calendar`]): not a working day, a holiday, or outside `[work_start, work_end)` local time (DST-aware, IANA zones). Absent when no calendar applies. |
+//! | `kmswatch.first_seen` | `true` the first time a principal (`actor.user.uid`) performs a cryptographic operation ([`is_crypto_operation`]: Encrypt, Decrypt, ReEncrypt, GenerateDataKey, Sign, Verify, GenerateMac, VerifyMac, WrapKey, UnwrapKey) with a key (`kms.key.uid`) within the lookback ([`EngineConfig::first_seen_lookback_days`], 30); `false` when it did so within the lookback. Decided at arrival with day resolution: the state is one 64-bit hash of (principal, key) -> last day seen, purged past the lookback. Absent for other operations and when the principal or key is unknown. |
+//! | `kmswatch.principal_known` | `false` only when an identity inventory ([`EngineConfig::inventory_path`], [`Inventory`]) is configured and neither `actor.user.uid` nor `actor.user.name` is in it (case-insensitive); `true` when one is; absent without an inventory or without a principal. |
 //!
 //! ## Two kinds of rules
 //! - `logsource: {product: kms}` rules read the normalized event by the dotted names of
@@ -58,15 +83,27 @@
 //! ```
 
 mod condition;
+mod correlation;
 mod detection;
 mod document;
+mod engine;
+mod enrich;
 mod error;
 mod pattern;
 mod ruleset;
 mod yaml;
 
+pub use correlation::{
+    parse_timespan, Correlation, CorrelationId, CorrelationType, CountCondition, RuleRef,
+};
 pub use document::{
     Document, Enrichment, EnrichmentField, EventDocument, EventField, FieldPath, FieldValue,
+};
+pub use engine::{
+    Engine, EngineConfig, EngineError, EngineState, EngineStats, LateEvent, SuppressionConfig,
+};
+pub use enrich::{
+    is_crypto_operation, CalendarConfig, ConfigError, FirstSeenState, Inventory, InventoryError,
 };
 pub use error::{LoadError, LoadErrorKind, LoadErrors, LoadReport, Skipped};
 pub use ruleset::{LoadOptions, LogSource, RawSource, RuleId, RuleInfo, RuleSet, Target};

@@ -1,6 +1,7 @@
 //! Loading rule files into a [`RuleSet`], the candidate index, and matching.
 
 use crate::condition::Cond;
+use crate::correlation::{Correlation, CorrelationId, PendingCorrelation, RuleRef};
 use crate::detection::{Ctx, Detection, FieldResolver, Multi, Selection, ValueMatcher};
 use crate::document::{Document, Enrichment, EventDocument, EventField, FieldPath, FieldValue};
 use crate::error::{LoadError, LoadErrorKind, LoadErrors, LoadReport, Skipped};
@@ -224,8 +225,8 @@ impl RuleInfo {
 }
 
 #[derive(Debug)]
-struct CompiledRule {
-    info: RuleInfo,
+pub(crate) struct CompiledRule {
+    pub(crate) info: RuleInfo,
     detection: Detection,
     /// Global filters: each must hold too (pySigma semantics: `(rule) and (filter)`).
     filters: Vec<Detection>,
@@ -250,6 +251,7 @@ struct TargetIndex {
 #[derive(Debug, Default)]
 pub struct RuleSet {
     rules: Vec<CompiledRule>,
+    correlations: Vec<Correlation>,
     normalized: TargetIndex,
     raw: [TargetIndex; 6],
 }
@@ -285,7 +287,7 @@ impl FieldResolver for RawResolver {
     }
 }
 
-fn resolver_for(target: Option<Target>) -> Box<dyn FieldResolver> {
+pub(crate) fn resolver_for(target: Option<Target>) -> Box<dyn FieldResolver> {
     match target {
         Some(Target::Normalized) => Box::new(NormalizedResolver),
         Some(Target::Raw(s)) => Box::new(RawResolver(Some(s))),
@@ -303,10 +305,11 @@ struct PendingFilter {
 }
 
 #[derive(Default)]
-struct Loader {
+pub(crate) struct Loader {
     rules: Vec<CompiledRule>,
     filters: Vec<PendingFilter>,
-    report: LoadReport,
+    pub(crate) correlations: Vec<PendingCorrelation>,
+    pub(crate) report: LoadReport,
 }
 
 fn str_field(doc: &Node, key: &str) -> Option<String> {
@@ -340,7 +343,7 @@ fn parse_logsource(doc: &Node) -> Result<LogSource, (usize, String)> {
 }
 
 impl Loader {
-    fn error(
+    pub(crate) fn error(
         &mut self,
         file: &Path,
         line: usize,
@@ -403,15 +406,8 @@ impl Loader {
             );
             return;
         }
-        if doc.get("correlation").is_some() {
-            // The seam for correlation rules: they are recognised here and handed to the
-            // correlation stage once it exists.
-            self.report.skipped.push(Skipped {
-                file: file.to_path_buf(),
-                line: doc.line,
-                rule: display.unwrap_or_default(),
-                reason: "correlation rule: correlations are evaluated by the correlation stage (not implemented yet)".to_string(),
-            });
+        if let Some(corr) = doc.get("correlation") {
+            self.load_correlation(file, &doc, corr, title, id, display);
             return;
         }
         let Some(title) = title else {
@@ -678,8 +674,15 @@ impl RuleSet {
         if !loader.report.errors.is_empty() && !opts.skip_invalid {
             return Err(LoadErrors(loader.report.errors));
         }
+        let correlations = std::mem::take(&mut loader.correlations);
+        let correlations =
+            crate::correlation::resolve(&loader.rules, correlations, &mut loader.report);
+        if !loader.report.errors.is_empty() && !opts.skip_invalid {
+            return Err(LoadErrors(loader.report.errors));
+        }
         let mut set = RuleSet {
             rules: loader.rules,
+            correlations,
             ..RuleSet::default()
         };
         set.build_index();
@@ -759,6 +762,30 @@ impl RuleSet {
             .iter()
             .enumerate()
             .map(|(i, r)| (RuleId(u32::try_from(i).unwrap_or(u32::MAX)), &r.info))
+    }
+
+    /// Every correlation rule with its id.
+    pub fn correlations(&self) -> impl Iterator<Item = (CorrelationId, &Correlation)> {
+        self.correlations
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (CorrelationId(u32::try_from(i).unwrap_or(u32::MAX)), c))
+    }
+
+    /// A correlation rule.
+    pub fn correlation(&self, id: CorrelationId) -> Option<&Correlation> {
+        self.correlations.get(id.0 as usize)
+    }
+
+    /// Find a detection or correlation rule by its `id` or `name`.
+    pub fn find_any(&self, reference: &str) -> Option<RuleRef> {
+        if let Some(r) = self.find(reference) {
+            return Some(RuleRef::Rule(r));
+        }
+        self.correlations().find_map(|(id, c)| {
+            (c.info.id.as_deref() == Some(reference) || c.info.name.as_deref() == Some(reference))
+                .then_some(RuleRef::Correlation(id))
+        })
     }
 
     /// Find a rule by its `id` or `name` (for correlation rules and tests).

@@ -212,10 +212,11 @@ pub fn resource_log_operation(name: &str) -> Option<KmsOperation> {
 }
 
 /// Canonical operation of an ARM Activity Log operation, for the operations kmswatch keeps:
-/// `Microsoft.KeyVault/*` (unknown ones → `Other`), diagnostic settings (→ `LoggingChange`)
-/// and role assignments (→ `UpdateKeyPolicy`). `None` for any other provider. Whether a
-/// diagnostic setting or role assignment is on a vault is decided by the caller from the
-/// resource id.
+/// `Microsoft.KeyVault/*` (unknown ones → `Other`), diagnostic settings (→ `LoggingChange`),
+/// role assignments (→ `UpdateKeyPolicy`) and storage account writes (→ `Other`, related).
+/// `None` for any other operation. Whether a diagnostic setting or role assignment is on a
+/// vault, and whether a storage account write sets a Key Vault key, is decided by the caller
+/// from the resource id and the request body.
 pub fn arm_operation(name: &str) -> Option<ArmOp> {
     let lower = name.trim().to_ascii_lowercase();
     if let Some(rest) = lower.strip_prefix("microsoft.keyvault/") {
@@ -231,6 +232,7 @@ pub fn arm_operation(name: &str) -> Option<ArmOp> {
         | "microsoft.insights/diagnosticsettings/delete" => Some(ArmOp::DiagnosticSetting),
         "microsoft.authorization/roleassignments/write"
         | "microsoft.authorization/roleassignments/delete" => Some(ArmOp::RoleAssignment),
+        "microsoft.storage/storageaccounts/write" => Some(ArmOp::StorageAccountWrite),
         _ => None,
     }
 }
@@ -244,6 +246,9 @@ pub enum ArmOp {
     DiagnosticSetting,
     /// `Microsoft.Authorization/roleAssignments/write|delete` (kept when on a vault or key).
     RoleAssignment,
+    /// `Microsoft.Storage/storageAccounts/write` (kept, as a related event with `kms.operation`
+    /// = `Other`, only when its request body sets customer-managed-key encryption).
+    StorageAccountWrite,
 }
 
 fn fold_hsm(rest: &str) -> String {
@@ -584,6 +589,14 @@ mod tests {
         );
         assert_eq!(
             arm_operation("Microsoft.Storage/storageAccounts/delete"),
+            None
+        );
+        assert_eq!(
+            arm_operation("microsoft.storage/storageaccounts/WRITE"),
+            Some(ArmOp::StorageAccountWrite)
+        );
+        assert_eq!(
+            arm_operation("Microsoft.Storage/storageAccounts/listKeys/action"),
             None
         );
         assert_eq!(

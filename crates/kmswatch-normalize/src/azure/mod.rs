@@ -21,7 +21,10 @@
 //! operations, Key Vault's `AzurePolicyEvaluationDetails` category) is
 //! [`SkipReason::NotKms`]. Diagnostic settings written or deleted on a vault are
 //! `LoggingChange`; role assignments scoped to a vault or key are `UpdateKeyPolicy`; both are
-//! Key Vault events (`related: false`).
+//! Key Vault events (`related: false`). A `Microsoft.Storage/storageAccounts/write` whose
+//! request body switches the account to a customer-managed Key Vault key is a related event
+//! (`related: true`, `kms.operation` = `Other`, `kms.key` = that key); see
+//! [`storage`](self::storage). Every other storage write is `NotKms`.
 //!
 //! ## Fields
 //!
@@ -59,6 +62,7 @@ mod classify;
 mod identity;
 mod json;
 pub mod mapping;
+mod storage;
 #[cfg(test)]
 mod tests;
 
@@ -606,6 +610,13 @@ fn activity(rec: &Record<'_>) -> Result<Outcome, RecordError> {
     let Some(arm) = mapping::arm_operation(&op) else {
         return Ok(Outcome::Skip(SkipReason::NotKms));
     };
+    let storage_key = match arm {
+        ArmOp::StorageAccountWrite => match storage::cmk_key(rec) {
+            Some(k) => Some(k),
+            None => return Ok(Outcome::Skip(SkipReason::NotKms)),
+        },
+        _ => None,
+    };
     let resource_id = first(
         rec,
         &["resourceId", "resource_id", "ResourceId", "_ResourceId"],
@@ -634,10 +645,13 @@ fn activity(rec: &Record<'_>) -> Result<Outcome, RecordError> {
         identity.authorization.scope.get(),
         ev.role_assignment_scope.get(),
     ];
-    let target = scopes
-        .iter()
-        .flatten()
-        .find_map(|s| identity::object_from_arm(s));
+    let target = match storage_key {
+        Some(k) => Some(k),
+        None => scopes
+            .iter()
+            .flatten()
+            .find_map(|s| identity::object_from_arm(s)),
+    };
 
     let kop = match arm {
         ArmOp::KeyVault(k) => k,
@@ -646,6 +660,7 @@ fn activity(rec: &Record<'_>) -> Result<Outcome, RecordError> {
         }
         ArmOp::DiagnosticSetting => KmsOperation::LoggingChange,
         ArmOp::RoleAssignment => KmsOperation::UpdateKeyPolicy,
+        ArmOp::StorageAccountWrite => KmsOperation::Other,
     };
 
     let status = match first(rec, &["resultType", "ActivityStatusValue"]) {
@@ -692,5 +707,21 @@ fn activity(rec: &Record<'_>) -> Result<Outcome, RecordError> {
         hints,
         op,
     };
-    build(rec, c, kop, target, PRODUCT_ACTIVITY, FORMAT_ACTIVITY)
+    let out = build(rec, c, kop, target, PRODUCT_ACTIVITY, FORMAT_ACTIVITY)?;
+    if arm != ArmOp::StorageAccountWrite {
+        return Ok(out);
+    }
+    // The vault may be in another subscription than the storage account: owner unknown.
+    Ok(match out {
+        Outcome::Event { mut event, .. } => {
+            if let Some(k) = event.kms.key.as_mut() {
+                k.account_uid = None;
+            }
+            Outcome::Event {
+                event,
+                related: true,
+            }
+        }
+        other => other,
+    })
 }

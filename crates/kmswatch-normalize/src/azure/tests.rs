@@ -585,3 +585,112 @@ fn azure_activity_table_row() {
         Some("https://kv-demo.vault.azure.net/")
     );
 }
+
+// ---- storage accounts switched to a customer-managed Key Vault key ----
+
+fn related_event(json: &str) -> Event {
+    match norm(json) {
+        Ok(Outcome::Event { event, related }) => {
+            assert!(related, "a storage CMK switch is a related event");
+            *event
+        }
+        other => panic!("expected a related event, got {other:?}"),
+    }
+}
+
+const STORAGE_ID: &str = "/subscriptions/5f0c7a3e-1b2d-4c6e-8f90-a1b2c3d4e5f6/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/stdemo";
+
+/// An exported Activity Log storage write with `properties.requestbody` = `body` (JSON text).
+fn storage_write(body: &str) -> String {
+    let body = serde_json::to_string(body).unwrap();
+    format!(
+        r#"{{"time":"2024-03-10T02:14:00.0000000Z","resourceId":"{STORAGE_ID}","operationName":"Microsoft.Storage/storageAccounts/write","category":"Administrative","resultType":"Start","resultSignature":"Started.","correlationId":"c0c0c0c0-0000-4000-8000-000000000001","callerIpAddress":"203.0.113.10","identity":{{"claims":{{"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn":"alice@kmswatch-demo.example"}}}},"properties":{{"requestbody":{body}}}}}"#
+    )
+}
+
+const CMK_BODY: &str = r#"{"properties":{"encryption":{"keySource":"Microsoft.Keyvault","keyvaultproperties":{"keyvaulturi":"https://KV-Demo.vault.azure.net:443/","keyname":"storage-cmk","keyversion":"7c1d2e3f40516273849a0b1c2d3e4f50"}}}}"#;
+
+#[test]
+fn storage_cmk_switch_is_related_with_the_vault_key() {
+    let ev = related_event(&storage_write(CMK_BODY));
+    assert_eq!(ev.kms.operation, KmsOperation::Other);
+    let key = ev.kms.key.expect("key");
+    assert_eq!(key.uid, "https://kv-demo.vault.azure.net/keys/storage-cmk");
+    assert_eq!(key.version.as_deref(), Some(VER));
+    assert_eq!(key.account_uid, None);
+    assert_eq!(ev.cloud.account.uid.as_deref(), Some(SUB));
+    assert_eq!(ev.api.operation, "Microsoft.Storage/storageAccounts/write");
+    assert_eq!(ev.actor.kind, ActorKind::Human);
+}
+
+#[test]
+fn storage_cmk_body_variants() {
+    // camelCase names, no version, a managed HSM; the key in the URI instead of `keyname`.
+    for (body, uid, version) in [
+        (
+            r#"{"properties":{"encryption":{"keySource":"Microsoft.KeyVault","keyVaultProperties":{"keyVaultUri":"https://kv-demo.vault.azure.net","keyName":"k1"}}}}"#,
+            "https://kv-demo.vault.azure.net/keys/k1",
+            None,
+        ),
+        (
+            r#"{"properties":{"encryption":{"keySource":"Microsoft.Keyvault","keyvaultproperties":{"keyvaulturi":"https://hsm-demo.managedhsm.azure.net/","keyname":"k2"}}}}"#,
+            "https://hsm-demo.managedhsm.azure.net/keys/k2",
+            None,
+        ),
+        (
+            r#"{"properties":{"encryption":{"keySource":"Microsoft.Keyvault","keyvaultproperties":{"keyvaulturi":"https://kv-demo.vault.azure.net/keys/k3/7c1d2e3f40516273849a0b1c2d3e4f50"}}}}"#,
+            "https://kv-demo.vault.azure.net/keys/k3",
+            Some(VER),
+        ),
+    ] {
+        let key = related_event(&storage_write(body)).kms.key.expect(body);
+        assert_eq!(key.uid, uid, "{body}");
+        assert_eq!(key.version.as_deref(), version, "{body}");
+    }
+}
+
+#[test]
+fn storage_writes_without_a_vault_key_are_skipped() {
+    for body in [
+        r#"{"properties":{"allowSharedKeyAccess":true}}"#,
+        r#"{"properties":{"encryption":{"keySource":"Microsoft.Storage","keyvaultproperties":{"keyvaulturi":"https://kv-demo.vault.azure.net","keyname":"k"}}}}"#,
+        r#"{"properties":{"encryption":{"keySource":"Microsoft.Keyvault","keyvaultproperties":{"keyvaulturi":"https://kv-demo.vault.azure.net"}}}}"#,
+        r#"{"properties":{"encryption":{"keySource":"Microsoft.Keyvault","keyvaultproperties":{"keyvaulturi":"https://example.com/","keyname":"k"}}}}"#,
+        "{not json keyvaulturi",
+    ] {
+        assert_eq!(skipped(&storage_write(body)), SkipReason::NotKms, "{body}");
+    }
+    // Only the request counts: a response restating CMK encryption is not a switch.
+    let resp = format!(
+        r#"{{"time":"2024-03-10T02:14:03Z","resourceId":"{STORAGE_ID}","operationName":"Microsoft.Storage/storageAccounts/write","category":"Administrative","resultType":"Success","correlationId":"c","properties":{{"responseBody":{}}}}}"#,
+        serde_json::to_string(CMK_BODY).unwrap()
+    );
+    assert_eq!(skipped(&resp), SkipReason::NotKms);
+    // Other storage operations never are.
+    let del = storage_write(CMK_BODY).replace("storageAccounts/write", "storageAccounts/delete");
+    assert_eq!(skipped(&del), SkipReason::NotKms);
+}
+
+#[test]
+fn storage_cmk_switch_in_other_activity_shapes() {
+    // REST / CLI EventData: localized operation name, the body as an object.
+    let rest = format!(
+        r#"{{"eventTimestamp":"2024-03-10T02:14:00Z","operationName":{{"value":"Microsoft.Storage/storageAccounts/write","localizedValue":"Create/Update Storage Account"}},"resourceId":"{STORAGE_ID}","subscriptionId":"{SUB}","correlationId":"c1","eventDataId":"e1","status":{{"value":"Started"}},"properties":{{"requestbody":{CMK_BODY}}}}}"#
+    );
+    let ev = related_event(&rest);
+    assert_eq!(
+        ev.kms.key.unwrap().uid,
+        "https://kv-demo.vault.azure.net/keys/storage-cmk"
+    );
+    // Log Analytics AzureActivity: `Properties_d` dynamic, then `Properties` as JSON text.
+    let body = serde_json::to_string(CMK_BODY).unwrap();
+    let la = format!(
+        r#"{{"TimeGenerated":"2024-03-10T02:14:00Z","OperationNameValue":"MICROSOFT.STORAGE/STORAGEACCOUNTS/WRITE","ActivityStatusValue":"Start","_ResourceId":"{STORAGE_ID}","SubscriptionId":"{SUB}","CorrelationId":"c2","Properties_d":{{"requestbody":{body}}},"Type":"AzureActivity"}}"#
+    );
+    assert!(related_event(&la).kms.key.is_some());
+    let props_text = serde_json::to_string(&format!(r#"{{"requestbody":{body}}}"#)).unwrap();
+    let la_text = format!(
+        r#"{{"TimeGenerated":"2024-03-10T02:14:00Z","OperationNameValue":"MICROSOFT.STORAGE/STORAGEACCOUNTS/WRITE","ActivityStatusValue":"Start","_ResourceId":"{STORAGE_ID}","SubscriptionId":"{SUB}","CorrelationId":"c3","Properties":{props_text},"Type":"AzureActivity"}}"#
+    );
+    assert!(related_event(&la_text).kms.key.is_some());
+}

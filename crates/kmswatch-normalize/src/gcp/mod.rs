@@ -40,12 +40,16 @@
 //! response's `destroyTime` (rounded to days after the event time) or a
 //! `destroyScheduledDuration` in the response or request; absent otherwise.
 //!
+//! `kms.grantees` and `kms.policy` of a Cloud KMS `SetIamPolicy` (members added, public
+//! members, service accounts of other projects) are in [`policy`].
+//!
 //! Panther's test events spell some keys in lower case (`protopayload`, `insertid`,
 //! `logname`, `receivetimestamp`, `callerIP`); those spellings are read too.
 
 pub mod classify;
 pub mod identity;
 pub mod mapping;
+pub mod policy;
 
 use crate::{Normalizer, Outcome, Record, RecordError, RejectReason, SkipReason};
 use kmswatch_model::{
@@ -363,6 +367,16 @@ fn build(
             .as_deref()
             .filter(|s| !s.is_empty())
             .map(str::to_owned);
+    }
+    if kind == Kind::Kms && mapping::short_name(method) == "SetIamPolicy" {
+        let key_project = name
+            .and_then(|n| n.project)
+            .or(labels.project_id.as_deref())
+            .filter(|p| !p.is_empty());
+        let (grantees, change) =
+            policy::analyze(a.service_data, a.metadata, a.request, key_project);
+        ev.kms.grantees = grantees;
+        ev.kms.policy = change;
     }
     if ev.kms.operation == KmsOperation::DestroyKeyVersion {
         ev.kms.pending_window_days = pending_window_days(time, &request, &response);

@@ -711,12 +711,21 @@ fn project_fixtures() {
     assert_eq!(
         c,
         Counts {
-            kms: 13,
+            kms: 14,
             related: 3,
             skipped: 4,
             rejected: 0
         }
     );
+    // kms-setiampolicy-public.json and kms-setiampolicy-external.json.
+    assert!(events
+        .iter()
+        .any(|e| e.kms.policy.as_ref().is_some_and(|p| p.public)));
+    assert!(events.iter().any(|e| e
+        .kms
+        .policy
+        .as_ref()
+        .is_some_and(|p| p.external_accounts == ["partner-analytics-prod"])));
     let ops: Vec<_> = events.iter().map(|e| e.kms.operation).collect();
     for want in [
         K::Decrypt,
@@ -867,4 +876,172 @@ mod properties {
             let _ = identity::parse(&p);
         }
     }
+}
+
+// ---- SetIamPolicy: kms.grantees and kms.policy ----
+
+fn set_iam(request_members: &[&str], delta: Option<Value>, delta_under: &str) -> Value {
+    let mut v = kms_entry("SetIamPolicy", json!("carol@example.com"));
+    v["protoPayload"]["request"] = json!({
+        "@type": "type.googleapis.com/google.iam.v1.SetIamPolicyRequest",
+        "resource": KEY,
+        "policy": {"bindings": [{"role": "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+                                  "members": request_members}]},
+    });
+    if let Some(d) = delta {
+        v["protoPayload"][delta_under] = json!({
+            "@type": "type.googleapis.com/google.iam.v1.logging.AuditData",
+            "policyDelta": {"bindingDeltas": d},
+        });
+    }
+    v
+}
+
+#[test]
+fn set_iam_policy_delta_adds_are_the_grantees() {
+    for under in ["serviceData", "metadata"] {
+        let delta = json!([
+            {"action": "ADD", "role": "roles/cloudkms.cryptoKeyDecrypter", "member": "serviceAccount:etl@partner-proj.iam.gserviceaccount.com"},
+            {"action": "REMOVE", "role": "roles/cloudkms.cryptoKeyDecrypter", "member": "user:old@example.com"},
+            {"action": "ADD", "role": "roles/cloudkms.viewer", "member": "allAuthenticatedUsers"},
+            {"action": "ADD", "role": "roles/cloudkms.cryptoKeyDecrypter", "member": "serviceAccount:etl@partner-proj.iam.gserviceaccount.com"},
+        ]);
+        // The request's full policy also lists members that were already there.
+        let ev = event(
+            &set_iam(
+                &["user:alice@example.com", "allAuthenticatedUsers"],
+                Some(delta),
+                under,
+            ),
+            false,
+        );
+        assert_eq!(ev.kms.operation, K::UpdateKeyPolicy);
+        assert_eq!(
+            ev.kms.grantees,
+            vec![
+                "serviceAccount:etl@partner-proj.iam.gserviceaccount.com",
+                "allAuthenticatedUsers"
+            ],
+            "{under}"
+        );
+        let p = ev.kms.policy.expect("policy");
+        assert!(p.public);
+        assert_eq!(p.external_accounts, vec!["partner-proj"]);
+    }
+}
+
+#[test]
+fn set_iam_policy_delta_with_only_removals_grants_nothing() {
+    let delta =
+        json!([{"action": "REMOVE", "role": "roles/cloudkms.viewer", "member": "allUsers"}]);
+    let ev = event(
+        &set_iam(&["user:alice@example.com"], Some(delta), "serviceData"),
+        false,
+    );
+    assert!(ev.kms.grantees.is_empty());
+    assert_eq!(ev.kms.policy, Some(kmswatch_model::PolicyChange::default()));
+}
+
+#[test]
+fn set_iam_policy_without_delta_reads_request_members() {
+    let ev = event(
+        &set_iam(
+            &[
+                "allUsers",
+                "user:alice@example.com",
+                "serviceAccount:app@kmswatch-demo.iam.gserviceaccount.com",
+                "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com",
+                "serviceAccount:service-123456789012@gs-project-accounts.iam.gserviceaccount.com",
+                "serviceAccount:123456789012-compute@developer.gserviceaccount.com",
+                "serviceAccount:build@Other-Proj.iam.gserviceaccount.com",
+                "group:kms-admins@example.com",
+            ],
+            None,
+            "",
+        ),
+        false,
+    );
+    assert_eq!(ev.kms.grantees.len(), 8);
+    assert_eq!(ev.kms.grantees[0], "allUsers");
+    let p = ev.kms.policy.expect("policy");
+    assert!(p.public);
+    // Own project, service agents, a project number and users/groups are not external.
+    assert_eq!(p.external_accounts, vec!["other-proj"]);
+}
+
+#[test]
+fn set_iam_policy_without_any_policy_leaves_fields_unset() {
+    let mut v = kms_entry("SetIamPolicy", json!("carol@example.com"));
+    v["protoPayload"]["request"] = json!({"resource": KEY, "policy": "garbage"});
+    let ev = event(&v, false);
+    assert!(ev.kms.grantees.is_empty());
+    assert!(ev.kms.policy.is_none());
+    // Other methods never get the fields, even with a policy in the request.
+    let mut v = kms_entry("GetIamPolicy", json!("carol@example.com"));
+    v["protoPayload"]["request"] =
+        json!({"resource": KEY, "policy": {"bindings": [{"members": ["allUsers"]}]}});
+    let ev = event(&v, false);
+    assert!(ev.kms.grantees.is_empty());
+    assert!(ev.kms.policy.is_none());
+}
+
+#[test]
+fn set_iam_policy_on_a_key_ring_uses_its_project() {
+    let mut v = set_iam(
+        &["serviceAccount:reader@kmswatch-demo.iam.gserviceaccount.com"],
+        None,
+        "",
+    );
+    let ring = "projects/kmswatch-demo/locations/us-east1/keyRings/app-ring";
+    v["protoPayload"]["resourceName"] = json!(ring);
+    v["protoPayload"]["request"]["resource"] = json!(ring);
+    v["resource"] = json!({"type": "cloudkms_keyring", "labels": {"project_id": "kmswatch-demo"}});
+    let ev = event(&v, false);
+    assert!(ev.kms.key.is_none());
+    assert_eq!(
+        ev.kms.grantees,
+        vec!["serviceAccount:reader@kmswatch-demo.iam.gserviceaccount.com"]
+    );
+    assert_eq!(ev.kms.policy, Some(kmswatch_model::PolicyChange::default()));
+}
+
+#[test]
+fn panther_set_iam_policy_samples() {
+    let path = workspace_root()
+        .join("../shared/data/gcp/panther-analysis-test-events/panther_gcp_kms_tests.jsonl");
+    if !path.exists() {
+        eprintln!(
+            "skipping panther_set_iam_policy_samples: {} not present",
+            path.display()
+        );
+        return;
+    }
+    let mut seen = Vec::new();
+    for r in records_of(&path) {
+        let Ok(Outcome::Event { event, .. }) = run_bytes(&r) else {
+            continue;
+        };
+        if event.api.operation != "SetIamPolicy" {
+            continue;
+        }
+        let p = event
+            .kms
+            .policy
+            .clone()
+            .expect("SetIamPolicy gets kms.policy");
+        // Neither sample is public or external: one grants the project's own GCS service
+        // agent, the other a service account of the key's own project.
+        assert!(!p.public, "{:?}", event.kms);
+        assert!(p.external_accounts.is_empty(), "{:?}", event.kms);
+        assert_eq!(event.kms.grantees.len(), 1, "{:?}", event.kms);
+        seen.push(event.kms.grantees[0].clone());
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            "serviceAccount:app-service@test-project.iam.gserviceaccount.com",
+            "serviceAccount:service-111111111111-gs-project-accounts.iam.gserviceaccount.com",
+        ]
+    );
 }

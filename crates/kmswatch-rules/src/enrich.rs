@@ -1,0 +1,453 @@
+//! Enrichment: the `kmswatch.*` fields rules can use, computed once per event before matching.
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `kmswatch.off_hours` | `true` when the event time falls outside business hours in the calendar of the event's account (`cloud.account.uid`: AWS account, Azure subscription, GCP project), else the default calendar: not a working day, a holiday, or outside `[start, end)` local time. Absent when no calendar is configured. |
+//! | `kmswatch.first_seen` | `true` the first time a principal (`actor.user.uid`) performs a cryptographic operation (Encrypt, Decrypt, ReEncrypt, GenerateDataKey, Sign, Verify, GenerateMac, VerifyMac, WrapKey, UnwrapKey) with a key (`kms.key.uid`) within the lookback (default 30 days), `false` when it did so before within the lookback. Decided at arrival, per day: the state is one entry per (principal, key) pair (a 64-bit hash -> last day seen). Absent for other operations or when the principal or key is unknown. |
+//! | `kmswatch.principal_known` | `false` only when an identity inventory is configured and neither `actor.user.uid` nor `actor.user.name` is in it (case-insensitively); `true` when one is; absent when no inventory is configured or the event names no principal. |
+
+use crate::pattern::{Folded, FoldedRef};
+use crate::Enrichment;
+use chrono::{Datelike, NaiveDate, NaiveTime, TimeZone, Weekday};
+use chrono_tz::Tz;
+use hashbrown::{HashMap, HashSet};
+use kmswatch_model::{Event, KmsOperation};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A business calendar: when people work in one account/subscription/project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarConfig {
+    /// IANA time zone (`Europe/Paris`, `America/New_York`). Default `UTC`.
+    #[serde(default = "default_tz")]
+    pub time_zone: String,
+    /// Working days (`mon` .. `sun`). Default Monday to Friday.
+    #[serde(default = "default_days")]
+    pub working_days: Vec<String>,
+    /// Start of working hours, local `HH:MM` (inclusive). Default `08:00`.
+    #[serde(default = "default_start")]
+    pub work_start: String,
+    /// End of working hours, local `HH:MM` (exclusive). Default `18:00`.
+    #[serde(default = "default_end")]
+    pub work_end: String,
+    /// Holidays, local dates `YYYY-MM-DD` (the whole day is off hours).
+    #[serde(default)]
+    pub holidays: Vec<String>,
+}
+
+fn default_tz() -> String {
+    "UTC".to_string()
+}
+fn default_days() -> Vec<String> {
+    ["mon", "tue", "wed", "thu", "fri"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+fn default_start() -> String {
+    "08:00".to_string()
+}
+fn default_end() -> String {
+    "18:00".to_string()
+}
+
+impl Default for CalendarConfig {
+    fn default() -> Self {
+        CalendarConfig {
+            time_zone: default_tz(),
+            working_days: default_days(),
+            work_start: default_start(),
+            work_end: default_end(),
+            holidays: Vec::new(),
+        }
+    }
+}
+
+/// A configuration error: what is wrong and where in the config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// The config field (`calendars.111122223333.time_zone`).
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// A compiled calendar.
+#[derive(Debug, Clone)]
+pub(crate) struct Calendar {
+    tz: Tz,
+    days: [bool; 7],
+    start: NaiveTime,
+    end: NaiveTime,
+    holidays: HashSet<NaiveDate>,
+}
+
+impl Calendar {
+    pub(crate) fn compile(c: &CalendarConfig, at: &str) -> Result<Calendar, ConfigError> {
+        let e = |f: &str, reason: String| ConfigError {
+            field: format!("{at}.{f}"),
+            reason,
+        };
+        let tz: Tz = c.time_zone.parse().map_err(|_| {
+            e(
+                "time_zone",
+                format!("unknown IANA time zone {:?}", c.time_zone),
+            )
+        })?;
+        let mut days = [false; 7];
+        for d in &c.working_days {
+            let wd: Weekday = d
+                .parse()
+                .map_err(|_| e("working_days", format!("{d:?} is not a weekday (mon..sun)")))?;
+            if let Some(slot) = days.get_mut(wd.num_days_from_monday() as usize) {
+                *slot = true;
+            }
+        }
+        let time = |f: &str, s: &str| {
+            NaiveTime::parse_from_str(s, "%H:%M")
+                .map_err(|_| e(f, format!("{s:?} is not a local time HH:MM")))
+        };
+        let start = time("work_start", &c.work_start)?;
+        let end = time("work_end", &c.work_end)?;
+        let mut holidays = HashSet::new();
+        for h in &c.holidays {
+            holidays.insert(
+                NaiveDate::parse_from_str(h, "%Y-%m-%d")
+                    .map_err(|_| e("holidays", format!("{h:?} is not a date YYYY-MM-DD")))?,
+            );
+        }
+        Ok(Calendar {
+            tz,
+            days,
+            start,
+            end,
+            holidays,
+        })
+    }
+
+    /// Whether epoch-ms `t` is outside business hours.
+    pub(crate) fn off_hours(&self, t: i64) -> bool {
+        let Some(utc) = chrono::DateTime::from_timestamp_millis(t) else {
+            return false;
+        };
+        let local = self.tz.from_utc_datetime(&utc.naive_utc());
+        let date = local.date_naive();
+        let working_day = self
+            .days
+            .get(local.weekday().num_days_from_monday() as usize)
+            .copied()
+            .unwrap_or(false);
+        if !working_day || self.holidays.contains(&date) {
+            return true;
+        }
+        let time = local.time();
+        if self.start <= self.end {
+            !(time >= self.start && time < self.end)
+        } else {
+            // Night shift spanning midnight (22:00-06:00).
+            !(time >= self.start || time < self.end)
+        }
+    }
+}
+
+/// Operations that count as using a key for `kmswatch.first_seen`.
+pub fn is_crypto_operation(op: KmsOperation) -> bool {
+    matches!(
+        op,
+        KmsOperation::Encrypt
+            | KmsOperation::Decrypt
+            | KmsOperation::ReEncrypt
+            | KmsOperation::GenerateDataKey
+            | KmsOperation::Sign
+            | KmsOperation::Verify
+            | KmsOperation::GenerateMac
+            | KmsOperation::VerifyMac
+            | KmsOperation::WrapKey
+            | KmsOperation::UnwrapKey
+    )
+}
+
+/// FNV-1a 64: a fixed hash, the same on every machine and run (state snapshots rely on it).
+pub(crate) fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // Separator so ("ab","c") and ("a","bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The identity inventory: principals known to be active.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    principals: HashSet<Folded>,
+}
+
+/// Why the identity inventory could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The file could not be read (retrying may help).
+    #[error("identity inventory {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A JSON line is not an object with a principal.
+    #[error("identity inventory {path}:{line}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Inventory {
+    /// Read an inventory file: JSON lines (each an object whose `uid`, `email`, `upn`, `name`,
+    /// `arn` or `principal` string values are principals, or a bare JSON string) or CSV/plain
+    /// text (every non-empty cell of every row; a header row with such names is skipped
+    /// naturally since it matches no principal). Lines starting with `#` are comments.
+    pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Inventory::parse(&text).map_err(|(line, reason)| InventoryError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            reason,
+        })
+    }
+
+    /// Parse inventory text (see [`Inventory::load`]); errors carry the 1-based line.
+    pub fn parse(text: &str) -> Result<Inventory, (usize, String)> {
+        let mut inv = Inventory::default();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if line.starts_with('{') || line.starts_with('"') {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).map_err(|e| (i + 1, format!("not JSON: {e}")))?;
+                match &v {
+                    serde_json::Value::String(s) => inv.add(s),
+                    serde_json::Value::Object(o) => {
+                        let mut any = false;
+                        for k in ["uid", "email", "upn", "name", "arn", "principal", "id"] {
+                            if let Some(s) = o.get(k).and_then(|v| v.as_str()) {
+                                inv.add(s);
+                                any = true;
+                            }
+                        }
+                        if !any {
+                            return Err((
+                                i + 1,
+                                "no uid/email/upn/name/arn/principal/id string".to_string(),
+                            ));
+                        }
+                    }
+                    _ => return Err((i + 1, "expected an object or a string".to_string())),
+                }
+            } else {
+                for cell in line.split(',') {
+                    inv.add(cell.trim().trim_matches('"'));
+                }
+            }
+        }
+        Ok(inv)
+    }
+
+    fn add(&mut self, s: &str) {
+        if !s.is_empty() {
+            self.principals.insert(Folded(s.to_string()));
+        }
+    }
+
+    /// Whether `principal` is in the inventory (case-insensitively).
+    pub fn contains(&self, principal: &str) -> bool {
+        self.principals.contains(&FoldedRef(principal))
+    }
+
+    /// Number of principals.
+    pub fn len(&self) -> usize {
+        self.principals.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.principals.is_empty()
+    }
+}
+
+/// First-seen baseline state: (principal, key) hash -> last day seen (days since epoch).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FirstSeenState {
+    /// Entries.
+    pub last_day: std::collections::HashMap<u64, i32>,
+    /// Day of the last purge of entries older than the lookback.
+    pub purged_day: i32,
+}
+
+/// The enricher: calendars, inventory and the first-seen baseline.
+#[derive(Debug)]
+pub(crate) struct Enricher {
+    default_cal: Option<Calendar>,
+    calendars: HashMap<String, Calendar>,
+    inventory: Option<Inventory>,
+    lookback_days: i32,
+    pub(crate) first_seen: FirstSeenState,
+}
+
+impl Enricher {
+    pub(crate) fn new(
+        default_cal: Option<&CalendarConfig>,
+        calendars: &BTreeMap<String, CalendarConfig>,
+        inventory: Option<Inventory>,
+        lookback_days: u32,
+    ) -> Result<Enricher, ConfigError> {
+        let default_cal = match default_cal {
+            Some(c) => Some(Calendar::compile(c, "calendar")?),
+            None => None,
+        };
+        let mut cals = HashMap::new();
+        for (acct, c) in calendars {
+            cals.insert(
+                acct.clone(),
+                Calendar::compile(c, &format!("calendars.{acct}"))?,
+            );
+        }
+        Ok(Enricher {
+            default_cal,
+            calendars: cals,
+            inventory,
+            lookback_days: i32::try_from(lookback_days).unwrap_or(i32::MAX),
+            first_seen: FirstSeenState::default(),
+        })
+    }
+
+    pub(crate) fn enrich(&mut self, e: &Event) -> Enrichment {
+        let cal = e
+            .cloud
+            .account
+            .uid
+            .as_deref()
+            .and_then(|a| self.calendars.get(a))
+            .or(self.default_cal.as_ref());
+        let off_hours = cal.map(|c| c.off_hours(e.time));
+        let principal_known = self.inventory.as_ref().and_then(|inv| {
+            let uid = e.actor.user.uid.as_deref();
+            let name = e.actor.user.name.as_deref();
+            if uid.is_none() && name.is_none() {
+                return None;
+            }
+            Some(uid.is_some_and(|u| inv.contains(u)) || name.is_some_and(|n| inv.contains(n)))
+        });
+        Enrichment {
+            off_hours,
+            first_seen: self.first_seen(e),
+            principal_known,
+        }
+    }
+
+    fn first_seen(&mut self, e: &Event) -> Option<bool> {
+        if !is_crypto_operation(e.kms.operation) {
+            return None;
+        }
+        let principal = e.actor.user.uid.as_deref()?;
+        let key = e.kms.key.as_ref().map(|k| k.uid.as_str())?;
+        let day = i32::try_from(e.time.div_euclid(86_400_000)).unwrap_or(0);
+        let h = fnv1a(&[principal.as_bytes(), key.as_bytes()]);
+        let state = &mut self.first_seen;
+        let lookback = self.lookback_days;
+        let first = match state.last_day.get_mut(&h) {
+            Some(last) => {
+                let first = day.saturating_sub(*last) > lookback;
+                if day > *last {
+                    *last = day;
+                }
+                first
+            }
+            None => {
+                state.last_day.insert(h, day);
+                true
+            }
+        };
+        if day > state.purged_day {
+            state.purged_day = day;
+            let cutoff = day.saturating_sub(lookback);
+            state.last_day.retain(|_, d| *d >= cutoff);
+        }
+        Some(first)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    #[test]
+    fn calendar_across_dst_and_holiday() {
+        let cal = Calendar::compile(
+            &CalendarConfig {
+                time_zone: "Europe/Paris".into(),
+                holidays: vec!["2025-04-21".into()],
+                ..CalendarConfig::default()
+            },
+            "calendar",
+        )
+        .unwrap();
+        // Friday 2025-03-28, 07:30 UTC = 08:30 CET (winter, UTC+1): working.
+        assert!(!cal.off_hours(ms("2025-03-28T07:30:00Z")));
+        // Monday 2025-03-31 (after the 30 March DST change, UTC+2): 06:30 UTC = 08:30 CEST.
+        assert!(!cal.off_hours(ms("2025-03-31T06:30:00Z")));
+        // Same UTC clock time before the change was 07:30 local: off hours.
+        assert!(cal.off_hours(ms("2025-03-28T06:30:00Z")));
+        // 16:30 UTC on the Monday after DST = 18:30 local: off hours; before DST 17:30: working.
+        assert!(cal.off_hours(ms("2025-03-31T16:30:00Z")));
+        assert!(!cal.off_hours(ms("2025-03-28T16:30:00Z")));
+        // Easter Monday holiday at noon; a Saturday at noon.
+        assert!(cal.off_hours(ms("2025-04-21T10:00:00Z")));
+        assert!(cal.off_hours(ms("2025-03-29T11:00:00Z")));
+        assert!(Calendar::compile(
+            &CalendarConfig {
+                time_zone: "Mars/Olympus".into(),
+                ..CalendarConfig::default()
+            },
+            "calendar"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn inventory_formats() {
+        let inv = Inventory::parse(
+            "# people\nalice@example.com,Alice\n{\"upn\": \"Bob@Contoso.com\"}\n\"arn:aws:iam::111122223333:role/app\"\n",
+        )
+        .unwrap();
+        assert!(inv.contains("ALICE@example.com"));
+        assert!(inv.contains("bob@contoso.com"));
+        assert!(inv.contains("arn:aws:iam::111122223333:role/app"));
+        assert!(!inv.contains("mallory@example.com"));
+        assert_eq!(Inventory::parse("{\"x\": 1}").unwrap_err().0, 1);
+    }
+}
