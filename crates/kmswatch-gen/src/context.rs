@@ -183,6 +183,58 @@ pub(crate) fn write(
     });
     let text = serde_json::to_string_pretty(&ctx).unwrap_or_default() + "\n";
     c.bytes += write_file(&out.join("context.json"), text.as_bytes())?;
-    c.files = 3;
+    let yml = kmswatch_config(&ctx);
+    c.bytes += write_file(&out.join("kmswatch.yml"), yml.as_bytes())?;
+    c.files = 4;
     Ok(c)
+}
+
+/// `kmswatch.yml`: the context as kmswatch's own configuration (business calendar per
+/// account, admins, the organization's accounts, the identity inventory), so the corpus can be
+/// scanned as is: `kmswatch scan -c OUT/kmswatch.yml OUT/aws OUT/azure OUT/gcp`.
+fn kmswatch_config(ctx: &Value) -> String {
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let strs = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).map(q).collect())
+            .unwrap_or_default()
+    };
+    let mut y = String::from(
+        "# kmswatch configuration for this generated corpus (kmswatch gen).\n\
+         # Scan it from the repository root: kmswatch scan -c THIS_FILE OUT/aws OUT/azure OUT/gcp\n\
+         rules:\n  calendars:\n",
+    );
+    let accounts = ctx["accounts"].as_array().cloned().unwrap_or_default();
+    for a in &accounts {
+        let days: Vec<String> = a["business_days"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter_map(|x| x.as_str())
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            })
+            .unwrap_or_default();
+        y.push_str(&format!(
+            "    {}:\n      time_zone: {}\n      working_days: [{}]\n      work_start: {}\n      work_end: {}\n      holidays: [{}]\n",
+            q(a["uid"].as_str().unwrap_or_default()),
+            q(a["time_zone"].as_str().unwrap_or("UTC")),
+            days.join(", "),
+            q(a["business_hours"]["start"].as_str().unwrap_or("09:00")),
+            q(a["business_hours"]["end"].as_str().unwrap_or("18:00")),
+            strs(&a["holidays"]).join(", "),
+        ));
+    }
+    y.push_str("  inventory_path: inventory.csv\n  placeholders:\n    kms_admins:\n");
+    for a in strs(&ctx["kms_admins"]) {
+        y.push_str(&format!("      - {a}\n"));
+    }
+    y.push_str("    org_accounts:\n");
+    for a in &accounts {
+        y.push_str(&format!(
+            "      - {}\n",
+            q(a["uid"].as_str().unwrap_or_default())
+        ));
+    }
+    y
 }
