@@ -371,10 +371,17 @@ impl Policy {
             .try_take(now_ms)
     }
 
-    /// Fold one journal record into the state (idempotent per record id).
+    /// Fold one journal record read back from the journal into the state (idempotent per
+    /// record id); changes it records consume rate-limit tokens.
     pub fn apply(&mut self, r: &AuditRecord) {
         let rate = self.cfg.rate_limits.of(r.provider);
-        self.state.apply(r, rate);
+        self.state.apply(r, rate, true);
+    }
+
+    /// Fold a record this process just wrote (its token was taken by [`Policy::take_token`]).
+    pub fn apply_live(&mut self, r: &AuditRecord) {
+        let rate = self.cfg.rate_limits.of(r.provider);
+        self.state.apply(r, rate, false);
     }
 
     /// Whether a halt finding should be raised now (at most one per hour).
@@ -406,7 +413,7 @@ impl PolicyState {
             .len()
     }
 
-    fn apply(&mut self, r: &AuditRecord, rate: Rate) {
+    fn apply(&mut self, r: &AuditRecord, rate: Rate, replay_tokens: bool) {
         if !self.seen.insert(r.record_id.clone()) {
             return;
         }
@@ -428,7 +435,7 @@ impl PolicyState {
                         self.blast.push_back((r.time, r.key.clone()));
                     }
                 }
-                if matches!(o, Outcome::Applied | Outcome::Failed) {
+                if replay_tokens && matches!(o, Outcome::Applied | Outcome::Failed) {
                     self.buckets
                         .entry((r.provider, r.account.clone().unwrap_or_default()))
                         .or_insert_with(|| TokenBucket::new(rate, r.time))

@@ -173,7 +173,7 @@ impl Responder {
                 tracing::error!(error = %e, record = %r.record_id, "journal append failed; the record is still returned");
             }
         }
-        self.lock_policy().apply(&r);
+        self.lock_policy().apply_live(&r);
         tracing::info!(
             phase = ?r.phase, outcome = r.outcome.as_str(), action = r.action.kind.as_str(),
             key = %r.key, action_id = %r.action_id, "response step"
