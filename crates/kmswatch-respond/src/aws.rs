@@ -216,9 +216,12 @@ impl KeyBackend for AwsBackend {
         before: &KeyState,
     ) -> Result<Option<String>, RespondError> {
         let c = self.client(key).await;
+        // Change calls take the bare key id: they are made as the owning account (directly or
+        // through its assumed role) and cannot be cross-account anyway.
         let id = before
             .resolved_uid
-            .clone()
+            .as_deref()
+            .and_then(|a| a.rsplit_once(":key/").map(|(_, id)| id.to_string()))
             .unwrap_or_else(|| key.name.clone());
         match action.kind {
             ActionKind::Disable => {

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The whole `respond:` section.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RespondConfig {
     /// Mode for playbook actions (default `dry_run`). CLI actions by a person run unless
@@ -74,6 +74,25 @@ pub struct RespondConfig {
     /// Google Cloud KMS responder.
     #[serde(default)]
     pub gcp: Option<GcpConfig>,
+}
+
+impl Default for RespondConfig {
+    fn default() -> Self {
+        RespondConfig {
+            mode: Mode::default(),
+            journal_path: default_journal(),
+            playbooks: Vec::new(),
+            allow: KeyMatch::default(),
+            deny: KeyMatch::default(),
+            rate_limits: RateLimits::default(),
+            blast_radius: BlastRadius::default(),
+            rate_wait_max_ms: default_rate_wait(),
+            actor: default_actor(),
+            aws: None,
+            azure: None,
+            gcp: None,
+        }
+    }
 }
 
 fn default_journal() -> PathBuf {

@@ -1,6 +1,8 @@
 //! The policy end to end through the Responder, on the in-memory key store: approval flow,
 //! idempotency, blast-radius cap, rate limit, allow/deny/break-glass, undo, journal replay.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use kmswatch_model::Provider;
 use kmswatch_respond::action::BREAK_GLASS_TAG;
 use kmswatch_respond::config::{ActionSpec, BlastRadius, KeyMatch, Playbook, Rate};
@@ -93,7 +95,10 @@ async fn approval_waits_then_applies_and_survives_restart() {
     let f1 = finding("kms_human_decrypt", 4, &[(Provider::Aws, &arn("k1"))]);
     let out = r.on_finding(&f1).await;
     assert_eq!(last_outcome(&out), (Phase::Plan, Outcome::Pending));
-    assert!(env.mem.calls().is_empty(), "nothing changes before approval");
+    assert!(
+        env.mem.calls().is_empty(),
+        "nothing changes before approval"
+    );
     // The same finding again does not queue a second action.
     assert!(r.on_finding(&f1).await.is_empty());
     let mut f2 = finding("kms_human_decrypt", 4, &[(Provider::Aws, &arn("k2"))]);
@@ -125,9 +130,15 @@ async fn approval_waits_then_applies_and_survives_restart() {
     assert!(!env.mem.get(&arn("k1")).unwrap().enabled);
     let rej = r.reject(&id2, "bob", "false positive").unwrap();
     assert_eq!(rej.outcome, Outcome::Rejected);
-    assert!(env.mem.get(&arn("k2")).unwrap().enabled, "rejected: untouched");
+    assert!(
+        env.mem.get(&arn("k2")).unwrap().enabled,
+        "rejected: untouched"
+    );
     assert!(r.approve(&id1, "alice").await.is_err(), "no longer pending");
-    assert!(r.approve(&id2, "alice").await.is_err(), "rejected is not pending");
+    assert!(
+        r.approve(&id2, "alice").await.is_err(),
+        "rejected is not pending"
+    );
     assert!(r.pending().is_empty());
     drop(r);
     assert!(env.responder(cfg).pending().is_empty(), "replay agrees");
@@ -145,7 +156,11 @@ async fn idempotent_by_state_and_by_finding() {
     let r = env.responder(cfg.clone());
     // Already disabled: already_applied, no change call.
     let out = r
-        .on_finding(&finding("kms_human_decrypt", 4, &[(Provider::Aws, &arn("k2"))]))
+        .on_finding(&finding(
+            "kms_human_decrypt",
+            4,
+            &[(Provider::Aws, &arn("k2"))],
+        ))
         .await;
     assert_eq!(last_outcome(&out), (Phase::Plan, Outcome::AlreadyApplied));
     assert!(env.mem.calls().is_empty());
@@ -155,7 +170,10 @@ async fn idempotent_by_state_and_by_finding() {
     let out = r.on_finding(&f).await;
     let recs = audits(&out);
     assert_eq!(recs.len(), 2, "plan then execute");
-    assert_eq!((recs[0].phase, recs[0].outcome), (Phase::Plan, Outcome::Planned));
+    assert_eq!(
+        (recs[0].phase, recs[0].outcome),
+        (Phase::Plan, Outcome::Planned)
+    );
     let exec = recs[1];
     assert_eq!(exec.outcome, Outcome::Applied);
     assert!(exec.state_before.as_ref().unwrap().enabled);
@@ -165,7 +183,10 @@ async fn idempotent_by_state_and_by_finding() {
         exec.undo_command.as_deref(),
         Some(format!("kmswatch respond undo {}", exec.record_id).as_str())
     );
-    assert_eq!(exec.finding_id.as_deref(), Some(f.finding_info.uid.as_str()));
+    assert_eq!(
+        exec.finding_id.as_deref(),
+        Some(f.finding_info.uid.as_str())
+    );
     env.mem.put(&arn("k1"), enabled());
     drop(r);
     let r = env.responder(cfg);
@@ -199,7 +220,11 @@ async fn blast_radius_cap_refuses_and_raises_a_finding_across_restarts() {
         .unwrap()
         .clone();
     assert_eq!(refused.outcome, Outcome::Refused);
-    assert!(refused.detail.as_deref().unwrap().starts_with("blast_radius"));
+    assert!(refused
+        .detail
+        .as_deref()
+        .unwrap()
+        .starts_with("blast_radius"));
     let raised: Vec<_> = out.iter().filter_map(ResponseOutput::finding).collect();
     assert_eq!(raised.len(), 1);
     assert_eq!(raised[0].finding_info.analytic.uid, BLAST_RADIUS_RULE);
@@ -342,7 +367,10 @@ async fn dry_run_default_and_undo() {
     let mut cfg = config(dir.path(), Mode::default());
     let r = env.responder(cfg.clone());
     let f = finding("kms_human_decrypt", 4, &[(Provider::Aws, &arn("k1"))]);
-    assert_eq!(last_outcome(&r.on_finding(&f).await), (Phase::Plan, Outcome::DryRun));
+    assert_eq!(
+        last_outcome(&r.on_finding(&f).await),
+        (Phase::Plan, Outcome::DryRun)
+    );
     assert!(env.mem.calls().is_empty());
     drop(r);
     cfg.mode = Mode::Enforce;
@@ -367,7 +395,10 @@ async fn missing_responder_is_a_failed_record_and_a_finding() {
     let f = finding(
         "kms_human_decrypt",
         4,
-        &[(Provider::Gcp, "projects/p/locations/global/keyRings/r/cryptoKeys/k")],
+        &[(
+            Provider::Gcp,
+            "projects/p/locations/global/keyRings/r/cryptoKeys/k",
+        )],
     );
     let out = r.on_finding(&f).await;
     assert_eq!(last_outcome(&out).1, Outcome::Failed);
