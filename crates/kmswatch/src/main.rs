@@ -38,6 +38,7 @@ enum Command {
     Normalize(cmd::normalize::Args),
     Scan(cmd::scan::Args),
     Rules(cmd::rules::Args),
+    Respond(cmd::respond::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         Command::Normalize(args) => cmd::normalize::run(args),
         Command::Scan(args) => cmd::scan::run(args),
         Command::Rules(args) => cmd::rules::run(args),
+        Command::Respond(args) => cmd::respond::run(args),
     };
     match result {
         Ok(code) => code,

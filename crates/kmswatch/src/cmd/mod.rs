@@ -1,5 +1,6 @@
 //! One module per CLI verb.
 
 pub mod normalize;
+pub mod respond;
 pub mod rules;
 pub mod scan;
