@@ -39,6 +39,7 @@ enum Command {
     Scan(cmd::scan::Args),
     Rules(cmd::rules::Args),
     Respond(cmd::respond::Args),
+    Gen(cmd::gen::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         Command::Scan(args) => cmd::scan::run(args),
         Command::Rules(args) => cmd::rules::run(args),
         Command::Respond(args) => cmd::respond::run(args),
+        Command::Gen(args) => cmd::gen::run(args),
     };
     match result {
         Ok(code) => code,
