@@ -2,5 +2,6 @@
 
 pub mod gen;
 pub mod normalize;
+pub mod respond;
 pub mod rules;
 pub mod scan;
