@@ -40,6 +40,7 @@ enum Command {
     Rules(cmd::rules::Args),
     Respond(cmd::respond::Args),
     Gen(cmd::gen::Args),
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
         Command::Rules(args) => cmd::rules::run(args),
         Command::Respond(args) => cmd::respond::run(args),
         Command::Gen(args) => cmd::gen::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(code) => code,

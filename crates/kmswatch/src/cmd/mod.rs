@@ -1,5 +1,6 @@
 //! One module per CLI verb.
 
+pub mod bench;
 pub mod gen;
 pub mod normalize;
 pub mod respond;
