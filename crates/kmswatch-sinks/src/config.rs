@@ -124,7 +124,7 @@ macro_rules! sink_struct {
 }
 
 /// `route:` — a finding goes to the sink when it passes every condition given.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Lowest severity sent: `informational`, `low`, `medium`, `high`, `critical`
@@ -147,6 +147,18 @@ pub struct RouteConfig {
 
 fn default_true() -> bool {
     true
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        RouteConfig {
+            min_level: None,
+            rules: Vec::new(),
+            tags: Vec::new(),
+            audit: true,
+            findings: true,
+        }
+    }
 }
 
 /// `batch:` — a batch is sent when it holds `max_events` items or `max_bytes` encoded bytes,
