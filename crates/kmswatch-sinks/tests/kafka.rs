@@ -7,6 +7,8 @@ mod common;
 
 use common::{findings, sink};
 use kmswatch_sinks::{Outgoing, SinkSet};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
@@ -22,12 +24,23 @@ async fn kafka_sink_keys_headers_and_delivery_reports() {
         return;
     };
     let topic = format!("kmswatch-sink-test-{}", uuid::Uuid::new_v4().simple());
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
     let dir = tempfile::tempdir().unwrap();
     let set = Arc::new(
         SinkSet::from_config(
             &[sink(
                 json!({"type": "kafka", "brokers": brokers, "topic": topic,
-                           "properties": {"allow.auto.create.topics": "true"},
                            "batch": {"timeout_ms": 20}}),
             )],
             dir.path(),
@@ -35,7 +48,8 @@ async fn kafka_sink_keys_headers_and_delivery_reports() {
         .unwrap(),
     );
     let rep = set.check_connect().await;
-    eprintln!("check_connect: {:?}", rep[0].result);
+    let msg = rep[0].result.as_ref().unwrap();
+    assert!(msg.contains("1 partition(s)"), "{msg}");
     let mut hs = Vec::new();
     for f in findings(20) {
         let set = set.clone();

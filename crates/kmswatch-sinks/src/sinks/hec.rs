@@ -148,12 +148,11 @@ impl HecDest {
             Some(s) => s.to_string(),
             None => full.as_ref().map(|v| t.render(v)).unwrap_or_default(),
         };
-        let event = match (self.format, item) {
-            (Format::Cim, Outgoing::Finding(f)) => crate::format::cim(f),
-            _ => match &full {
-                Some(v) => v.clone(),
-                None => item.to_json().map_err(|e| e.to_string())?,
-            },
+        // The envelope is written directly (no intermediate `Value` for the event).
+        let event = match (self.format, item, &full) {
+            (Format::Cim, Outgoing::Finding(f), _) => crate::format::cim(f).to_string(),
+            (_, _, Some(v)) => v.to_string(),
+            (_, _, None) => item.to_json_string().map_err(|e| e.to_string())?,
         };
         let time_ms = match item {
             Outgoing::Finding(f) => f.time,
@@ -162,38 +161,40 @@ impl HecDest {
                 .and_then(Value::as_i64)
                 .unwrap_or_else(crate::format::now_millis),
         };
-        let mut o = serde_json::Map::new();
-        o.insert(
-            "time".into(),
-            json!(format!(
-                "{}.{:03}",
-                time_ms.div_euclid(1000),
-                time_ms.rem_euclid(1000)
-            )
-            .parse::<f64>()
-            .unwrap_or(0.0)),
-        );
+        let q = |s: &str| Value::String(s.to_string()).to_string();
+        let mut o = String::with_capacity(event.len() + 160);
+        o.push_str(&format!(
+            "{{\"time\":{}.{:03}",
+            time_ms.div_euclid(1000),
+            time_ms.rem_euclid(1000)
+        ));
         if let Some(h) = &self.host {
             let h = render(h);
             if !h.is_empty() {
-                o.insert("host".into(), json!(h));
+                o.push_str(",\"host\":");
+                o.push_str(&q(&h));
             }
         }
-        o.insert("source".into(), json!(render(&self.source)));
+        o.push_str(",\"source\":");
+        o.push_str(&q(&render(&self.source)));
         let st = if item.is_audit() {
             self.audit_sourcetype.clone()
         } else {
             render(&self.sourcetype)
         };
-        o.insert("sourcetype".into(), json!(st));
+        o.push_str(",\"sourcetype\":");
+        o.push_str(&q(&st));
         if let Some(i) = &self.index {
             let i = render(i);
             if !i.is_empty() {
-                o.insert("index".into(), json!(i));
+                o.push_str(",\"index\":");
+                o.push_str(&q(&i));
             }
         }
-        o.insert("event".into(), event);
-        serde_json::to_string(&Value::Object(o)).map_err(|e| e.to_string())
+        o.push_str(",\"event\":");
+        o.push_str(&event);
+        o.push('}');
+        Ok(o)
     }
 
     pub async fn send(&self, recs: &[Record]) -> Result<(), SendError> {

@@ -3,6 +3,7 @@
 //! `/services/collector/ack` polling, the health endpoint, 503 busy and the HEC error codes.
 
 use super::{body_of, Handler, Reply, Req, Server};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,25 @@ pub struct HecState {
     pending: HashMap<(String, u64), (Vec<Value>, u32, bool)>,
     pub event_requests: usize,
     pub events_per_request: Vec<usize>,
+    /// Keep only each event's uid and index (benchmarks): events are still parsed and checked.
+    pub light: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct LiteEnv {
+    event: Option<LiteEvent>,
+    index: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct LiteEvent {
+    finding_info: Option<LiteInfo>,
+    id: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct LiteInfo {
+    uid: String,
 }
 
 pub type State = Arc<Mutex<HecState>>;
@@ -89,20 +109,42 @@ fn handle(st: &State, r: Req) -> Reply {
             if s.ack_enabled && channel.is_none() {
                 return err(400, "Data channel is missing", 10);
             }
+            let light = s.light;
+            let reject = s.reject_uids.clone();
+            let allowed = s.allowed_indexes.clone();
+            drop(s); // parse without holding the state
             let body = body_of(&r);
             if body.is_empty() {
                 return err(400, "No data", 5);
             }
             let mut events = Vec::new();
-            for (i, v) in serde_json::Deserializer::from_slice(&body)
-                .into_iter::<Value>()
-                .enumerate()
-            {
+            let mut stream = serde_json::Deserializer::from_slice(&body);
+            let mut i = 0usize;
+            loop {
                 let bad = Reply::json(
                     400,
                     json!({"text": "Invalid data format", "code": 6, "invalid-event-number": i}),
                 );
-                let Ok(v) = v else { return bad };
+                let v = if light {
+                    match serde::Deserialize::deserialize(&mut stream) {
+                        Ok(LiteEnv {
+                            event: Some(e),
+                            index,
+                        }) => json!({
+                            "index": index,
+                            "event": {"finding_info": {"uid": e.finding_info.map(|f| f.uid)}, "id": e.id}
+                        }),
+                        Ok(LiteEnv { event: None, .. }) => json!({}),
+                        Err(e) if e.is_eof() => break,
+                        Err(_) => return bad,
+                    }
+                } else {
+                    match Value::deserialize(&mut stream) {
+                        Ok(v) => v,
+                        Err(e) if e.is_eof() => break,
+                        Err(_) => return bad,
+                    }
+                };
                 match v.get("event") {
                     None => {
                         return Reply::json(
@@ -118,12 +160,11 @@ fn handle(st: &State, r: Req) -> Reply {
                     }
                     _ => {}
                 }
-                if uid_of(&v).is_some_and(|u| s.reject_uids.contains(&u)) {
+                if uid_of(&v).is_some_and(|u| reject.contains(&u)) {
                     return bad;
                 }
                 if let Some(idx) = v.get("index").and_then(Value::as_str) {
-                    if !s.allowed_indexes.is_empty() && !s.allowed_indexes.iter().any(|a| a == idx)
-                    {
+                    if !allowed.is_empty() && !allowed.iter().any(|a| a == idx) {
                         return Reply::json(
                             400,
                             json!({"text": "Incorrect index", "code": 7, "invalid-event-number": i}),
@@ -131,7 +172,9 @@ fn handle(st: &State, r: Req) -> Reply {
                     }
                 }
                 events.push(v);
+                i += 1;
             }
+            let mut s = st.lock().unwrap();
             s.events_per_request.push(events.len());
             let mut reply = if s.ack_enabled {
                 let ch = channel.unwrap_or_default();
