@@ -1,5 +1,7 @@
 //! One module per CLI verb.
 
+pub mod gen;
 pub mod normalize;
+pub mod respond;
 pub mod rules;
 pub mod scan;
