@@ -1,0 +1,407 @@
+//! Splunk HTTP Event Collector.
+//!
+//! * `POST {endpoint}/services/collector/event`, `Authorization: Splunk <token>`, body = the
+//!   batch's event objects concatenated (`{"time":..,"host":..,"source":..,"sourcetype":..,
+//!   "index":..,"event":{..}}{..}`), gzipped with `Content-Encoding: gzip` when `gzip: true`.
+//! * Every request carries `X-Splunk-Request-Channel: <UUID>` (one per sink instance), which
+//!   indexer acknowledgement requires. With `indexer_ack: true` the response's `ackId` is
+//!   polled with `POST /services/collector/ack` `{"acks":[ids]}` (one poller per sink, all
+//!   pending ids per poll) until Splunk answers `true`; only then is the batch delivered. An
+//!   ack that does not come within `ack_timeout_secs` counts as a failed send (the batch is
+//!   sent again: at-least-once, same ids).
+//! * Errors, by HEC status code (`{"text":..,"code":N}`):
+//!
+//! | code | text | class |
+//! |---|---|---|
+//! | 1 | Token disabled | config |
+//! | 2 | Token is required | config |
+//! | 3 | Invalid authorization | config |
+//! | 4 | Invalid token | config |
+//! | 5 | No data | fatal |
+//! | 6 | Invalid data format | fatal (the batch is split to find the bad event) |
+//! | 7 | Incorrect index | config (the token may not write that index) |
+//! | 8 | Internal server error | retryable |
+//! | 9 | Server is busy | retryable (HTTP 503) |
+//! | 10 | Data channel is missing | retryable |
+//! | 11 | Invalid data channel | retryable |
+//! | 12 | Event field is required | fatal |
+//! | 13 | Event field cannot be blank | fatal |
+//! | 14 | ACK is disabled | config (`indexer_ack: true` needs the token's ack on) |
+//! | 15 | Error in handling indexed fields | fatal |
+//! | 16 | Query string authorization is not enabled | config |
+//! | 18–20 | HEC is unhealthy (queues full, ack service unavailable) | retryable |
+//!
+//! Without a code: 429, 5xx and transport errors are retryable, 401/403/404 config, other 4xx
+//! fatal.
+
+use super::{classify_status, gzip, http_client, retry_after, transport_error};
+use crate::config::{Format, HecConfig};
+use crate::format::Template;
+use crate::{ErrorClass, Outgoing, Record, SendError};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, Notify};
+
+/// The HEC class of a status code.
+pub(crate) fn classify_code(code: i64) -> Option<ErrorClass> {
+    Some(match code {
+        0 | 17 => return None,
+        1..=4 | 7 | 14 | 16 => ErrorClass::Config,
+        5 | 6 | 12 | 13 | 15 => ErrorClass::Fatal,
+        8..=11 | 18..=20 => ErrorClass::Retryable,
+        _ => return None,
+    })
+}
+
+type AckWaiters = HashMap<u64, oneshot::Sender<Result<(), SendError>>>;
+
+struct AckPoller {
+    pending: Mutex<AckWaiters>,
+    wake: Notify,
+}
+
+pub(crate) struct HecDest {
+    client: reqwest::Client,
+    event_url: String,
+    ack_url: String,
+    health_url: String,
+    auth: String,
+    channel: String,
+    gzip: bool,
+    format: Format,
+    index: Option<Template>,
+    source: Template,
+    sourcetype: Template,
+    audit_sourcetype: String,
+    host: Option<Template>,
+    /// All templates are static: no per-item JSON needed for them.
+    static_meta: bool,
+    indexer_ack: bool,
+    ack_timeout: Duration,
+    acks: Option<Arc<AckPoller>>,
+}
+
+fn lock(m: &Mutex<AckWaiters>) -> std::sync::MutexGuard<'_, AckWaiters> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl HecDest {
+    pub fn new(c: &HecConfig, timeout: Duration) -> Result<HecDest, String> {
+        let client = http_client(&c.tls, timeout)?;
+        let base = c.endpoint.trim_end_matches('/');
+        let t = |s: &str, key: &str| Template::parse(s).map_err(|e| format!("{key}: {e}"));
+        let index = c.index.as_deref().map(|s| t(s, "index")).transpose()?;
+        let host = c.host.as_deref().map(|s| t(s, "host")).transpose()?;
+        let source = t(&c.source, "source")?;
+        let sourcetype = t(&c.sourcetype, "sourcetype")?;
+        let static_meta = index.as_ref().is_none_or(|t| t.as_static().is_some())
+            && host.as_ref().is_none_or(|t| t.as_static().is_some())
+            && source.as_static().is_some()
+            && sourcetype.as_static().is_some();
+        let mut d = HecDest {
+            client,
+            event_url: format!("{base}/services/collector/event"),
+            ack_url: format!("{base}/services/collector/ack"),
+            health_url: format!("{base}/services/collector/health"),
+            auth: format!("Splunk {}", c.token.expose()),
+            channel: uuid::Uuid::new_v4().to_string(),
+            gzip: c.gzip,
+            format: c.format,
+            index,
+            source,
+            sourcetype,
+            audit_sourcetype: c.audit_sourcetype.clone(),
+            host,
+            static_meta,
+            indexer_ack: c.indexer_ack,
+            ack_timeout: Duration::from_secs(c.ack_timeout_secs.max(1)),
+            acks: None,
+        };
+        if c.indexer_ack {
+            let poller = Arc::new(AckPoller {
+                pending: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+            });
+            d.acks = Some(poller.clone());
+            let client = d.client.clone();
+            let url = d.ack_url.clone();
+            let auth = d.auth.clone();
+            let channel = d.channel.clone();
+            let every = Duration::from_millis(c.ack_poll_interval_ms.max(10));
+            let weak = Arc::downgrade(&poller);
+            drop(poller);
+            tokio::spawn(poll_acks(weak, client, url, auth, channel, every));
+        }
+        Ok(d)
+    }
+
+    /// One HEC event object for an item.
+    pub fn encode(&self, item: &Outgoing) -> Result<String, String> {
+        let full = if self.static_meta {
+            None
+        } else {
+            Some(item.to_json().map_err(|e| e.to_string())?)
+        };
+        let render = |t: &Template| match t.as_static() {
+            Some(s) => s.to_string(),
+            None => full.as_ref().map(|v| t.render(v)).unwrap_or_default(),
+        };
+        // The envelope is written directly (no intermediate `Value` for the event).
+        let event = match (self.format, item, &full) {
+            (Format::Cim, Outgoing::Finding(f), _) => crate::format::cim(f).to_string(),
+            (_, _, Some(v)) => v.to_string(),
+            (_, _, None) => item.to_json_string().map_err(|e| e.to_string())?,
+        };
+        let time_ms = match item {
+            Outgoing::Finding(f) => f.time,
+            Outgoing::Audit(v) => v
+                .get("time")
+                .and_then(Value::as_i64)
+                .unwrap_or_else(crate::format::now_millis),
+        };
+        let q = |s: &str| Value::String(s.to_string()).to_string();
+        let mut o = String::with_capacity(event.len() + 160);
+        o.push_str(&format!(
+            "{{\"time\":{}.{:03}",
+            time_ms.div_euclid(1000),
+            time_ms.rem_euclid(1000)
+        ));
+        if let Some(h) = &self.host {
+            let h = render(h);
+            if !h.is_empty() {
+                o.push_str(",\"host\":");
+                o.push_str(&q(&h));
+            }
+        }
+        o.push_str(",\"source\":");
+        o.push_str(&q(&render(&self.source)));
+        let st = if item.is_audit() {
+            self.audit_sourcetype.clone()
+        } else {
+            render(&self.sourcetype)
+        };
+        o.push_str(",\"sourcetype\":");
+        o.push_str(&q(&st));
+        if let Some(i) = &self.index {
+            let i = render(i);
+            if !i.is_empty() {
+                o.push_str(",\"index\":");
+                o.push_str(&q(&i));
+            }
+        }
+        o.push_str(",\"event\":");
+        o.push_str(&event);
+        o.push('}');
+        Ok(o)
+    }
+
+    pub async fn send(&self, recs: &[Record]) -> Result<(), SendError> {
+        let mut body = Vec::with_capacity(recs.iter().map(|r| r.body.len()).sum());
+        for r in recs {
+            body.extend_from_slice(r.body.as_bytes());
+        }
+        let mut req = self
+            .client
+            .post(&self.event_url)
+            .header("Authorization", &self.auth)
+            .header("X-Splunk-Request-Channel", &self.channel)
+            .header("Content-Type", "application/json");
+        if self.gzip {
+            body = gzip(&body)?;
+            req = req.header("Content-Encoding", "gzip");
+        }
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| transport_error("HEC event", e))?;
+        let status = resp.status().as_u16();
+        let ra = retry_after(resp.headers());
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| transport_error("HEC event response", e))?;
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        let code = parsed
+            .as_ref()
+            .and_then(|v| v.get("code"))
+            .and_then(Value::as_i64);
+        if !(200..300).contains(&status) || code.is_some_and(|c| c != 0) {
+            let class = code
+                .and_then(classify_code)
+                .unwrap_or_else(|| classify_status(status));
+            return Err(SendError {
+                class,
+                message: format!("HEC {} answered {status}: {}", self.event_url, text.trim()),
+                retry_after: ra,
+            });
+        }
+        if !self.indexer_ack {
+            return Ok(());
+        }
+        let ack_id = parsed
+            .as_ref()
+            .and_then(|v| v.get("ackId"))
+            .and_then(Value::as_u64)
+            .ok_or_else(|| {
+                SendError::config(format!(
+                    "indexer_ack is on but HEC answered without an ackId ({}): enable indexer acknowledgement on the token",
+                    text.trim()
+                ))
+            })?;
+        let Some(poller) = &self.acks else {
+            return Err(SendError::config("ack poller missing"));
+        };
+        let (tx, rx) = oneshot::channel();
+        lock(&poller.pending).insert(ack_id, tx);
+        poller.wake.notify_one();
+        match tokio::time::timeout(self.ack_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(SendError::retryable("HEC ack poller stopped")),
+            Err(_) => {
+                lock(&poller.pending).remove(&ack_id);
+                Err(SendError::retryable(format!(
+                    "HEC did not acknowledge ackId {ack_id} within {:?}; resending",
+                    self.ack_timeout
+                )))
+            }
+        }
+    }
+
+    /// Health endpoint, then the token: an empty event request must fail with code 5
+    /// ("No data"), which HEC answers only to an accepted token.
+    pub async fn check(&self) -> Result<String, SendError> {
+        let resp = self
+            .client
+            .get(&self.health_url)
+            .send()
+            .await
+            .map_err(|e| transport_error("HEC health", e))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        if status != 200 {
+            return Err(SendError {
+                class: classify_status(status),
+                message: format!(
+                    "HEC health {} answered {status}: {}",
+                    self.health_url,
+                    text.trim()
+                ),
+                retry_after: None,
+            });
+        }
+        let resp = self
+            .client
+            .post(&self.event_url)
+            .header("Authorization", &self.auth)
+            .header("X-Splunk-Request-Channel", &self.channel)
+            .body("")
+            .send()
+            .await
+            .map_err(|e| transport_error("HEC token check", e))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let code = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("code").and_then(Value::as_i64));
+        match code {
+            Some(5) => Ok(format!("HEC healthy, token accepted ({})", self.event_url)),
+            _ => Err(SendError {
+                class: code
+                    .and_then(classify_code)
+                    .unwrap_or_else(|| classify_status(status)),
+                message: format!("HEC token check answered {status}: {}", text.trim()),
+                retry_after: None,
+            }),
+        }
+    }
+}
+
+async fn poll_acks(
+    poller: std::sync::Weak<AckPoller>,
+    client: reqwest::Client,
+    url: String,
+    auth: String,
+    channel: String,
+    every: Duration,
+) {
+    loop {
+        let Some(p) = poller.upgrade() else {
+            return;
+        };
+        let ids: Vec<u64> = lock(&p.pending).keys().copied().collect();
+        if ids.is_empty() {
+            // Holds the poller at most 5 s, so a dropped sink ends this task.
+            tokio::select! {
+                _ = p.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            continue;
+        }
+        drop(p);
+        tokio::time::sleep(every).await;
+        let resp = client
+            .post(&url)
+            .header("Authorization", &auth)
+            .header("X-Splunk-Request-Channel", &channel)
+            .header("Content-Type", "application/json")
+            .body(json!({ "acks": ids }).to_string())
+            .send()
+            .await;
+        let Some(p) = poller.upgrade() else {
+            return;
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "HEC ack poll failed; retrying");
+                continue;
+            }
+        };
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let v: Option<Value> = serde_json::from_str(&text).ok();
+        let code = v
+            .as_ref()
+            .and_then(|v| v.get("code"))
+            .and_then(Value::as_i64);
+        if status != 200 || code.is_some_and(|c| c != 0) {
+            let class = code
+                .and_then(classify_code)
+                .unwrap_or_else(|| classify_status(status));
+            if class != ErrorClass::Retryable {
+                // e.g. 14 ACK is disabled: fail the waiting sends.
+                let mut g = lock(&p.pending);
+                for id in &ids {
+                    if let Some(tx) = g.remove(id) {
+                        let _ = tx.send(Err(SendError {
+                            class: ErrorClass::Config,
+                            message: format!("HEC ack poll answered {status}: {}", text.trim()),
+                            retry_after: None,
+                        }));
+                    }
+                }
+            } else {
+                tracing::warn!(status, body = %text.trim(), "HEC ack poll refused; retrying");
+            }
+            continue;
+        }
+        let Some(acks) = v
+            .as_ref()
+            .and_then(|v| v.get("acks"))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        let mut g = lock(&p.pending);
+        for (k, ok) in acks {
+            if ok.as_bool() == Some(true) {
+                if let Some(tx) = k.parse::<u64>().ok().and_then(|id| g.remove(&id)) {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The Splunk HEC sink against a test collector: exact requests, indexer acknowledgement,
+//! failures (503 busy, resets, slow answers, lost acks, a collector down for a while, bad
+//! tokens, rejected events), restart with a non-empty spool, and a throughput benchmark.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::hec::{self, Fail};
+use common::{finding, findings, sink, wait_until};
+use kmswatch_sinks::{DeliveryError, Outgoing, SinkSet};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn hec_cfg(url: &str, extra: Value) -> kmswatch_sinks::SinkConfig {
+    let mut v = json!({
+        "type": "splunk_hec", "endpoint": url, "token": "11111111-2222-3333-4444-555555555555",
+        "index": "kms", "sourcetype": "kmswatch:finding", "indexer_ack": true,
+        "ack_poll_interval_ms": 20,
+        "batch": {"max_events": 10, "timeout_ms": 20},
+        "retry": {"max_attempts": 3, "initial_backoff_ms": 20, "max_backoff_ms": 200, "request_timeout_ms": 2000}
+    });
+    if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    sink(v)
+}
+
+async fn deliver_all(
+    set: &Arc<SinkSet>,
+    fs: Vec<kmswatch_model::Finding>,
+) -> Vec<Result<(), DeliveryError>> {
+    let mut hs = Vec::new();
+    for f in fs {
+        let set = set.clone();
+        hs.push(tokio::spawn(async move {
+            set.deliver(Arc::new(Outgoing::Finding(f))).await
+        }));
+    }
+    let mut out = Vec::new();
+    for h in hs {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+fn ids(n: usize) -> BTreeSet<String> {
+    (0..n).map(|i| format!("f-{i:06}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_requests_batching_gzip_channel_and_ack() {
+    let (srv, st) = hec::start("11111111-2222-3333-4444-555555555555", true).await;
+    st.lock().unwrap().ack_after_polls = 2;
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = hec_cfg(
+        &srv.url(),
+        json!({"host": "kms-{cloud.provider}", "source": "kmswatch:{finding_info.analytic.uid}"}),
+    );
+    let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
+    let start = Instant::now();
+    let res = deliver_all(&set, findings(25)).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    // Resolved only after the acks: two `false` polls at 20 ms each first.
+    assert!(start.elapsed() >= Duration::from_millis(40));
+    let got: BTreeSet<String> = hec::indexed_uids(&st).into_iter().collect();
+    assert_eq!(got, ids(25));
+
+    {
+        let s = st.lock().unwrap();
+        let events: Vec<_> = s
+            .requests
+            .iter()
+            .filter(|r| r.path == "/services/collector/event")
+            .collect();
+        assert!(events.len() >= 3, "25 findings in batches of at most 10");
+        assert!(s.events_per_request.iter().all(|n| *n <= 10));
+        let channel = events[0]
+            .header("x-splunk-request-channel")
+            .unwrap()
+            .to_string();
+        assert!(uuid::Uuid::parse_str(&channel).is_ok(), "channel is a UUID");
+        for r in &events {
+            assert_eq!(r.method, "POST");
+            assert_eq!(
+                r.header("authorization"),
+                Some("Splunk 11111111-2222-3333-4444-555555555555")
+            );
+            assert_eq!(r.header("content-encoding"), Some("gzip"));
+            assert_eq!(r.header("x-splunk-request-channel"), Some(channel.as_str()));
+            assert_eq!(r.body[..2], [0x1f, 0x8b], "gzip magic");
+        }
+        let acks: Vec<_> = s
+            .requests
+            .iter()
+            .filter(|r| r.path == "/services/collector/ack")
+            .collect();
+        assert!(!acks.is_empty());
+        for r in &acks {
+            assert_eq!(r.method, "POST");
+            assert_eq!(r.header("x-splunk-request-channel"), Some(channel.as_str()));
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert!(v["acks"].as_array().is_some_and(|a| !a.is_empty()));
+        }
+        let e = &s.indexed[0];
+        assert_eq!(e["index"], "kms");
+        assert_eq!(e["sourcetype"], "kmswatch:finding");
+        assert_eq!(e["host"], "kms-AWS");
+        assert!(e["source"].as_str().unwrap().starts_with("kmswatch:rule-"));
+        assert_eq!(e["time"], json!(1_714_564_800.123));
+        assert_eq!(e["event"]["class_uid"], 2004);
+    }
+    let m = &set.metrics()[0];
+    assert_eq!(m.sent, 25);
+    assert_eq!(m.acked_latency.count, 25);
+    assert_eq!(m.spooled_items, 0);
+    set.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cim_format_and_routing() {
+    let (srv, st) = hec::start("tok", false).await;
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = sink(json!({
+        "type": "splunk_hec", "endpoint": srv.url(), "token": "tok", "format": "cim", "gzip": false,
+        "route": {"min_level": "high", "rules": ["rule-1", "Title of rule-2"]},
+        "batch": {"timeout_ms": 10}
+    }));
+    let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
+    let fs = vec![
+        finding("a", "rule-1", "critical"),
+        finding("b", "rule-2", "high"),
+        finding("c", "rule-1", "medium"),   // below min_level
+        finding("d", "rule-3", "critical"), // other rule
+    ];
+    assert!(deliver_all(&set, fs).await.iter().all(Result::is_ok));
+    let s = st.lock().unwrap();
+    let got: BTreeSet<_> = s
+        .indexed
+        .iter()
+        .filter_map(|e| e["event"]["id"].as_str())
+        .collect();
+    assert_eq!(got, BTreeSet::from(["a", "b"]));
+    let a = s.indexed.iter().find(|e| e["event"]["id"] == "a").unwrap();
+    let ev = &a["event"];
+    assert_eq!(ev["signature"], "Title of rule-1");
+    assert_eq!(ev["rule_id"], "rule-1");
+    assert_eq!(ev["rule_name"], "name_rule-1");
+    assert_eq!(ev["severity"], "critical");
+    assert_eq!(ev["user"], "mallory");
+    assert_eq!(ev["user_type"], "human");
+    assert_eq!(
+        ev["dest"],
+        "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    );
+    assert_eq!(ev["mitre_technique_id"], json!(["T1485"]));
+    assert_eq!(ev["mitre_tactic_id"], json!(["TA0040"]));
+    assert_eq!(ev["vendor_account"], "111122223333");
+    assert_eq!(ev["cloud_provider"], "AWS");
+    assert!(s
+        .requests
+        .iter()
+        .all(|r| r.header("content-encoding").is_none()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_reset_slow_and_lost_ack_lose_nothing() {
+    let (srv, st) = hec::start("11111111-2222-3333-4444-555555555555", true).await;
+    st.lock().unwrap().script = vec![
+        Fail::Busy,
+        Fail::Reset,
+        Fail::Slow(Duration::from_millis(2500)), // > request timeout (2 s)
+        Fail::LoseAck,
+        Fail::Busy,
+    ]
+    .into();
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = hec_cfg(
+        &srv.url(),
+        json!({"ack_timeout_secs": 1, "retry": {"max_attempts": 10, "initial_backoff_ms": 20, "max_backoff_ms": 100, "request_timeout_ms": 2000}}),
+    );
+    let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
+    let res = deliver_all(&set, findings(40)).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    let uids = hec::indexed_uids(&st);
+    let distinct: BTreeSet<String> = uids.iter().cloned().collect();
+    assert_eq!(distinct, ids(40), "every finding indexed, under its own id");
+    let m = &set.metrics()[0];
+    assert!(m.retried >= 4, "retried {}", m.retried);
+    assert_eq!(m.failed, 0);
+    set.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_down_then_back_spools_and_drains() {
+    let (srv, st) = hec::start("11111111-2222-3333-4444-555555555555", true).await;
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = hec_cfg(
+        &srv.url(),
+        json!({"retry": {"max_attempts": 2, "initial_backoff_ms": 50, "max_backoff_ms": 500, "request_timeout_ms": 1000}}),
+    );
+    let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
+    assert!(deliver_all(&set, findings(10))
+        .await
+        .iter()
+        .all(Result::is_ok));
+    srv.stop().await;
+    let down_at = Instant::now();
+    // While down: deliver resolves (spooled), nothing is indexed.
+    let more: Vec<_> = (10..200)
+        .map(|i| finding(&format!("f-{i:06}"), "rule-0", "high"))
+        .collect();
+    let res = deliver_all(&set, more).await;
+    assert!(res.iter().all(Result::is_ok));
+    let m = set.metrics()[0].clone();
+    assert_eq!(m.spooled, 190);
+    assert!(m.spooled_items > 0 && m.spooled_bytes > 0);
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed())).await;
+    let m = set.metrics()[0].clone();
+    assert!(m.oldest_spooled_age_secs >= 5.0, "{m:?}");
+    assert_eq!(hec::indexed_uids(&st).len(), 10);
+    srv.restart().await;
+    assert!(
+        wait_until(20, || hec::indexed_uids(&st)
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            == ids(200))
+        .await,
+        "all 200 findings indexed after the collector came back"
+    );
+    assert!(wait_until(5, || set.metrics()[0].spooled_items == 0).await);
+    let m = &set.metrics()[0];
+    assert_eq!(m.oldest_spooled_age_secs, 0.0);
+    assert!(m.retried > 0);
+    set.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_non_empty_spool_delivers_the_rest() {
+    let (srv, st) = hec::start("11111111-2222-3333-4444-555555555555", true).await;
+    srv.stop().await;
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = hec_cfg(
+        &srv.url(),
+        json!({"retry": {"max_attempts": 1, "initial_backoff_ms": 10, "max_backoff_ms": 50, "request_timeout_ms": 500}}),
+    );
+    {
+        let set = Arc::new(SinkSet::from_config(std::slice::from_ref(&cfg), spool.path()).unwrap());
+        assert!(deliver_all(&set, findings(60))
+            .await
+            .iter()
+            .all(Result::is_ok));
+        assert_eq!(set.metrics()[0].spooled_items, 60);
+        set.shutdown(Duration::from_millis(200)).await;
+    }
+    srv.restart().await;
+    let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
+    assert!(
+        wait_until(15, || hec::indexed_uids(&st)
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            == ids(60))
+        .await
+    );
+    assert!(wait_until(5, || set.metrics()[0].spooled_items == 0).await);
+    set.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_event_is_dead_lettered_others_delivered() {
+    let (srv, st) = hec::start("tok", false).await;
+    st.lock().unwrap().reject_uids = vec!["f-000003".into()];
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = sink(json!({
+        "type": "splunk_hec", "endpoint": srv.url(), "token": "tok",
+        "batch": {"max_events": 10, "timeout_ms": 50}
+    }));
+    let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
+    let res = deliver_all(&set, findings(8)).await;
+    let rejected: Vec<_> = res
+        .iter()
+        .filter_map(|r| match r {
+            Err(DeliveryError::Rejected { id, .. }) => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected, vec!["f-000003".to_string()]);
+    assert_eq!(res.iter().filter(|r| r.is_ok()).count(), 7);
+    let got: BTreeSet<_> = hec::indexed_uids(&st).into_iter().collect();
+    let mut want = ids(8);
+    want.remove("f-000003");
+    assert_eq!(got, want);
+    let dl = std::fs::read_to_string(spool.path().join("splunk_hec/dead-letter.jsonl")).unwrap();
+    assert_eq!(dl.lines().count(), 1);
+    let line: Value = serde_json::from_str(dl.trim()).unwrap();
+    assert_eq!(line["id"], "f-000003");
+    assert!(line["reason"]
+        .as_str()
+        .unwrap()
+        .contains("Invalid data format"));
+    assert_eq!(set.metrics()[0].failed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_token_spools_until_the_token_is_accepted() {
+    let (srv, st) = hec::start("the-real-token", false).await;
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = sink(json!({
+        "type": "splunk_hec", "endpoint": srv.url(), "token": "tok",
+        "batch": {"timeout_ms": 10},
+        "retry": {"max_attempts": 2, "initial_backoff_ms": 10, "max_backoff_ms": 300}
+    }));
+    let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
+    let reports = set.check_connect().await;
+    let err = reports[0].result.as_ref().unwrap_err();
+    assert_eq!(err.class, kmswatch_sinks::ErrorClass::Config);
+    assert!(err.message.contains("Invalid token"), "{}", err.message);
+    assert!(deliver_all(&set, findings(5))
+        .await
+        .iter()
+        .all(Result::is_ok));
+    assert_eq!(set.metrics()[0].spooled, 5);
+    assert!(hec::indexed_uids(&st).is_empty());
+    st.lock().unwrap().token = "tok".into(); // the operator fixes the token
+    assert!(wait_until(15, || hec::indexed_uids(&st).len() == 5).await);
+    let ok = set.check_connect().await;
+    assert!(ok[0].result.is_ok(), "{:?}", ok[0].result);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_disabled_on_token_is_a_config_error() {
+    let (srv, st) = hec::start("tok", false).await;
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = sink(json!({
+        "type": "splunk_hec", "endpoint": srv.url(), "token": "tok", "indexer_ack": true,
+        "batch": {"timeout_ms": 10},
+        "retry": {"max_attempts": 1}
+    }));
+    let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
+    assert!(deliver_all(&set, findings(3))
+        .await
+        .iter()
+        .all(Result::is_ok));
+    // No ackId in the answer: the batch is not counted as delivered; it waits in the spool.
+    assert_eq!(set.metrics()[0].sent, 0);
+    assert_eq!(set.metrics()[0].spooled, 3);
+    st.lock().unwrap().ack_enabled = true;
+    assert!(wait_until(20, || set.metrics()[0].spooled_items == 0).await);
+    assert!(hec::indexed_uids(&st).len() >= 3);
+}
+
+/// `cargo test -p kmswatch-sinks --release --test hec -- --ignored --nocapture bench`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_hec_throughput() {
+    let n: usize = std::env::var("KMSWATCH_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    for ack in [false, true] {
+        let (srv, st) = hec::start("tok", ack).await;
+        st.lock().unwrap().light = true;
+        let spool = tempfile::tempdir().unwrap();
+        let cfg = sink(json!({
+            "type": "splunk_hec", "endpoint": srv.url(), "token": "tok", "indexer_ack": ack,
+            "ack_poll_interval_ms": 10, "index": "kms",
+            "batch": {"max_events": 1000, "max_bytes": 4_000_000, "timeout_ms": 50, "max_in_flight": 8}
+        }));
+        let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
+        let fs = findings(n);
+        let start = Instant::now();
+        let sem = Arc::new(tokio::sync::Semaphore::new(20_000));
+        let mut hs = Vec::with_capacity(n);
+        for f in fs {
+            let permit = sem.clone().acquire_owned().await.unwrap();
+            let set = set.clone();
+            hs.push(tokio::spawn(async move {
+                let r = set.deliver(Arc::new(Outgoing::Finding(f))).await;
+                drop(permit);
+                r
+            }));
+        }
+        for h in hs {
+            h.await.unwrap().unwrap();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let distinct: std::collections::HashSet<String> =
+            hec::indexed_uids(&st).into_iter().collect();
+        assert_eq!(distinct.len(), n);
+        println!(
+            "HEC sink (gzip, indexer_ack={ack}): {n} findings in {secs:.2} s = {:.0} findings/s",
+            n as f64 / secs
+        );
+        set.shutdown(Duration::from_secs(1)).await;
+    }
+}
