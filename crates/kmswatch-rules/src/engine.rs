@@ -641,6 +641,7 @@ impl Engine {
             let h = fnv1a(&[event.metadata.uid.as_bytes(), &event.time.to_le_bytes()]);
             if self.st.dedup.insert(h, event.time).is_some() {
                 self.st.stats.duplicates += 1;
+                self.scratch.clear();
                 return;
             }
         }
@@ -705,6 +706,13 @@ impl Engine {
             s.max_time = s.max_time.max(now_event_time_ms);
         }
         self.progress(out);
+    }
+
+    /// The rules the last event given to [`Engine::process`] matched (empty for a duplicate),
+    /// whether or not they emit findings of their own (correlation building blocks with
+    /// `generate: false` do not). For rule tests.
+    pub fn last_matched(&self) -> impl Iterator<Item = &RuleInfo> {
+        self.scratch.iter().filter_map(|id| self.rules.rule(*id))
     }
 
     /// `source` has ended (a file read to its end in an offline scan): it no longer holds the

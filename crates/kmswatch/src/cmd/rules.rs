@@ -498,14 +498,22 @@ fn run_file(
         Err(e) => return fail(events.len(), format!("cannot build the engine: {e}")),
     };
     let mut findings: Vec<Finding> = Vec::new();
+    // Matches count as well as findings: a correlation building block (`generate: false`)
+    // matches events without emitting findings of its own.
+    let mut matched = 0usize;
     for ev in &events {
         engine.process(ev, &file, &mut findings);
+        matched += engine
+            .last_matched()
+            .filter(|r| r.id.as_deref() == Some(rule_id))
+            .count();
     }
     engine.flush(&mut findings);
-    let n = findings
-        .iter()
-        .filter(|f| f.finding_info.analytic.uid == rule_id)
-        .count();
+    let n = matched
+        + findings
+            .iter()
+            .filter(|f| f.finding_info.analytic.uid == rule_id)
+            .count();
     let passed = match t.expect {
         Expect::Tp => n > 0,
         Expect::Tn => n == 0,
