@@ -169,7 +169,7 @@ fn read_pack(dir: &Path) -> Result<Vec<RuleFile>> {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         let docs = yaml_rust2::YamlLoader::load_from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: YAML: {e}", p.display()))?;
-        let doc = docs.first().map(yaml_to_json).unwrap_or(Value::Null);
+        let doc = docs.first().map(crate::config::yaml_to_json).unwrap_or(Value::Null);
         let tests = test_files(&p.with_extension(""))?;
         out.push(RuleFile {
             path: p.to_path_buf(),
@@ -207,36 +207,6 @@ fn test_files(dir: &Path) -> Result<Vec<TestFile>> {
     Ok(out)
 }
 
-/// A YAML value as JSON (keys printed as text; aliases and bad values as null).
-pub fn yaml_to_json(y: &yaml_rust2::Yaml) -> Value {
-    use yaml_rust2::Yaml as Y;
-    match y {
-        Y::Real(s) => s
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map_or(Value::String(s.clone()), Value::Number),
-        Y::Integer(i) => Value::from(*i),
-        Y::String(s) => Value::String(s.clone()),
-        Y::Boolean(b) => Value::Bool(*b),
-        Y::Array(a) => Value::Array(a.iter().map(yaml_to_json).collect()),
-        Y::Hash(h) => Value::Object(
-            h.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Y::String(s) => s.clone(),
-                        Y::Integer(i) => i.to_string(),
-                        Y::Boolean(b) => b.to_string(),
-                        Y::Real(r) => r.clone(),
-                        _ => String::new(),
-                    };
-                    (key, yaml_to_json(v))
-                })
-                .collect(),
-        ),
-        Y::Alias(_) | Y::Null | Y::BadValue => Value::Null,
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Test configuration and the engine the tests run.
