@@ -1077,9 +1077,9 @@ impl Engine {
             has_value,
             num,
             off_hours: enrichment.off_hours,
-            payload: Some(Payload::Event(Box::new(event.clone()))),
+            payload: None,
         };
-        self.insert(ci, key, item, out);
+        self.insert(ci, key, item, Some(event), out);
     }
 
     fn feed_finding(&mut self, ci: u32, pos: u16, f: &Finding, out: &mut Vec<Finding>) {
@@ -1106,10 +1106,19 @@ impl Engine {
             off_hours: None,
             payload: Some(Payload::Finding(Box::new(f.clone()))),
         };
-        self.insert(ci, key, item, out);
+        self.insert(ci, key, item, None, out);
     }
 
-    fn insert(&mut self, ci: u32, key: Vec<String>, item: Item, out: &mut Vec<Finding>) {
+    /// Add `item` to its group. With `event`, the item stands for that event, which is cloned
+    /// into it only when it is among the group's earliest `related_events_cap` kept payloads.
+    fn insert(
+        &mut self,
+        ci: u32,
+        key: Vec<String>,
+        item: Item,
+        event: Option<&Event>,
+        out: &mut Vec<Finding>,
+    ) {
         let Some(meta) = self.corr_meta.get(ci as usize) else {
             return;
         };
@@ -1182,8 +1191,8 @@ impl Engine {
             }
         }
         let mut item = item;
-        if item.payload.is_some() {
-            if g.stored >= cap {
+        if item.payload.is_some() || event.is_some() {
+            let keep = if g.stored >= cap {
                 // Keep the earliest `cap` payloads: drop the latest one (maybe this one).
                 let last = g.items.iter().rposition(|x| x.payload.is_some());
                 match last {
@@ -1191,11 +1200,18 @@ impl Engine {
                         if let Some(x) = g.items.get_mut(li) {
                             x.payload = None;
                         }
+                        true
                     }
-                    _ => item.payload = None,
+                    _ => false,
                 }
             } else {
                 g.stored += 1;
+                true
+            };
+            if !keep {
+                item.payload = None;
+            } else if let Some(e) = event {
+                item.payload = Some(Payload::Event(Box::new(e.clone())));
             }
         }
         g.items.insert(at, item);

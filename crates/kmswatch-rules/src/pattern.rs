@@ -66,10 +66,35 @@ pub(crate) fn plain_text(toks: &[Tok]) -> Option<String> {
 #[derive(Debug, Clone)]
 pub(crate) struct Folded(pub String);
 
+/// Hash the case-folded form of `s`: the UTF-8 bytes of its lower-cased chars, fed in
+/// 64-byte chunks (so an ASCII string, folded byte by byte, hashes exactly like a
+/// non-ASCII string that folds to the same chars), then a terminator.
 fn fold_hash<H: Hasher>(s: &str, state: &mut H) {
-    for c in s.chars().flat_map(char::to_lowercase) {
-        state.write_u32(c as u32);
+    let mut buf = [0u8; 64];
+    let mut n = 0usize;
+    let mut push = |b: u8, state: &mut H| {
+        if n == buf.len() {
+            state.write(&buf);
+            n = 0;
+        }
+        if let Some(slot) = buf.get_mut(n) {
+            *slot = b;
+        }
+        n += 1;
+    };
+    if s.is_ascii() {
+        for b in s.bytes() {
+            push(b.to_ascii_lowercase(), state);
+        }
+    } else {
+        let mut enc = [0u8; 4];
+        for c in s.chars().flat_map(char::to_lowercase) {
+            for b in c.encode_utf8(&mut enc).bytes() {
+                push(b, state);
+            }
+        }
     }
+    state.write(buf.get(..n).unwrap_or(&[]));
     state.write_u8(0xff);
 }
 
@@ -219,6 +244,43 @@ pub(crate) struct PatternSet {
     null: bool,
     /// Whether any pattern looks at string forms at all.
     has_string: bool,
+    /// For the raw-text prefilter: literals of which every string this set matches contains
+    /// at least one (ASCII case-insensitively); `None` when some pattern has no such literal.
+    required: Option<Vec<String>>,
+}
+
+/// Characters a JSON text always writes as themselves (in a text without `\u` escapes):
+/// printable ASCII except `"`, `\` and `/` (which a producer may escape as `\/`).
+fn json_verbatim(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && !matches!(b, b'"' | b'\\' | b'/')
+}
+
+/// The longest run of `lit` that a JSON text holding a string containing `lit` must contain
+/// verbatim; `None` when that run is empty or could be part of a number printed differently
+/// from its JSON spelling (`1.50` vs `1.5`).
+pub(crate) fn verbatim_literal(lit: &str) -> Option<String> {
+    let best = lit
+        .as_bytes()
+        .split(|b| !json_verbatim(*b))
+        .max_by_key(|run| run.len())?;
+    if best.is_empty()
+        || best
+            .iter()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+'))
+    {
+        return None;
+    }
+    std::str::from_utf8(best).ok().map(str::to_string)
+}
+
+/// The literal a wildcard pattern's matches must contain (its longest literal run).
+fn wild_literal(toks: &[Tok]) -> Option<String> {
+    toks.iter()
+        .filter_map(|t| match t {
+            Tok::Lit(s) => verbatim_literal(s),
+            _ => None,
+        })
+        .max_by_key(String::len)
 }
 
 fn regex_escape_wild(toks: &[Tok], cased: bool) -> String {
@@ -240,7 +302,16 @@ impl PatternSet {
         let mut set = PatternSet::default();
         let mut contains_ci = Vec::new();
         let mut contains_cs = Vec::new();
+        let mut required = Some(Vec::new());
         for p in patterns {
+            let lit = match &p {
+                Pattern::Wild { toks, .. } => wild_literal(toks),
+                _ => None,
+            };
+            match (lit, required.as_mut()) {
+                (Some(l), Some(r)) => r.push(l),
+                _ => required = None,
+            }
             match p {
                 Pattern::Wild { toks, cased } => {
                     set.has_string = true;
@@ -286,6 +357,7 @@ impl PatternSet {
                 Pattern::Null => set.null = true,
             }
         }
+        set.required = required.filter(|r| !r.is_empty());
         if !contains_ci.is_empty() {
             set.contains_ci = Some(build_ac(&contains_ci, true)?);
         }
@@ -310,6 +382,13 @@ impl PatternSet {
             && !self.null
             && !self.exact_ci.is_empty();
         only_exact.then(|| self.exact_ci.iter().map(|f| f.0.clone()).collect())
+    }
+
+    /// Literals of which any string this set matches contains one (ASCII case-insensitively,
+    /// JSON-verbatim: see [`verbatim_literal`]); `None` when unknown (regexes, numbers, CIDRs,
+    /// `null`, ...).
+    pub(crate) fn required_literals(&self) -> Option<&[String]> {
+        self.required.as_deref()
     }
 
     /// Whether `v` matches any pattern. Lists match when any element does.
@@ -588,6 +667,29 @@ mod tests {
             parse_wildcards("x?y"),
             vec![Tok::Lit("x".into()), Tok::Quest, Tok::Lit("y".into())]
         );
+    }
+
+    #[test]
+    fn folded_hash_agrees_with_folded_equality() {
+        use std::hash::BuildHasher;
+        let h = hashbrown::DefaultHashBuilder::default();
+        let long = "A".repeat(70) + "Key";
+        for (a, b) in [
+            ("Decrypt", "dECRYPT"),
+            ("\u{212a}ey", "key"),
+            (long.as_str(), &long.to_lowercase()),
+            ("\u{c9}t\u{e9}", "\u{e9}T\u{c9}"),
+        ] {
+            assert!(eq_fold(a, b), "{a} {b}");
+            assert_eq!(
+                h.hash_one(Folded(a.to_string())),
+                h.hash_one(FoldedRef(b)),
+                "{a} {b}"
+            );
+        }
+        let set: HashSet<Folded> = [Folded("\u{212a}ey".into())].into_iter().collect();
+        assert!(set.contains(&FoldedRef("KEY")));
+        assert!(!set.contains(&FoldedRef("keys")));
     }
 
     #[test]

@@ -5,8 +5,10 @@ use crate::correlation::{Correlation, CorrelationId, PendingCorrelation, RuleRef
 use crate::detection::{Ctx, Detection, FieldResolver, Multi, Selection, ValueMatcher};
 use crate::document::{Document, Enrichment, EventDocument, EventField, FieldPath, FieldValue};
 use crate::error::{LoadError, LoadErrorKind, LoadErrors, LoadReport, Skipped};
+use crate::pattern::PatternSet;
 use crate::pattern::{Folded, FoldedRef};
 use crate::yaml::{self, Kind, Node};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use hashbrown::HashMap as HbMap;
 use kmswatch_model::{Event, Provider};
 use std::collections::HashMap;
@@ -245,6 +247,120 @@ struct TargetIndex {
     /// Rules that must be checked on every event of this target.
     always: Vec<u32>,
     count: usize,
+    /// Every rule of this target.
+    members: Vec<u32>,
+    /// Raw targets: literals tested on the raw JSON text before it is parsed.
+    prefilter: Option<Prefilter>,
+}
+
+/// Up to this many distinct literals per provider logsource (a bitset on the stack).
+const PREFILTER_MAX_LITERALS: usize = 255;
+
+/// A necessary condition per raw rule, tested on the raw JSON text before parsing it: a
+/// conjunction of clauses, each a set of literals of which one must occur in the text (ASCII
+/// case-insensitively). Derived at load time from the positive selections of the rule's
+/// condition and filters (see [`cond_cnf`]); rules without one always pass.
+#[derive(Debug)]
+struct Prefilter {
+    /// Every literal, then `\u` (a text with `\u` escapes may spell a literal differently:
+    /// then every rule passes).
+    ac: AhoCorasick,
+    escape_id: usize,
+    /// Per rule of the target (by rule index): its clauses as literal ids; `None` = no
+    /// prefilter for that rule.
+    rules: HbMap<u32, Vec<Vec<u16>>>,
+}
+
+/// The literal ids found in a raw text, or `None` when the prefilter cannot be trusted for it.
+struct Hits([u64; 4]);
+
+impl Hits {
+    fn has(&self, id: u16) -> bool {
+        let id = usize::from(id);
+        self.0
+            .get(id / 64)
+            .is_some_and(|w| w & (1u64 << (id % 64)) != 0)
+    }
+}
+
+impl Prefilter {
+    fn build(rules: &[CompiledRule], members: &[u32]) -> Option<Prefilter> {
+        let mut literals: Vec<String> = Vec::new();
+        let mut ids: HbMap<String, u16> = HbMap::new();
+        let mut per_rule = HbMap::new();
+        for &i in members {
+            let Some(rule) = rules.get(i as usize) else {
+                continue;
+            };
+            let cnf = rule_cnf(rule);
+            if cnf.is_empty() {
+                continue;
+            }
+            let mut clauses = Vec::new();
+            for clause in cnf {
+                let mut c = Vec::new();
+                for lit in clause {
+                    let key = lit.to_ascii_lowercase();
+                    let id = match ids.get(&key) {
+                        Some(id) => *id,
+                        None => {
+                            let id = u16::try_from(literals.len()).ok()?;
+                            if literals.len() >= PREFILTER_MAX_LITERALS {
+                                return None;
+                            }
+                            literals.push(key.clone());
+                            ids.insert(key, id);
+                            id
+                        }
+                    };
+                    c.push(id);
+                }
+                clauses.push(c);
+            }
+            per_rule.insert(i, clauses);
+        }
+        if per_rule.is_empty() {
+            return None;
+        }
+        let escape_id = literals.len();
+        literals.push("\\u".to_string());
+        let ac = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&literals)
+            .ok()?;
+        Some(Prefilter {
+            ac,
+            escape_id,
+            rules: per_rule,
+        })
+    }
+
+    /// The literals present in `text`; `None` when the text is not plain ASCII or has `\u`
+    /// escapes (then the literals may be spelled differently and every rule must be tried).
+    fn scan(&self, text: &str) -> Option<Hits> {
+        if !text.is_ascii() {
+            return None;
+        }
+        let mut hits = Hits([0; 4]);
+        for m in self.ac.find_overlapping_iter(text) {
+            let id = m.pattern().as_usize();
+            if id == self.escape_id {
+                return None;
+            }
+            if let Some(w) = hits.0.get_mut(id / 64) {
+                *w |= 1u64 << (id % 64);
+            }
+        }
+        Some(hits)
+    }
+
+    /// Whether rule `i` may match a text with `hits`.
+    fn passes(&self, i: u32, hits: &Hits) -> bool {
+        self.rules
+            .get(&i)
+            .is_none_or(|clauses| clauses.iter().all(|c| c.iter().any(|id| hits.has(*id))))
+    }
 }
 
 /// A compiled, indexed set of Sigma detection rules.
@@ -734,6 +850,7 @@ impl RuleSet {
                 },
             };
             idx.count += 1;
+            idx.members.push(i);
             let names: Vec<&str> = idx.fields.iter().map(|(p, _)| p.name()).collect();
             match cond_keys(&rule.detection.cond, &rule.detection.selections, &names) {
                 Some((field, values)) => {
@@ -748,6 +865,9 @@ impl RuleSet {
                 }
                 None => idx.always.push(i),
             }
+        }
+        for idx in &mut self.raw {
+            idx.prefilter = Prefilter::build(&self.rules, &idx.members);
         }
     }
 
@@ -821,10 +941,8 @@ impl RuleSet {
         self.match_index(&self.normalized, &doc, out);
         if let Some(source) = RawSource::of_event(event) {
             if self.wants_raw(source) {
-                if let Ok(raw) = serde_json::from_str::<serde_json::Value>(event.raw.get()) {
-                    if let Some(idx) = self.raw.get(source.slot()) {
-                        self.match_index(idx, &raw, out);
-                    }
+                if let Some(idx) = self.raw.get(source.slot()) {
+                    self.match_raw_text(idx, event.raw.get(), out);
                 }
             }
         }
@@ -852,12 +970,41 @@ impl RuleSet {
         finish_out(out, start);
     }
 
+    /// Match the rules of a raw target against a raw JSON text: the prefilter first, then the
+    /// text is parsed only when some rule may still match.
+    fn match_raw_text(&self, idx: &TargetIndex, text: &str, out: &mut Vec<RuleId>) {
+        if idx.count == 0 {
+            return;
+        }
+        let hits = idx.prefilter.as_ref().and_then(|p| p.scan(text));
+        let allow = |i: u32| match (&idx.prefilter, &hits) {
+            (Some(p), Some(h)) => p.passes(i, h),
+            _ => true,
+        };
+        if !idx.members.iter().any(|&i| allow(i)) {
+            return;
+        }
+        if let Ok(raw) = serde_json::from_str::<serde_json::Value>(text) {
+            self.match_filtered(idx, &raw, out, &allow);
+        }
+    }
+
     fn match_index<D: Document + ?Sized>(&self, idx: &TargetIndex, doc: &D, out: &mut Vec<RuleId>) {
+        self.match_filtered(idx, doc, out, &|_| true);
+    }
+
+    fn match_filtered<D: Document + ?Sized>(
+        &self,
+        idx: &TargetIndex,
+        doc: &D,
+        out: &mut Vec<RuleId>,
+        allow: &dyn Fn(u32) -> bool,
+    ) {
         if idx.count == 0 {
             return;
         }
         let check = |i: u32, out: &mut Vec<RuleId>| {
-            if self.rules.get(i as usize).is_some_and(|r| r.eval(doc)) {
+            if allow(i) && self.rules.get(i as usize).is_some_and(|r| r.eval(doc)) {
                 out.push(RuleId(i));
             }
         };
@@ -897,6 +1044,99 @@ impl RuleSet {
         for &i in &idx.always {
             check(i, out);
         }
+    }
+}
+
+/// A conjunction of clauses; each clause a set of literals of which one must occur in the raw
+/// JSON text for the rule to match. Empty: nothing is known.
+type Cnf = Vec<Vec<String>>;
+
+/// Clauses with a literal shorter than this are not worth testing.
+const MIN_LITERAL: usize = 3;
+/// At most this many clauses per rule (the longest-literal ones).
+const MAX_CLAUSES: usize = 6;
+
+/// The prefilter of a rule: its detection's clauses and its filters' (all must hold).
+fn rule_cnf(rule: &CompiledRule) -> Cnf {
+    let mut cnf = cond_cnf(&rule.detection.cond, &rule.detection.selections);
+    for f in &rule.filters {
+        cnf.extend(cond_cnf(&f.cond, &f.selections));
+    }
+    cnf.retain(|c| !c.is_empty());
+    cnf.sort_by_key(|c| std::cmp::Reverse(clause_score(c)));
+    cnf.dedup();
+    cnf.truncate(MAX_CLAUSES);
+    cnf
+}
+
+/// How selective a clause probably is: its shortest literal's length.
+fn clause_score(c: &[String]) -> usize {
+    c.iter().map(String::len).min().unwrap_or(0)
+}
+
+/// Necessary literals of a condition. `not` contributes nothing (its selection must *not*
+/// match, which says nothing about what the text contains).
+fn cond_cnf(c: &Cond, sels: &[Selection]) -> Cnf {
+    match c {
+        Cond::Sel(i) => sels.get(*i).map(sel_cnf).unwrap_or_default(),
+        Cond::Not(_) => Vec::new(),
+        Cond::And(items) => items.iter().flat_map(|i| cond_cnf(i, sels)).collect(),
+        Cond::Or(items) => or_cnf(items.iter().map(|i| cond_cnf(i, sels))),
+        Cond::AtLeast(0, _) => Vec::new(),
+        Cond::AtLeast(_, idx) => or_cnf(
+            idx.iter()
+                .map(|i| sels.get(*i).map(sel_cnf).unwrap_or_default()),
+        ),
+    }
+}
+
+/// A disjunction: one clause, the union of the best clause of every alternative; nothing
+/// when an alternative has no clause.
+fn or_cnf(alts: impl Iterator<Item = Cnf>) -> Cnf {
+    let mut union: Vec<String> = Vec::new();
+    let mut any = false;
+    for alt in alts {
+        let best = alt
+            .into_iter()
+            .filter(|c| !c.is_empty())
+            .max_by_key(|c| clause_score(c));
+        match best {
+            Some(c) => union.extend(c),
+            None => return Vec::new(),
+        }
+        any = true;
+    }
+    if any {
+        vec![union]
+    } else {
+        Vec::new()
+    }
+}
+
+fn set_clause(set: &PatternSet) -> Option<Vec<String>> {
+    set.required_literals()
+        .filter(|lits| lits.iter().all(|l| l.len() >= MIN_LITERAL))
+        .map(<[String]>::to_vec)
+}
+
+fn multi_cnf(m: &Multi) -> Cnf {
+    match m {
+        Multi::Any(set) => set_clause(set).into_iter().collect(),
+        Multi::All(sets) => sets.iter().filter_map(set_clause).collect(),
+    }
+}
+
+fn sel_cnf(s: &Selection) -> Cnf {
+    match s {
+        Selection::Fields(items) => items
+            .iter()
+            .flat_map(|f| match &f.matcher {
+                ValueMatcher::Values(m) => multi_cnf(m),
+                _ => Vec::new(),
+            })
+            .collect(),
+        Selection::AnyOf(items) => or_cnf(items.iter().map(sel_cnf)),
+        Selection::Keywords(m) => multi_cnf(m),
     }
 }
 
@@ -953,5 +1193,65 @@ fn sel_keys(s: &Selection, fields: &[&str]) -> Option<(usize, Vec<String>)> {
             .min_by_key(|(_, v)| v.len()),
         Selection::AnyOf(items) => union(items.iter().map(|i| sel_keys(i, fields))),
         Selection::Keywords(_) => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn cnf_of(detection: &str) -> Cnf {
+        let text = format!(
+            "title: t\nlogsource:\n    product: aws\n    service: cloudtrail\ndetection:\n{detection}\n"
+        );
+        let (set, _) = RuleSet::from_yaml("t.yml", &text, &LoadOptions::default()).unwrap();
+        rule_cnf(set.rules.first().unwrap())
+    }
+
+    #[test]
+    fn prefilter_literals_come_from_positive_selections() {
+        let cnf = cnf_of("    sel:\n        eventSource: cloudtrail.amazonaws.com\n        eventName:\n            - StopLogging\n            - DeleteTrail\n    f:\n        errorCode|exists: true\n    condition: sel and not f");
+        assert_eq!(
+            cnf,
+            vec![
+                vec!["cloudtrail.amazonaws.com".to_string()],
+                vec!["StopLogging".to_string(), "DeleteTrail".to_string()],
+            ]
+        );
+        // `or`: one clause with a literal of each side.
+        let cnf = cnf_of("    a:\n        eventName: StopLogging\n    b:\n        eventName|startswith: Delete\n    condition: a or b");
+        assert_eq!(
+            cnf,
+            vec![vec!["StopLogging".to_string(), "Delete".to_string()]]
+        );
+        // A `/` may be escaped in JSON: the longest run without it is required.
+        let cnf = cnf_of(
+            "    sel:\n        operationName: MICROSOFT.KEYVAULT/VAULTS/WRITE\n    condition: sel",
+        );
+        assert_eq!(cnf, vec![vec!["MICROSOFT.KEYVAULT".to_string()]]);
+    }
+
+    #[test]
+    fn prefilter_is_skipped_when_unsure() {
+        for det in [
+            "    f:\n        eventName: Decrypt\n    condition: not f",
+            "    sel:\n        eventName|re: 'Stop.*'\n    condition: sel",
+            "    sel:\n        n|gt: 3\n    condition: sel",
+            "    sel:\n        n: 1.5\n    condition: sel",
+            "    sel:\n        sourceIPAddress|cidr: 10.0.0.0/8\n    condition: sel",
+            "    a:\n        eventName: StopLogging\n    b:\n        eventName|re: x\n    condition: a or b",
+            "    sel:\n        eventName: null\n    condition: sel",
+            "    sel:\n        eventName: 'Stop\"Logging\u{e9}'\n    condition: sel",
+        ] {
+            let cnf = cnf_of(det);
+            assert!(
+                cnf.iter().all(|c| c.iter().all(|l| !l.contains('"'))),
+                "{det}: {cnf:?}"
+            );
+            if !det.contains("Stop\"") {
+                assert!(cnf.is_empty(), "{det}: {cnf:?}");
+            }
+        }
     }
 }

@@ -891,3 +891,105 @@ fn candidate_index_keeps_results_identical() {
         }
     }
 }
+
+/// An AWS event whose raw record is exactly `text` (so `RuleSet::matches` sees the text).
+fn raw_text_event(text: &str) -> Event {
+    let raw = serde_json::value::RawValue::from_string(text.to_string()).unwrap();
+    let mut e = Event::new(1_700_000_000_000, KmsOperation::Decrypt, raw);
+    e.cloud.provider = Provider::Aws;
+    e.metadata.product.name = "CloudTrail".into();
+    e
+}
+
+/// `matches` (prefiltered raw text) must agree with `matches_raw` (parsed record) and `want`.
+fn check_text(detection: &str, cases: &[(&str, bool)]) {
+    let rules = load(&raw_rule(detection));
+    for (text, want) in cases {
+        let mut got = Vec::new();
+        rules.matches(&raw_text_event(text), &Enrichment::default(), &mut got);
+        let parsed: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            got,
+            raw_hits(&rules, &parsed),
+            "prefilter disagrees with the parsed match:\n{detection}\n{text}"
+        );
+        assert_eq!(
+            !got.is_empty(),
+            *want,
+            "detection:\n{detection}\nevent: {text}"
+        );
+    }
+}
+
+#[test]
+fn raw_text_prefilter_keeps_case_insensitive_matches() {
+    let det = "    sel:\n        eventSource: cloudtrail.amazonaws.com\n        eventName|endswith: Logging\n    condition: sel";
+    check_text(
+        det,
+        &[
+            (
+                r#"{"eventSource":"CLOUDTRAIL.amazonaws.COM","eventName":"stoplogging"}"#,
+                true,
+            ),
+            (
+                r#"{"eventSource":"cloudtrail.amazonaws.com","eventName":"StopLogging"}"#,
+                true,
+            ),
+            // A literal absent from the text: never a match.
+            (
+                r#"{"eventSource":"cloudtrail.amazonaws.com","eventName":"DeleteTrail"}"#,
+                false,
+            ),
+            (
+                r#"{"eventSource":"kms.amazonaws.com","eventName":"StopLogging"}"#,
+                false,
+            ),
+            // `\u` escapes spell the literal differently: the record is still parsed and matched.
+            (
+                r#"{"eventSource":"cloudtrail.amazonaws.com","eventName":"StopLoggin\u0067"}"#,
+                true,
+            ),
+            // Non-ASCII text may fold differently: the prefilter stands aside.
+            (
+                r#"{"eventSource":"cloudtrail.amazonaws.com","eventName":"StopLogging","x":"é"}"#,
+                true,
+            ),
+        ],
+    );
+    // Keywords, `all`, `|cased`, wildcards, `or` and `1 of`, with JSON-escaped characters.
+    check_text(
+        "    kw:\n        - 'Put*Selectors'\n    sel:\n        eventName|cased: PutEventSelectors\n    a:\n        requestParameters.x|contains|all:\n            - 'ab/cd'\n            - 'q\"zz'\n    condition: kw and sel or 1 of a",
+        &[
+            (r#"{"eventName":"PutEventSelectors"}"#, true),
+            (r#"{"eventName":"puteventselectors"}"#, false),
+            (r#"{"requestParameters":{"x":"ab\/cd q\"zz"}}"#, true),
+            (r#"{"requestParameters":{"x":"ab/cd"}}"#, false),
+        ],
+    );
+}
+
+#[test]
+fn raw_text_prefilter_is_skipped_for_negations_regexes_and_numbers() {
+    // Nothing positive to require: every record is parsed and the rule decides.
+    check_text(
+        "    f:\n        eventName: Decrypt\n    condition: not f",
+        &[
+            (r#"{"eventName":"Encrypt"}"#, true),
+            (r#"{"eventName":"decrypt"}"#, false),
+        ],
+    );
+    check_text(
+        "    sel:\n        eventName|re: '^St.p'\n    condition: sel",
+        &[
+            (r#"{"eventName":"StopLogging"}"#, true),
+            (r#"{"eventName":"stop"}"#, false),
+        ],
+    );
+    check_text(
+        "    sel:\n        n: 1.5\n        m|gt: 3\n    condition: sel",
+        &[
+            (r#"{"n":15e-1,"m":4}"#, true),
+            (r#"{"n":1.5,"m":2}"#, false),
+        ],
+    );
+}
