@@ -858,7 +858,11 @@ impl Engine {
 
     fn progress(&mut self, out: &mut Vec<Finding>) {
         let w = self.compute_watermark();
-        if w <= self.watermark {
+        // The watermark is the minimum over the *active* sources, so it can move back when a
+        // new source starts (the next file of an offline scan, a new partition): windows
+        // already closed stay closed, and windows opened by the new source's events close as
+        // it progresses instead of waiting for the end of the input.
+        if w == self.watermark {
             return;
         }
         self.watermark = w;

@@ -38,6 +38,7 @@ enum Command {
     Normalize(cmd::normalize::Args),
     Scan(cmd::scan::Args),
     Rules(cmd::rules::Args),
+    Gen(cmd::gen::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         Command::Normalize(args) => cmd::normalize::run(args),
         Command::Scan(args) => cmd::scan::run(args),
         Command::Rules(args) => cmd::rules::run(args),
+        Command::Gen(args) => cmd::gen::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,6 @@
 //! One module per CLI verb.
 
+pub mod gen;
 pub mod normalize;
 pub mod rules;
 pub mod scan;
