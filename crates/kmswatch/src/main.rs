@@ -10,6 +10,7 @@
 mod cmd;
 mod config;
 mod input;
+mod runtime;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ enum Command {
     Scan(cmd::scan::Args),
     Rules(cmd::rules::Args),
     Gen(cmd::gen::Args),
+    Run(cmd::run::Args),
+    Validate(cmd::validate::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,8 @@ fn main() -> ExitCode {
         Command::Scan(args) => cmd::scan::run(args),
         Command::Rules(args) => cmd::rules::run(args),
         Command::Gen(args) => cmd::gen::run(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Validate(args) => cmd::validate::run(args),
     };
     match result {
         Ok(code) => code,
