@@ -69,6 +69,8 @@ pub struct Normalized {
     pub ack: AckHandle,
     /// When the source handed the batch out.
     pub received: Instant,
+    /// The batch is a whole file read once: its stream ends with it.
+    pub ends_stream: bool,
 }
 
 /// What the source tasks send to the detect task.
@@ -100,16 +102,37 @@ pub enum ToDeliver {
     Checkpoint(Box<Checkpoint>, Vec<PendingAck>),
 }
 
-/// The engine stream of a batch: Kafka origins are `topic/partition/offset`.
-pub fn stream_of(source_id: &str, is_kafka: bool, origin: &str) -> String {
-    if is_kafka {
-        let mut it = origin.rsplitn(2, '/');
-        let _offset = it.next();
-        if let Some(tp) = it.next() {
-            return format!("{source_id}/{tp}");
+/// How a source's batches map to engine streams (each stream has its own watermark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// One stream per source (SQS, S3 backfill).
+    Source,
+    /// One stream per topic partition (origin `topic/partition/offset`).
+    Kafka,
+    /// One stream per file (origin `path` or `path:offset`).
+    File,
+}
+
+/// The engine stream of a batch.
+pub fn stream_of(source_id: &str, kind: StreamKind, origin: &str) -> String {
+    match kind {
+        StreamKind::Kafka => {
+            let mut it = origin.rsplitn(2, '/');
+            let _offset = it.next();
+            if let Some(tp) = it.next() {
+                return format!("{source_id}/{tp}");
+            }
+            source_id.to_string()
         }
+        StreamKind::File => {
+            let path = match origin.rsplit_once(':') {
+                Some((p, off)) if !off.is_empty() && off.bytes().all(|b| b.is_ascii_digit()) => p,
+                _ => origin,
+            };
+            format!("{source_id}/{path}")
+        }
+        StreamKind::Source => source_id.to_string(),
     }
-    source_id.to_string()
 }
 
 /// Counts of one batch's normalization, for the bad-object decision and metrics.
@@ -219,7 +242,7 @@ pub fn normalize_batch(
                 "bytes": batch.bytes.len(),
                 "rejected_records": c.rejected,
                 "head": String::from_utf8_lossy(batch.bytes.get(..batch.bytes.len().min(256)).unwrap_or_default()),
-                "action": match settle { Settle::Ack => "deleted", Settle::Retry => "retry", _ => "kept" },
+                "action": match settle { Settle::Ack => "acknowledged", Settle::Retry => "left for retry", _ => "left to the transport dead-letter queue" },
                 "time_ms": now_ms(),
             }),
         );
@@ -239,6 +262,7 @@ pub fn normalize_batch(
         settle,
         ack: batch.ack,
         received,
+        ends_stream: false,
     }
 }
 
@@ -273,7 +297,11 @@ pub async fn source_task(
     metrics: Metrics,
 ) -> Source {
     let id: Arc<str> = Arc::from(entry.id.as_str());
-    let is_kafka = matches!(entry.config, SourceConfig::Kafka(_));
+    let (kind, whole_files) = match &entry.config {
+        SourceConfig::Kafka(_) => (StreamKind::Kafka, false),
+        SourceConfig::File(f) => (StreamKind::File, !f.follow),
+        _ => (StreamKind::Source, false),
+    };
     let on_bad = match &entry.config {
         SourceConfig::AwsS3Sqs(c) => c.on_bad_object,
         _ => OnBadObject::Delete,
@@ -306,13 +334,16 @@ pub async fn source_task(
                         continue;
                     }
                 };
-                let stream = stream_of(&id, is_kafka, &batch.origin);
+                let stream = stream_of(&id, kind, &batch.origin);
                 let (sid, m) = (id.clone(), metrics.clone());
                 let job = tokio::task::spawn_blocking(move || {
                     normalize_batch(&normalizer, &sid, stream, batch, on_bad, received, &m)
                 });
                 let normalized = match job.await {
-                    Ok(n) => n,
+                    Ok(mut n) => {
+                        n.ends_stream = whole_files;
+                        n
+                    }
                     Err(e) => {
                         error!(source = %id, error = %e, "normalizer task failed; batch left unacknowledged");
                         continue;
@@ -463,6 +494,10 @@ impl Detector {
                 &[("source", &n.source)],
                 dups as f64,
             );
+        }
+        if n.ends_stream {
+            self.engine.end_source(&n.stream, &mut self.findings);
+            self.last_event.remove(&n.stream);
         }
         self.send_findings().await?;
         if !n.dead.is_empty() {
@@ -775,9 +810,11 @@ mod tests {
 
     #[test]
     fn kafka_streams_are_per_partition() {
-        assert_eq!(stream_of("kv", true, "audit/3/1200"), "kv/audit/3");
-        assert_eq!(stream_of("kv", true, "weird"), "kv");
-        assert_eq!(stream_of("ct", false, "s3://b/k/a.json.gz"), "ct");
+        assert_eq!(stream_of("kv", StreamKind::Kafka, "audit/3/1200"), "kv/audit/3");
+        assert_eq!(stream_of("kv", StreamKind::Kafka, "weird"), "kv");
+        assert_eq!(stream_of("ct", StreamKind::Source, "s3://b/k/a.json.gz"), "ct");
+        assert_eq!(stream_of("f", StreamKind::File, "/l/a.json:4096"), "f//l/a.json");
+        assert_eq!(stream_of("f", StreamKind::File, "/l/a.json"), "f//l/a.json");
     }
 
     #[test]
