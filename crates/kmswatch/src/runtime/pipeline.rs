@@ -810,10 +810,19 @@ mod tests {
 
     #[test]
     fn kafka_streams_are_per_partition() {
-        assert_eq!(stream_of("kv", StreamKind::Kafka, "audit/3/1200"), "kv/audit/3");
+        assert_eq!(
+            stream_of("kv", StreamKind::Kafka, "audit/3/1200"),
+            "kv/audit/3"
+        );
         assert_eq!(stream_of("kv", StreamKind::Kafka, "weird"), "kv");
-        assert_eq!(stream_of("ct", StreamKind::Source, "s3://b/k/a.json.gz"), "ct");
-        assert_eq!(stream_of("f", StreamKind::File, "/l/a.json:4096"), "f//l/a.json");
+        assert_eq!(
+            stream_of("ct", StreamKind::Source, "s3://b/k/a.json.gz"),
+            "ct"
+        );
+        assert_eq!(
+            stream_of("f", StreamKind::File, "/l/a.json:4096"),
+            "f//l/a.json"
+        );
         assert_eq!(stream_of("f", StreamKind::File, "/l/a.json"), "f//l/a.json");
     }
 
