@@ -95,7 +95,7 @@ fn corpus_objects(dir: &Path, n: usize) -> Vec<(String, PathBuf)> {
         // ACCOUNT_CloudTrail_REGION_YYYYMMDDTHHMMZ_RANDOM.json.gz
         let stamp = name.split('_').nth(3).unwrap_or("").to_string();
         let key = e
-            .strip_prefix(&out.join("aws"))
+            .strip_prefix(out.join("aws"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or(name);
         files.push((stamp, key, e));
