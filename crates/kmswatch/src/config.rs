@@ -464,3 +464,53 @@ mod tests {
         assert!(e.to_string().contains("KMSWATCH_TEST_UNSET_VAR"));
     }
 }
+
+#[cfg(test)]
+mod runtime_tests {
+    use super::*;
+
+    #[test]
+    fn example_configs_parse() {
+        std::env::set_var(
+            "EVENTHUBS_CONNECTION_STRING",
+            "Endpoint=sb://x/;SharedAccessKey=k",
+        );
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+        for name in ["kmswatch.yml", "backfill.yml"] {
+            let c = Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert!(!c.sources.is_empty() && !c.sinks.is_empty(), "{name}");
+        }
+        let c = Config::load(&dir.join("kmswatch.yml")).expect("example");
+        let ids: Vec<&str> = c.sources.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["cloudtrail", "keyvault", "gcp"]);
+        assert_eq!(c.state.checkpoint_interval_ms, 1000);
+        assert!(
+            !format!("{c:?}").contains("SharedAccessKey=k"),
+            "secrets redacted"
+        );
+    }
+
+    #[test]
+    fn runtime_sections_are_checked() {
+        let base = Path::new("/etc/kmswatch");
+        let c = Config::parse(
+            "sources:\n  - { type: file, paths: [logs] }\n  - { type: file, paths: [more], id: b }\nsinks: [{type: file, path: out.jsonl}]\n",
+            base,
+        )
+        .expect("config");
+        assert_eq!(c.sources[0].id, "file-0");
+        assert_eq!(c.sources[1].id, "b");
+        assert_eq!(c.state.dir, PathBuf::from("/etc/kmswatch/state"));
+        for (text, needle) in [
+            ("sources:\n  - { type: file, paths: [a], folow: true }\n", "folow"),
+            ("sources:\n  - { type: file, paths: [a], id: x }\n  - { type: file, paths: [b], id: x }\n", "duplicate id"),
+            ("sinks: [{type: file, path: a, extra: 1}]\n", "extra"),
+            ("state: {dirr: x}\n", "dirr"),
+            ("server: {listen: nowhere}\n", "server.listen"),
+            ("sources:\n  - { type: aws_s3_sqs, queue_url: q }\n", "queue_url"),
+        ] {
+            let e = Config::parse(text, base).expect_err(text);
+            assert!(format!("{e:#}").contains(needle), "{text}: {e:#}");
+        }
+    }
+}

@@ -428,6 +428,14 @@ async fn s3_object_becomes_a_finding_and_its_message_is_deleted() {
         &sqs_source(&aws, &url),
         "server: { listen: \"127.0.0.1:0\" }\n",
     );
+    let out = Command::new(BIN)
+        .args(["validate", "--connect", "--no-tests"])
+        .arg(tmp.path().join("kmswatch.yml"))
+        .output()
+        .expect("kmswatch validate");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "validate --connect failed:\n{text}");
+    assert!(text.contains("reachable"), "{text}");
     let mut run = Run::start(tmp.path(), &["--log-format", "json"]);
     let body = DISABLE_KEY.replace("EVENTID", "d9663738-0000-4000-8000-000000000001");
     let key = "AWSLogs/111122223333/CloudTrail/us-east-1/2024/05/15/111122223333_CloudTrail_us-east-1_20240515T1500Z_a.json.gz";

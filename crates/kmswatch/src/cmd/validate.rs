@@ -254,10 +254,11 @@ async fn connect_checks(cfg: &Config, checks: &mut Checks) {
     for s in &cfg.sinks {
         let what = format!("sink {}", s.name());
         let r = match s {
-            SinkConfig::File { path } => path
-                .parent()
-                .map(writable_dir)
-                .unwrap_or_else(|| Ok(String::new())),
+            SinkConfig::File { path } => writable_dir(
+                path.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new(".")),
+            ),
             SinkConfig::Stdout => Ok(String::new()),
         };
         checks.report(&what, r);
