@@ -36,7 +36,7 @@ use kmswatch_normalize::{Format, Item, Normalizer, Options, SkipReason};
 use kmswatch_rules::{Engine, EngineState};
 use kmswatch_sources::{AckHandle, Batch, OnBadObject, Retry, Settle, Source, SourceConfig};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
@@ -86,6 +86,7 @@ pub enum ToDetect {
 #[derive(Debug)]
 pub struct PendingAck {
     source: Arc<str>,
+    origin: String,
     ack: AckHandle,
     how: Settle,
     received: Instant,
@@ -286,14 +287,16 @@ fn normalizer_for(
     Ok(n)
 }
 
-/// One source: read batches, normalize them off the async threads, pass them on. Returns the
-/// source when stopped (so that Kafka can commit on shutdown) or when it ended.
+/// One source: a reader task pulls batches (never cancelled mid-batch except at shutdown),
+/// up to [`MAX_INFLIGHT`] of them normalize at once on the blocking pool, and they are passed
+/// on in order. Returns the source when stopped (so that Kafka can commit on shutdown) or when
+/// it ended.
 pub async fn source_task(
     entry: SourceEntry,
-    mut source: Source,
+    source: Source,
     base: Options,
     tx: mpsc::Sender<ToDetect>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     metrics: Metrics,
 ) -> Source {
     let id: Arc<str> = Arc::from(entry.id.as_str());
@@ -306,58 +309,104 @@ pub async fn source_task(
         SourceConfig::AwsS3Sqs(c) => c.on_bad_object,
         _ => OnBadObject::Delete,
     };
+    let (raw_tx, mut raw_rx) = mpsc::channel::<(Batch, Instant)>(MAX_INFLIGHT);
+    let reader = tokio::spawn(read_source(
+        source,
+        id.clone(),
+        raw_tx,
+        stop,
+        metrics.clone(),
+    ));
     let mut cache = HashMap::new();
+    let mut inflight: VecDeque<tokio::task::JoinHandle<Normalized>> = VecDeque::new();
+    let mut open = true;
+    while open || !inflight.is_empty() {
+        tokio::select! {
+            biased;
+            r = front(&mut inflight) => {
+                inflight.pop_front();
+                if !forward(r, whole_files, &tx, &id).await {
+                    break;
+                }
+            }
+            b = raw_rx.recv(), if open && inflight.len() < MAX_INFLIGHT => match b {
+                Some((batch, received)) => {
+                    let normalizer = match normalizer_for(&mut cache, &base, &batch.format) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            error!(source = %id, origin = %batch.origin, error = %e, "bad format hint; batch left unacknowledged");
+                            continue;
+                        }
+                    };
+                    let stream = stream_of(&id, kind, &batch.origin);
+                    let (sid, m) = (id.clone(), metrics.clone());
+                    inflight.push_back(tokio::task::spawn_blocking(move || {
+                        normalize_batch(&normalizer, &sid, stream, batch, on_bad, received, &m)
+                    }));
+                }
+                None => open = false,
+            },
+        }
+    }
+    drop(raw_rx);
+    match reader.await {
+        Ok((source, finished)) => {
+            if finished {
+                info!(source = %id, "source finished");
+                let _ = tx.send(ToDetect::End(id.to_string())).await;
+            }
+            source
+        }
+        Err(e) => {
+            // The reader panicked: nothing to hand back; the process stops with an error.
+            error!(source = %id, error = %e, "source reader failed");
+            std::panic::resume_unwind(e.into_panic())
+        }
+    }
+}
+
+/// The next finished normalization, in order; pending while none is in flight.
+async fn front(
+    q: &mut VecDeque<tokio::task::JoinHandle<Normalized>>,
+) -> Result<Normalized, tokio::task::JoinError> {
+    match q.front_mut() {
+        Some(j) => j.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Pull batches until stopped or the source ends; returns the source and whether it ended.
+async fn read_source(
+    mut source: Source,
+    id: Arc<str>,
+    tx: mpsc::Sender<(Batch, Instant)>,
+    mut stop: watch::Receiver<bool>,
+    metrics: Metrics,
+) -> (Source, bool) {
     let mut backoff =
         kmswatch_sources::Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
         if *stop.borrow() {
-            break;
+            return (source, false);
         }
         let next = tokio::select! {
-            _ = stop.changed() => break,
+            _ = stop.changed() => return (source, false),
             n = source.next_batch() => n,
         };
         match next {
             Ok(Some(batch)) => {
                 backoff.reset();
-                let received = Instant::now();
                 metrics.add("kmswatch_source_batches_total", &[("source", &id)], 1.0);
                 metrics.add(
                     "kmswatch_source_bytes_total",
                     &[("source", &id)],
                     batch.bytes.len() as f64,
                 );
-                let normalizer = match normalizer_for(&mut cache, &base, &batch.format) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        error!(source = %id, origin = %batch.origin, error = %e, "bad format hint; batch left unacknowledged");
-                        continue;
-                    }
-                };
-                let stream = stream_of(&id, kind, &batch.origin);
-                let (sid, m) = (id.clone(), metrics.clone());
-                let job = tokio::task::spawn_blocking(move || {
-                    normalize_batch(&normalizer, &sid, stream, batch, on_bad, received, &m)
-                });
-                let normalized = match job.await {
-                    Ok(mut n) => {
-                        n.ends_stream = whole_files;
-                        n
-                    }
-                    Err(e) => {
-                        error!(source = %id, error = %e, "normalizer task failed; batch left unacknowledged");
-                        continue;
-                    }
-                };
-                if tx.send(ToDetect::Batch(normalized)).await.is_err() {
-                    break;
+                if tx.send((batch, Instant::now())).await.is_err() {
+                    return (source, false);
                 }
             }
-            Ok(None) => {
-                info!(source = %id, "source finished");
-                let _ = tx.send(ToDetect::End(id.to_string())).await;
-                break;
-            }
+            Ok(None) => return (source, true),
             Err(e) => {
                 metrics.add("kmswatch_source_errors_total", &[("source", &id)], 1.0);
                 let d = backoff.next_delay();
@@ -367,13 +416,34 @@ pub async fn source_task(
                     warn!(source = %id, error = %e, delay_ms = d.as_millis() as u64, "source error; retrying");
                 }
                 tokio::select! {
-                    _ = stop.changed() => break,
+                    _ = stop.changed() => return (source, false),
                     _ = tokio::time::sleep(d) => {}
                 }
             }
         }
     }
-    source
+}
+
+/// Batches of one source normalized at once (read-ahead while the previous ones normalize).
+const MAX_INFLIGHT: usize = 4;
+
+/// Pass a finished normalization on; false when the pipeline is gone.
+async fn forward(
+    job: Result<Normalized, tokio::task::JoinError>,
+    whole_files: bool,
+    tx: &mpsc::Sender<ToDetect>,
+    id: &str,
+) -> bool {
+    match job {
+        Ok(mut n) => {
+            n.ends_stream = whole_files;
+            tx.send(ToDetect::Batch(n)).await.is_ok()
+        }
+        Err(e) => {
+            error!(source = %id, error = %e, "normalizer task failed; batch left unacknowledged");
+            true
+        }
+    }
 }
 
 /// The detect task's settings.
@@ -508,6 +578,7 @@ impl Detector {
         }
         self.pending.push(PendingAck {
             source: n.source,
+            origin: n.origin,
             ack: n.ack,
             how: n.settle,
             received: n.received,
@@ -775,6 +846,7 @@ impl Deliverer {
                             1,
                         );
                         *by_source.entry((a.source.clone(), outcome)).or_default() += 1;
+                        debug!(target: "kmswatch::ack", origin = %a.origin, outcome, "batch settled");
                         a.ack.settle(a.how);
                     }
                     for ((s, o), n) in by_source {
