@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const DEDUP: TableDefinition<u128, u64> = TableDefinition::new("dedup");
 
+/// The store's page cache, bytes.
+const CACHE_BYTES: usize = 32 << 20;
+
 /// The layout version written in `meta/version`; a different one is refused.
 const VERSION: &[u8] = b"1";
 
@@ -50,12 +53,16 @@ impl Store {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating state directory {}", dir.display()))?;
         let path = dir.join("kmswatch.redb");
-        let db = Database::create(&path).with_context(|| {
-            format!(
-                "opening state store {} (is another kmswatch using this state.dir?)",
-                path.display()
-            )
-        })?;
+        // A bounded page cache keeps memory flat (redb's default cache is large).
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .with_context(|| {
+                format!(
+                    "opening state store {} (is another kmswatch using this state.dir?)",
+                    path.display()
+                )
+            })?;
         let store = Store { db, path };
         let tx = store.db.begin_write()?;
         {
