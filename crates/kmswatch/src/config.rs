@@ -11,6 +11,16 @@
 //!   inventory_path: inventory.csv
 //!   placeholders: { kms_admins: [arn:aws:iam::111122223333:user/kms-admin] }
 //!   lateness_secs: 1200
+//! sources:                   # `kmswatch run`: kmswatch_sources::SourceConfig plus an `id`
+//!   - { id: cloudtrail, type: aws_s3_sqs, queue_url: "https://sqs.us-east-1.amazonaws.com/111122223333/ct", region: us-east-1 }
+//!   - { id: keyvault, type: kafka, brokers: ["127.0.0.1:9092"], topics: [kms-audit], group_id: kmswatch, format: auto }
+//!   - { type: file, paths: ["logs/**/*.json*"], follow: true }
+//! sinks:                     # where findings go (Deliver)
+//!   - { type: file, path: findings.jsonl }
+//!   - { type: stdout }
+//! state: { dir: ./state, checkpoint_interval_ms: 1000, dedup_ttl_secs: 86400 }
+//! server: { listen: "127.0.0.1:9464" }   # /metrics, /healthz, /readyz
+//! scale_out: { brokers: ["127.0.0.1:9092"], topic: kmswatch-events, group_id: kmswatch-detect }
 //! ```
 //!
 //! Every section is optional; unknown keys are errors (a typo must not silently disable a
@@ -20,6 +30,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use kmswatch_normalize::Options as NormalizeOptions;
 use kmswatch_rules::EngineConfig;
+use kmswatch_sources::SourceConfig;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -33,6 +44,163 @@ pub struct Config {
     pub rules: RulesConfig,
     /// Where the file was read from (for messages), if it was.
     pub path: Option<PathBuf>,
+    /// `kmswatch run`: the sources, each with its id.
+    pub sources: Vec<SourceEntry>,
+    /// `kmswatch run`: where findings are delivered.
+    pub sinks: Vec<SinkConfig>,
+    /// `kmswatch run`: durable state and the pipeline's limits.
+    pub state: StateConfig,
+    /// `kmswatch run`: the HTTP listener for metrics and health.
+    pub server: ServerConfig,
+    /// `kmswatch run --mode ingest|detect`: the Kafka topic between ingest and detection.
+    pub scale_out: Option<ScaleOutConfig>,
+    /// `kmswatch respond`: the response section (playbooks, mode, allow/deny lists, limits),
+    /// parsed and validated by `kmswatch_respond` where it is used.
+    pub respond: Option<Value>,
+}
+
+/// One configured source: an id (its name in metrics, logs, engine streams and state) and the
+/// source's own settings (`type: aws_s3_sqs | aws_s3 | kafka | file`).
+#[derive(Debug, Clone)]
+pub struct SourceEntry {
+    /// Unique id; default `TYPE-INDEX` (`aws_s3_sqs-0`). Keep it stable: durable state is keyed
+    /// by it.
+    pub id: String,
+    /// The source's settings.
+    pub config: SourceConfig,
+}
+
+/// Where findings are delivered. The `type` key selects the sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// One finding per line of JSON, appended to a file; fsynced before each checkpoint.
+    File {
+        /// The file (created when missing; relative to the config file).
+        path: PathBuf,
+    },
+    /// One finding per line of JSON on standard output.
+    Stdout,
+}
+
+impl SinkConfig {
+    /// The sink's name in metrics and logs.
+    pub fn name(&self) -> String {
+        match self {
+            SinkConfig::File { path } => format!("file:{}", path.display()),
+            SinkConfig::Stdout => "stdout".to_string(),
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+fn default_checkpoint_interval_ms() -> u64 {
+    1_000
+}
+fn default_dedup_ttl_secs() -> u64 {
+    86_400
+}
+fn default_dedup_max_entries() -> usize {
+    2_000_000
+}
+fn default_channel_capacity() -> usize {
+    64
+}
+fn default_idle_advance_secs() -> u64 {
+    60
+}
+
+/// The `state:` section: durable state and the pipeline's limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory of the embedded store (engine windows, baselines, dedup set), file positions
+    /// and the dead-letter file. Relative to the config file. Default `state`.
+    #[serde(default = "default_state_dir")]
+    pub dir: PathBuf,
+    /// How often a checkpoint is written, in milliseconds. Source batches are acknowledged
+    /// (SQS message deleted, Kafka offset committed) when the checkpoint after them is written.
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+    /// How long an event id (`metadata.uid`) is remembered to drop redelivered copies, seconds.
+    #[serde(default = "default_dedup_ttl_secs")]
+    pub dedup_ttl_secs: u64,
+    /// At most this many event ids are remembered (the oldest are forgotten first).
+    #[serde(default = "default_dedup_max_entries")]
+    pub dedup_max_entries: usize,
+    /// Capacity of each queue between stages, in batches (backpressure: a slow sink stops the
+    /// sources once the queues are full).
+    #[serde(default = "default_channel_capacity")]
+    pub channel_capacity: usize,
+    /// A stream with no event for this many seconds has its event-time clock moved to the wall
+    /// clock, so its correlation windows close (0: never; replays of old logs that pause for
+    /// long should set 0).
+    #[serde(default = "default_idle_advance_secs")]
+    pub idle_advance_secs: u64,
+    /// Dead-letter file (JSON lines): unreadable objects and rejected records with their
+    /// location. Default `STATE_DIR/dead-letter.jsonl`.
+    #[serde(default)]
+    pub dead_letter_path: Option<PathBuf>,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: default_state_dir(),
+            checkpoint_interval_ms: default_checkpoint_interval_ms(),
+            dedup_ttl_secs: default_dedup_ttl_secs(),
+            dedup_max_entries: default_dedup_max_entries(),
+            channel_capacity: default_channel_capacity(),
+            idle_advance_secs: default_idle_advance_secs(),
+            dead_letter_path: None,
+        }
+    }
+}
+
+impl StateConfig {
+    /// The dead-letter file.
+    pub fn dead_letter(&self) -> PathBuf {
+        self.dead_letter_path
+            .clone()
+            .unwrap_or_else(|| self.dir.join("dead-letter.jsonl"))
+    }
+}
+
+/// The `server:` section.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `host:port` for `/metrics` (Prometheus), `/healthz` and `/readyz`; absent: no listener.
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+fn default_events_topic() -> String {
+    "kmswatch-events".to_string()
+}
+fn default_detect_group() -> String {
+    "kmswatch-detect".to_string()
+}
+
+/// The `scale_out:` section: ingest instances publish normalized events to `topic`, keyed by
+/// principal; detection instances share `group_id` over it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleOutConfig {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// The normalized-event topic.
+    #[serde(default = "default_events_topic")]
+    pub topic: String,
+    /// The detection instances' consumer group.
+    #[serde(default = "default_detect_group")]
+    pub group_id: String,
+    /// Extra librdkafka properties for the producer and consumer.
+    #[serde(default)]
+    #[allow(dead_code)] // read by the scale-out mode
+    pub librdkafka_options: std::collections::BTreeMap<String, String>,
 }
 
 /// The `rules:` section.
@@ -63,6 +231,18 @@ struct RawTop {
     normalize: Option<NormalizeOptions>,
     #[serde(default)]
     rules: Option<Value>,
+    #[serde(default)]
+    sources: Option<Vec<Value>>,
+    #[serde(default)]
+    sinks: Option<Vec<SinkConfig>>,
+    #[serde(default)]
+    state: Option<StateConfig>,
+    #[serde(default)]
+    server: Option<ServerConfig>,
+    #[serde(default)]
+    scale_out: Option<ScaleOutConfig>,
+    #[serde(default)]
+    respond: Option<Value>,
 }
 
 impl Config {
@@ -108,10 +288,76 @@ impl Config {
             }
         }
         rules.engine.validate().map_err(|e| anyhow!("rules: {e}"))?;
+        let mut sources = Vec::new();
+        for (i, v) in top.sources.unwrap_or_default().into_iter().enumerate() {
+            let Value::Object(mut m) = v else {
+                bail!("sources[{i}]: expected a mapping with a `type`");
+            };
+            let id = match m.remove("id") {
+                Some(Value::String(s)) if !s.is_empty() => s,
+                Some(other) => bail!("sources[{i}].id: expected a non-empty string, found {other}"),
+                None => format!(
+                    "{}-{i}",
+                    m.get("type").and_then(Value::as_str).unwrap_or("source")
+                ),
+            };
+            if id.contains(['/', ' ']) {
+                bail!("sources[{i}].id {id:?}: no `/` or spaces (it names state and streams)");
+            }
+            let mut config: SourceConfig = serde_json::from_value(Value::Object(m))
+                .map_err(|e| anyhow!("sources[{i}] ({id}): {e}"))?;
+            config
+                .validate()
+                .map_err(|e| anyhow!("sources[{i}] ({id}): {e}"))?;
+            if let SourceConfig::File(f) = &mut config {
+                for p in &mut f.paths {
+                    if p != "-" && !Path::new(p.as_str()).is_absolute() {
+                        *p = base.join(&*p).to_string_lossy().into_owned();
+                    }
+                }
+            }
+            if sources.iter().any(|s: &SourceEntry| s.id == id) {
+                bail!("sources[{i}]: duplicate id {id:?}");
+            }
+            sources.push(SourceEntry { id, config });
+        }
+        let mut sinks = top.sinks.unwrap_or_default();
+        for s in &mut sinks {
+            if let SinkConfig::File { path } = s {
+                *path = base.join(&*path);
+            }
+        }
+        let mut state = top.state.unwrap_or_default();
+        state.dir = base.join(&state.dir);
+        if let Some(p) = state.dead_letter_path.as_mut() {
+            *p = base.join(&*p);
+        }
+        if state.checkpoint_interval_ms == 0 {
+            bail!("state.checkpoint_interval_ms: must be at least 1");
+        }
+        if state.channel_capacity == 0 {
+            bail!("state.channel_capacity: must be at least 1");
+        }
+        let server = top.server.unwrap_or_default();
+        if let Some(l) = &server.listen {
+            l.parse::<std::net::SocketAddr>()
+                .map_err(|e| anyhow!("server.listen {l:?}: not host:port ({e})"))?;
+        }
+        if let Some(so) = &top.scale_out {
+            if so.brokers.is_empty() || so.topic.is_empty() || so.group_id.is_empty() {
+                bail!("scale_out: brokers, topic and group_id must not be empty");
+            }
+        }
         Ok(Config {
             normalize: top.normalize.unwrap_or_default(),
             rules,
             path: None,
+            sources,
+            sinks,
+            state,
+            server,
+            scale_out: top.scale_out,
+            respond: top.respond,
         })
     }
 }
@@ -222,5 +468,55 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("KMSWATCH_TEST_UNSET_VAR"));
+    }
+}
+
+#[cfg(test)]
+mod runtime_tests {
+    use super::*;
+
+    #[test]
+    fn example_configs_parse() {
+        std::env::set_var(
+            "EVENTHUBS_CONNECTION_STRING",
+            "Endpoint=sb://x/;SharedAccessKey=k",
+        );
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+        for name in ["kmswatch.yml", "backfill.yml"] {
+            let c = Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert!(!c.sources.is_empty() && !c.sinks.is_empty(), "{name}");
+        }
+        let c = Config::load(&dir.join("kmswatch.yml")).expect("example");
+        let ids: Vec<&str> = c.sources.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["cloudtrail", "keyvault", "gcp"]);
+        assert_eq!(c.state.checkpoint_interval_ms, 1000);
+        assert!(
+            !format!("{c:?}").contains("SharedAccessKey=k"),
+            "secrets redacted"
+        );
+    }
+
+    #[test]
+    fn runtime_sections_are_checked() {
+        let base = Path::new("/etc/kmswatch");
+        let c = Config::parse(
+            "sources:\n  - { type: file, paths: [logs] }\n  - { type: file, paths: [more], id: b }\nsinks: [{type: file, path: out.jsonl}]\n",
+            base,
+        )
+        .expect("config");
+        assert_eq!(c.sources[0].id, "file-0");
+        assert_eq!(c.sources[1].id, "b");
+        assert_eq!(c.state.dir, PathBuf::from("/etc/kmswatch/state"));
+        for (text, needle) in [
+            ("sources:\n  - { type: file, paths: [a], folow: true }\n", "folow"),
+            ("sources:\n  - { type: file, paths: [a], id: x }\n  - { type: file, paths: [b], id: x }\n", "duplicate id"),
+            ("sinks: [{type: file, path: a, extra: 1}]\n", "extra"),
+            ("state: {dirr: x}\n", "dirr"),
+            ("server: {listen: nowhere}\n", "server.listen"),
+            ("sources:\n  - { type: aws_s3_sqs, queue_url: q }\n", "queue_url"),
+        ] {
+            let e = Config::parse(text, base).expect_err(text);
+            assert!(format!("{e:#}").contains(needle), "{text}: {e:#}");
+        }
     }
 }

@@ -10,6 +10,7 @@
 mod cmd;
 mod config;
 mod input;
+mod runtime;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ enum Command {
     Respond(cmd::respond::Args),
     Gen(cmd::gen::Args),
     Bench(cmd::bench::Args),
+    Run(cmd::run::Args),
+    Validate(cmd::validate::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,8 @@ fn main() -> ExitCode {
         Command::Respond(args) => cmd::respond::run(args),
         Command::Gen(args) => cmd::gen::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Validate(args) => cmd::validate::run(args),
     };
     match result {
         Ok(code) => code,

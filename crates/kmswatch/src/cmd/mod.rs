@@ -5,4 +5,6 @@ pub mod gen;
 pub mod normalize;
 pub mod respond;
 pub mod rules;
+pub mod run;
 pub mod scan;
+pub mod validate;

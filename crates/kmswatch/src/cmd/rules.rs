@@ -169,7 +169,10 @@ fn read_pack(dir: &Path) -> Result<Vec<RuleFile>> {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         let docs = yaml_rust2::YamlLoader::load_from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: YAML: {e}", p.display()))?;
-        let doc = docs.first().map(crate::config::yaml_to_json).unwrap_or(Value::Null);
+        let doc = docs
+            .first()
+            .map(crate::config::yaml_to_json)
+            .unwrap_or(Value::Null);
         let tests = test_files(&p.with_extension(""))?;
         out.push(RuleFile {
             path: p.to_path_buf(),
@@ -206,7 +209,6 @@ fn test_files(dir: &Path) -> Result<Vec<TestFile>> {
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Test configuration and the engine the tests run.

@@ -1,0 +1,324 @@
+//! `kmswatch run`: the always-on service.
+
+use crate::cmd::scan::load_rules;
+use crate::config::{Config, SourceEntry};
+use crate::runtime::dedup::Dedup;
+use crate::runtime::deliver;
+use crate::runtime::metrics::{describe_all, Metrics};
+use crate::runtime::pipeline::{self, Deliverer, DetectSettings, Detector};
+use crate::runtime::server;
+use crate::runtime::store::Store;
+use anyhow::{bail, Context, Result};
+use kmswatch_sources::{Source, SourceConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+/// Run kmswatch as a service: read the configured sources, detect, deliver findings.
+///
+/// Sources (S3 via SQS, S3 backfill, Kafka, files) are read continuously; every event is
+/// normalized, de-duplicated by its native id, run through the rules in event time, and
+/// findings are delivered to the sinks. A source batch (SQS message, Kafka offset, file
+/// chunk) is acknowledged only after every finding derived from it was delivered and the
+/// checkpoint holding its effect on open correlation windows was written under `state.dir`;
+/// a restart, including after `kill -9`, resumes from there without losing a finding.
+///
+/// Serves /metrics, /healthz and /readyz on `server.listen`. SIGTERM or SIGINT: stop reading,
+/// finish what is in flight, checkpoint, acknowledge, exit.
+///
+/// Modes (scale-out on Kafka, see ARCHITECTURE.md): `all` (default) does everything in one
+/// process; `ingest` reads the sources and publishes normalized events to the `scale_out`
+/// topic keyed by principal; `detect` consumes that topic in one consumer group, each instance
+/// owning partitions and their engine state.
+///
+/// Examples:
+///   kmswatch run --config /etc/kmswatch/kmswatch.yml
+///   kmswatch run --config kmswatch.yml --log-format text
+///   kmswatch run --config backfill.yml --exit-when-done
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// Log format on stderr: json (one object per line) or text.
+    #[arg(long, value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+
+    /// What this instance does.
+    #[arg(long, value_enum, default_value = "all")]
+    pub mode: Mode,
+
+    /// Exit once every source has ended (finite sources: files without follow, S3 backfill),
+    /// closing every correlation window first, as `scan` does.
+    #[arg(long)]
+    pub exit_when_done: bool,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Run modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Sources, detection and sinks in one process.
+    All,
+    /// Sources → normalized events on the scale_out Kafka topic.
+    Ingest,
+    /// The scale_out topic → detection → sinks.
+    Detect,
+}
+
+/// Set up `tracing` (`KMSWATCH_LOG` filters, default `info`).
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KMSWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Run the verb.
+pub fn run(args: Args) -> Result<ExitCode> {
+    init_logging(args.log_format);
+    let cfg = Config::load(&args.config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kmswatch")
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(async move {
+        match args.mode {
+            Mode::All => service(cfg, args.exit_when_done).await,
+            Mode::Ingest => crate::runtime::scale::ingest(cfg, args.exit_when_done).await,
+            Mode::Detect => crate::runtime::scale::detect(cfg).await,
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "kmswatch stopped on an error");
+            Err(e)
+        }
+    }
+}
+
+/// Resolve a source's defaults that depend on the runtime (file positions under state.dir).
+pub fn prepare_source(cfg: &Config, entry: &SourceEntry) -> SourceConfig {
+    let mut c = entry.config.clone();
+    if let SourceConfig::File(f) = &mut c {
+        if f.follow && f.state_dir.is_none() {
+            f.state_dir = Some(cfg.state.dir.join("files").join(&entry.id));
+        }
+    }
+    c
+}
+
+/// Open every source.
+pub async fn open_sources(cfg: &Config) -> Result<Vec<(SourceEntry, Source)>> {
+    if cfg.sources.is_empty() {
+        bail!("no sources configured (add a `sources:` list to the config)");
+    }
+    let mut out = Vec::new();
+    for e in &cfg.sources {
+        let c = prepare_source(cfg, e);
+        let s = Source::open(&c)
+            .await
+            .with_context(|| format!("opening source {}", e.id))?;
+        out.push((e.clone(), s));
+    }
+    Ok(out)
+}
+
+/// Stop on SIGTERM or SIGINT.
+pub fn spawn_signal_handler(stop: watch::Sender<bool>) {
+    tokio::spawn(async move {
+        let term = async {
+            #[cfg(unix)]
+            {
+                if let Ok(mut s) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    s.recv().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            }
+            #[cfg(not(unix))]
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "shutting down: finishing in-flight batches"),
+            _ = term => info!(signal = "SIGTERM", "shutting down: finishing in-flight batches"),
+        }
+        let _ = stop.send(true);
+    });
+}
+
+/// Start the HTTP listener when configured.
+pub async fn start_server(
+    cfg: &Config,
+    metrics: &Metrics,
+    ready: &Arc<AtomicBool>,
+) -> Result<Option<std::net::SocketAddr>> {
+    match &cfg.server.listen {
+        Some(l) => {
+            let addr = l.parse().with_context(|| format!("server.listen {l:?}"))?;
+            let bound = server::serve(addr, metrics.clone(), ready.clone())
+                .await
+                .with_context(|| format!("listening on {l}"))?;
+            Ok(Some(bound))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Finish sources after the pipeline drained: Kafka commits what was acknowledged; SQS
+/// deletions are sent by a background task, given a moment to finish.
+pub async fn close_sources(sources: Vec<Source>) {
+    let mut sqs = false;
+    for s in sources {
+        match s {
+            Source::Kafka(k) => {
+                if let Err(e) = k.shutdown().await {
+                    warn!(error = %e, "kafka commit on shutdown failed; those messages will be read again");
+                }
+            }
+            Source::AwsS3Sqs(_) => sqs = true,
+            _ => {}
+        }
+    }
+    if sqs {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+}
+
+async fn service(cfg: Config, exit_when_done: bool) -> Result<()> {
+    let metrics = Metrics::default();
+    describe_all(&metrics);
+    let ready = Arc::new(AtomicBool::new(false));
+    let listen = start_server(&cfg, &metrics, &ready).await?;
+    let rules = load_rules(&cfg, &[], false)?;
+    let (n_rules, n_corr) = (rules.len(), rules.correlations().count());
+    let store = Arc::new(Store::open(&cfg.state.dir)?);
+    let (engine, dedup, restored) = pipeline::build_detector_state(&cfg, rules, &store)?;
+    if cfg.sinks.is_empty() {
+        bail!("no sinks configured (add `sinks: [{{type: file, path: findings.jsonl}}]`)");
+    }
+    let sinks = deliver::build(&cfg.sinks)?;
+    let sources = open_sources(&cfg).await?;
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        rules = n_rules,
+        correlations = n_corr,
+        sources = %cfg.sources.iter().map(|s| format!("{}({})", s.id, s.config.type_name())).collect::<Vec<_>>().join(", "),
+        sinks = %cfg.sinks.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
+        state_dir = %cfg.state.dir.display(),
+        restored_state = restored,
+        dedup_entries = dedup.len(),
+        listen = %listen.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+        "kmswatch started"
+    );
+    run_pipeline(
+        &cfg,
+        engine,
+        dedup,
+        sinks,
+        store,
+        sources,
+        metrics,
+        ready,
+        exit_when_done,
+    )
+    .await
+}
+
+/// Wire and run sources → detect → deliver until stopped (or, with `exit_when_done`, until
+/// every source ended).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_pipeline(
+    cfg: &Config,
+    engine: kmswatch_rules::Engine,
+    dedup: Dedup,
+    sinks: Vec<Box<dyn deliver::Deliver>>,
+    store: Arc<Store>,
+    sources: Vec<(SourceEntry, Source)>,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    exit_when_done: bool,
+) -> Result<()> {
+    let cap = cfg.state.channel_capacity;
+    let (tx_detect, rx_detect) = mpsc::channel(cap);
+    let (tx_deliver, rx_deliver) = mpsc::channel(cap);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    spawn_signal_handler(stop_tx);
+    let deliverer = Deliverer {
+        sinks,
+        store,
+        dead_letter: cfg.state.dead_letter(),
+        metrics: metrics.clone(),
+    };
+    let deliver_task = tokio::spawn(deliverer.run(rx_deliver));
+    let settings = DetectSettings {
+        checkpoint_interval: Duration::from_millis(cfg.state.checkpoint_interval_ms),
+        idle_advance: (cfg.state.idle_advance_secs > 0)
+            .then(|| Duration::from_secs(cfg.state.idle_advance_secs)),
+        flush_at_end: exit_when_done,
+    };
+    let detector = Detector::new(engine, dedup, settings, metrics.clone(), tx_deliver);
+    let detect_task = tokio::spawn(detector.run(rx_detect));
+    let mut tasks = Vec::new();
+    for (entry, source) in sources {
+        tasks.push(tokio::spawn(pipeline::source_task(
+            entry,
+            source,
+            cfg.normalize.clone(),
+            tx_detect.clone(),
+            stop_rx.clone(),
+            metrics.clone(),
+        )));
+    }
+    drop(tx_detect);
+    ready.store(true, Ordering::Relaxed);
+    metrics.set("kmswatch_ready", &[], 1.0);
+    let mut finished = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(s) => finished.push(s),
+            Err(e) => error!(error = %e, "source task failed"),
+        }
+    }
+    info!("sources stopped; draining the pipeline");
+    let detect = detect_task.await.context("detect task")?;
+    let deliver = deliver_task.await.context("deliver task")?;
+    ready.store(false, Ordering::Relaxed);
+    metrics.set("kmswatch_ready", &[], 0.0);
+    close_sources(finished).await;
+    let engine = detect?;
+    deliver?;
+    let stats = engine.stats();
+    info!(
+        events = stats.events,
+        findings = stats.findings,
+        duplicates = stats.duplicates,
+        late = stats.late,
+        "kmswatch stopped; state checkpointed"
+    );
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! Durable state: one embedded redb database under `state.dir`.
+//!
+//! A checkpoint is one write transaction (fsynced on commit): the engine snapshot (open
+//! correlation windows, suppression periods, first-seen baselines), the changes to the dedup
+//! set since the last checkpoint, and named positions. Either all of it is on disk or none of
+//! it is, so a `kill -9` at any moment leaves the previous checkpoint intact.
+
+use anyhow::{Context, Result};
+use redb::{Database, ReadableTable, TableDefinition};
+use std::path::{Path, PathBuf};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const DEDUP: TableDefinition<u128, u64> = TableDefinition::new("dedup");
+
+/// The store's page cache, bytes.
+const CACHE_BYTES: usize = 32 << 20;
+
+/// The layout version written in `meta/version`; a different one is refused.
+const VERSION: &[u8] = b"1";
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+/// What a checkpoint writes.
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    /// The engine snapshot (JSON), `None` to leave the stored one.
+    pub engine: Option<Vec<u8>>,
+    /// Dedup ids added since the last checkpoint, with their expiry (epoch ms).
+    pub dedup_insert: Vec<(u128, u64)>,
+    /// Dedup ids forgotten since the last checkpoint.
+    pub dedup_remove: Vec<u128>,
+    /// Other named values (`meta` table).
+    pub meta: Vec<(String, Vec<u8>)>,
+}
+
+/// What was restored.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The engine snapshot, when one was written.
+    pub engine: Option<Vec<u8>>,
+    /// The dedup set.
+    pub dedup: Vec<(u128, u64)>,
+}
+
+impl Store {
+    /// Open (or create) `dir/kmswatch.redb`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating state directory {}", dir.display()))?;
+        let path = dir.join("kmswatch.redb");
+        // A bounded page cache keeps memory flat (redb's default cache is large).
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .with_context(|| {
+                format!(
+                    "opening state store {} (is another kmswatch using this state.dir?)",
+                    path.display()
+                )
+            })?;
+        let store = Store { db, path };
+        let tx = store.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let existing = meta.get("version")?.map(|v| v.value().to_vec());
+            match existing {
+                Some(v) if v != VERSION => anyhow::bail!(
+                    "state store {} has layout version {} (this kmswatch writes {}); move it away to start afresh",
+                    store.path.display(),
+                    String::from_utf8_lossy(&v),
+                    String::from_utf8_lossy(VERSION)
+                ),
+                Some(_) => {}
+                None => {
+                    meta.insert("version", VERSION)?;
+                }
+            }
+            tx.open_table(DEDUP)?;
+        }
+        tx.commit()?;
+        Ok(store)
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read the last checkpoint.
+    pub fn restore(&self) -> Result<Restored> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let engine = meta.get("engine")?.map(|v| v.value().to_vec());
+        let dedup_t = tx.open_table(DEDUP)?;
+        let mut dedup = Vec::new();
+        for row in dedup_t.iter()? {
+            let (k, v) = row?;
+            dedup.push((k.value(), v.value()));
+        }
+        Ok(Restored { engine, dedup })
+    }
+
+    /// A named value from the `meta` table.
+    #[allow(dead_code)] // used by the scale-out mode
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        Ok(meta.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Write a checkpoint atomically and durably.
+    pub fn commit(&self, cp: &Checkpoint) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            if let Some(e) = &cp.engine {
+                meta.insert("engine", e.as_slice())?;
+            }
+            for (k, v) in &cp.meta {
+                meta.insert(k.as_str(), v.as_slice())?;
+            }
+            let mut dedup = tx.open_table(DEDUP)?;
+            for k in &cp.dedup_remove {
+                dedup.remove(*k)?;
+            }
+            for (k, v) in &cp.dedup_insert {
+                dedup.insert(*k, *v)?;
+            }
+        }
+        tx.commit()
+            .with_context(|| format!("committing checkpoint to {}", self.path.display()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_round_trip_and_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Store::open(dir.path()).expect("open");
+            assert!(s.restore().expect("restore").engine.is_none());
+            s.commit(&Checkpoint {
+                engine: Some(b"{\"a\":1}".to_vec()),
+                dedup_insert: vec![(1, 10), (2, 20)],
+                dedup_remove: vec![],
+                meta: vec![("k".into(), b"v".to_vec())],
+            })
+            .expect("commit");
+            s.commit(&Checkpoint {
+                engine: None,
+                dedup_insert: vec![(3, 30)],
+                dedup_remove: vec![1],
+                meta: vec![],
+            })
+            .expect("commit");
+        }
+        let s = Store::open(dir.path()).expect("reopen");
+        let r = s.restore().expect("restore");
+        assert_eq!(r.engine.as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(r.dedup, vec![(2, 20), (3, 30)]);
+        assert_eq!(s.meta("k").expect("meta").as_deref(), Some(&b"v"[..]));
+    }
+}
