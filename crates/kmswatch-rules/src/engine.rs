@@ -91,6 +91,10 @@ pub struct EngineConfig {
     /// Lookback of `kmswatch.first_seen`, days (default 30).
     #[serde(default = "default_lookback")]
     pub first_seen_lookback_days: u32,
+    /// Days from the first event the baseline sees during which `kmswatch.first_seen` is never
+    /// true (the baseline is being learned; default 7, 0 to report from the first event).
+    #[serde(default = "default_learning")]
+    pub first_seen_learning_days: u32,
     /// Events kept in a finding's `evidences` (default 10).
     #[serde(default = "default_evidence_cap")]
     pub evidence_cap: usize,
@@ -118,6 +122,9 @@ fn default_lateness_secs() -> u64 {
 fn default_lookback() -> u32 {
     30
 }
+fn default_learning() -> u32 {
+    7
+}
 fn default_evidence_cap() -> usize {
     kmswatch_model::DEFAULT_EVIDENCE_CAP
 }
@@ -141,6 +148,7 @@ impl Default for EngineConfig {
             source_lateness_secs: BTreeMap::new(),
             suppression: SuppressionConfig::default(),
             first_seen_lookback_days: default_lookback(),
+            first_seen_learning_days: default_learning(),
             evidence_cap: default_evidence_cap(),
             related_events_cap: default_related_cap(),
             max_pending_events_per_group: default_max_pending(),
@@ -170,6 +178,7 @@ impl EngineConfig {
             &self.calendars,
             None,
             self.first_seen_lookback_days,
+            self.first_seen_learning_days,
         )?;
         if self.related_events_cap < self.evidence_cap {
             return Err(ConfigError {
@@ -444,6 +453,7 @@ impl Engine {
             &config.calendars,
             inventory,
             config.first_seen_lookback_days,
+            config.first_seen_learning_days,
         )?;
         let n_rules = rules.rules().count();
         let suppress_for = |info: &RuleInfo| -> i64 {

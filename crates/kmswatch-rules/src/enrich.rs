@@ -3,7 +3,7 @@
 //! | field | meaning |
 //! |---|---|
 //! | `kmswatch.off_hours` | `true` when the event time falls outside business hours in the calendar of the event's account (`cloud.account.uid`: AWS account, Azure subscription, GCP project), else the default calendar: not a working day, a holiday, or outside `[start, end)` local time. Absent when no calendar is configured. |
-//! | `kmswatch.first_seen` | `true` the first time a principal (`actor.user.uid`) performs a cryptographic operation (Encrypt, Decrypt, ReEncrypt, GenerateDataKey, Sign, Verify, GenerateMac, VerifyMac, WrapKey, UnwrapKey) with a key (`kms.key.uid`) within the lookback (default 30 days), `false` when it did so before within the lookback. Decided at arrival, per day: the state is one entry per (principal, key) pair (a 64-bit hash -> last day seen). Absent for other operations or when the principal or key is unknown. |
+//! | `kmswatch.first_seen` | `true` the first time a principal (`actor.user.uid`) performs a cryptographic operation (Encrypt, Decrypt, ReEncrypt, GenerateDataKey, Sign, Verify, GenerateMac, VerifyMac, WrapKey, UnwrapKey) with a key (`kms.key.uid`) within the lookback (default 30 days), `false` when it did so before within the lookback, after a learning period (`first_seen_learning_days`, default 7) counted from the first event the baseline saw, during which it is always `false`. Decided at arrival, per day: the state is one entry per (principal, key) pair (a 64-bit hash -> last day seen). Absent for other operations or when the principal or key is unknown. |
 //! | `kmswatch.principal_known` | `false` only when an identity inventory is configured and neither `actor.user.uid` nor `actor.user.name` is in it (case-insensitively); `true` when one is; absent when no inventory is configured or the event names no principal. |
 
 use crate::pattern::{Folded, FoldedRef};
@@ -299,6 +299,9 @@ pub struct FirstSeenState {
     pub last_day: std::collections::HashMap<u64, i32>,
     /// Day of the last purge of entries older than the lookback.
     pub purged_day: i32,
+    /// Day of the first event the baseline saw (start of its learning period).
+    #[serde(default)]
+    pub first_day: Option<i32>,
 }
 
 /// The enricher: calendars, inventory and the first-seen baseline.
@@ -308,6 +311,7 @@ pub(crate) struct Enricher {
     calendars: HashMap<String, Calendar>,
     inventory: Option<Inventory>,
     lookback_days: i32,
+    learning_days: i32,
     pub(crate) first_seen: FirstSeenState,
 }
 
@@ -317,6 +321,7 @@ impl Enricher {
         calendars: &BTreeMap<String, CalendarConfig>,
         inventory: Option<Inventory>,
         lookback_days: u32,
+        learning_days: u32,
     ) -> Result<Enricher, ConfigError> {
         let default_cal = match default_cal {
             Some(c) => Some(Calendar::compile(c, "calendar")?),
@@ -334,6 +339,7 @@ impl Enricher {
             calendars: cals,
             inventory,
             lookback_days: i32::try_from(lookback_days).unwrap_or(i32::MAX),
+            learning_days: i32::try_from(learning_days).unwrap_or(i32::MAX),
             first_seen: FirstSeenState::default(),
         })
     }
@@ -385,6 +391,10 @@ impl Enricher {
                 true
             }
         };
+        // During the learning period the baseline is built but nothing is "first seen": on
+        // day one every pair is new, and that is not news.
+        let start = *state.first_day.get_or_insert(day);
+        let first = first && day.saturating_sub(start) >= self.learning_days;
         if day > state.purged_day {
             state.purged_day = day;
             let cutoff = day.saturating_sub(lookback);

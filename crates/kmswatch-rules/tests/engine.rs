@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z (a Thursday)
 const MIN: i64 = 60_000;
+const DAY: i64 = 86_400_000;
 const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
 fn ev(uid: &str, t: i64, op: KmsOperation, who: &str, key: &str) -> Event {
@@ -870,6 +871,7 @@ detection:
         )]
         .into_iter()
         .collect(),
+        first_seen_learning_days: 0,
         ..EngineConfig::default()
     };
     let inv = Inventory::parse("alice@example.com\n").unwrap();
@@ -1011,4 +1013,28 @@ detection:
     // Round trip.
     let back: Finding = serde_json::from_str(&want).unwrap();
     assert_eq!(serde_json::to_string_pretty(&back).unwrap() + "\n", want);
+}
+
+#[test]
+fn first_seen_waits_for_its_learning_period() {
+    let yaml = "title: first use\nlogsource: {product: kms}\ndetection:\n    sel:\n        kmswatch.first_seen: true\n    condition: sel\n";
+    let cfg = EngineConfig {
+        first_seen_learning_days: 2,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(rules(yaml), cfg).unwrap();
+    let mut out = Vec::new();
+    // Day 0 and day 1: every pair is new, nothing is reported (the baseline is learned).
+    e.process(&decrypt(1, T0, "a"), "s", &mut out);
+    e.process(&decrypt(2, T0 + DAY, "b"), "s", &mut out);
+    assert!(out.is_empty(), "{}", out.len());
+    // Day 2: a pair never seen is reported; a learned one is not.
+    e.process(&decrypt(3, T0 + 2 * DAY, "c"), "s", &mut out);
+    e.process(&decrypt(4, T0 + 2 * DAY + 1000, "a"), "s", &mut out);
+    e.flush(&mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].actor.as_ref().and_then(|a| a.user.uid.as_deref()),
+        Some("c")
+    );
 }
