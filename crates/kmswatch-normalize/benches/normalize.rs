@@ -178,6 +178,15 @@ fn corpus(base: &[Value], n: usize) -> Vec<Vec<u8>> {
 }
 
 fn main() {
+    // `--list` (cargo test / nextest listing the benchmarks): no corpus, no report.
+    if std::env::args().any(|a| a == "--list") {
+        for g in ["real_mix", "kms_only"] {
+            for b in ["parse_value", "normalize"] {
+                println!("{g}/{b}: benchmark");
+            }
+        }
+        return;
+    }
     let n: usize = std::env::var("KMSWATCH_BENCH_RECORDS")
         .ok()
         .and_then(|s| s.parse().ok())
