@@ -938,7 +938,11 @@ fn expand(ctx: &Ctx<'_>, s: &str) -> Result<Vec<String>, String> {
                 .iter()
                 .find(|(k, _)| eq_fold(k, name))
                 .map(|(_, v)| v)
-                .ok_or_else(|| format!("placeholder `%{name}%` has no configured values (LoadOptions::placeholders)"))?;
+                .ok_or_else(|| {
+                    format!(
+                        "placeholder `%{name}%` {MISSING_PLACEHOLDER} (LoadOptions::placeholders)"
+                    )
+                })?;
             if values.is_empty() {
                 return Err(format!("placeholder `%{name}%` has an empty value list"));
             }
@@ -986,3 +990,7 @@ mod tests {
         assert_eq!(v.len(), 25);
     }
 }
+
+/// The words of the load error for an `|expand` placeholder without configured values (the
+/// loader classifies it as [`crate::LoadErrorKind::MissingPlaceholder`]).
+pub(crate) const MISSING_PLACEHOLDER: &str = "has no configured values";

@@ -15,6 +15,9 @@ pub enum LoadErrorKind {
     Invalid,
     /// The rule is valid Sigma but uses a feature kmswatch does not support for JSON events.
     Unsupported,
+    /// The rule uses an `|expand` placeholder (`%kms_admins%`) that has no configured values:
+    /// the rule is fine, the site configuration is incomplete.
+    MissingPlaceholder,
 }
 
 /// One rule that could not be loaded, with where and why.

@@ -603,12 +603,13 @@ impl Loader {
         let detection = match Detection::compile(&ctx, detection, &[]) {
             Ok(d) => d,
             Err((line, reason)) => {
-                let kind =
-                    if reason.contains("not supported") || reason.contains("cannot be matched") {
-                        LoadErrorKind::Unsupported
-                    } else {
-                        LoadErrorKind::Invalid
-                    };
+                let kind = if reason.contains(crate::detection::MISSING_PLACEHOLDER) {
+                    LoadErrorKind::MissingPlaceholder
+                } else if reason.contains("not supported") || reason.contains("cannot be matched") {
+                    LoadErrorKind::Unsupported
+                } else {
+                    LoadErrorKind::Invalid
+                };
                 self.error(file, line, display, kind, reason);
                 return;
             }

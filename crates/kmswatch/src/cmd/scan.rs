@@ -126,7 +126,7 @@ pub fn load_rules(cfg: &Config, extra: &[PathBuf], skip_invalid: bool) -> Result
     if !opts.skip_invalid {
         if let Err(errors) = RuleSet::load(&paths, &opts) {
             let placeholder = |e: &kmswatch_rules::LoadError| {
-                e.reason.contains("placeholder `%") && e.reason.contains("has no configured values")
+                e.kind == kmswatch_rules::LoadErrorKind::MissingPlaceholder
             };
             if errors.0.iter().all(placeholder) {
                 for e in &errors.0 {
