@@ -970,6 +970,10 @@ fn expand(ctx: &Ctx<'_>, s: &str) -> Result<Vec<String>, String> {
     Ok(outs)
 }
 
+/// The words of the load error for an `|expand` placeholder without configured values (the
+/// loader classifies it as [`crate::LoadErrorKind::MissingPlaceholder`]).
+pub(crate) const MISSING_PLACEHOLDER: &str = "has no configured values";
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -990,7 +994,3 @@ mod tests {
         assert_eq!(v.len(), 25);
     }
 }
-
-/// The words of the load error for an `|expand` placeholder without configured values (the
-/// loader classifies it as [`crate::LoadErrorKind::MissingPlaceholder`]).
-pub(crate) const MISSING_PLACEHOLDER: &str = "has no configured values";
