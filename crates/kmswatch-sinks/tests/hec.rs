@@ -464,7 +464,10 @@ async fn bench_hec_throughput() {
         }
         assert_eq!(total, bytes);
         let base = n as f64 / start.elapsed().as_secs_f64();
-        println!("round {round}: baseline serde_json::to_string: {base:.0} findings/s");
+        println!(
+            "round {round}: baseline serde_json::to_string: {base:.0} findings/s ({:.1} us per finding)",
+            1e6 / base
+        );
         for (k, ack) in [false, true].into_iter().enumerate() {
             let rate = hec_round(&fs, ack).await;
             best[k] = best[k].max(rate);
@@ -480,6 +483,16 @@ async fn bench_hec_throughput() {
     );
 }
 
+/// CPU time of this process (user + system) from `/proc/self/stat`, seconds (Linux; 0 elsewhere).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the `(comm)`: utime and stime are the 12th and 13th, in clock ticks.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
 /// Delivers every finding through a default-configured HEC sink; returns findings/s.
 async fn hec_round(fs: &[Arc<Outgoing>], ack: bool) -> f64 {
     let n = fs.len();
@@ -492,6 +505,7 @@ async fn hec_round(fs: &[Arc<Outgoing>], ack: bool) -> f64 {
     }));
     let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
     let start = Instant::now();
+    let cpu0 = cpu_secs();
     // As the runtime does: one `deliver` future per finding, many in flight.
     let sem = Arc::new(tokio::sync::Semaphore::new(50_000));
     let mut hs = Vec::with_capacity(n);
@@ -509,6 +523,11 @@ async fn hec_round(fs: &[Arc<Outgoing>], ack: bool) -> f64 {
         h.await.unwrap().unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
+    println!(
+        "    indexer_ack={ack}: {secs:.2} s wall, {cpu:.2} s CPU (sink + test collector) = {:.1} us CPU per finding",
+        cpu * 1e6 / n as f64
+    );
     let got = hec::indexed_uids(&st);
     let distinct: std::collections::HashSet<&String> = got.iter().collect();
     assert_eq!(distinct.len(), n, "every finding indexed under its own id");

@@ -8,7 +8,9 @@
 //!   polled with `POST /services/collector/ack` `{"acks":[ids]}` (one poller per sink, all
 //!   pending ids per poll) until Splunk answers `true`; only then is the batch delivered. An
 //!   ack that does not come within `ack_timeout_secs` counts as a failed send (the batch is
-//!   sent again: at-least-once, same ids).
+//!   sent again: at-least-once, same ids). Acks are pipelined: at most `batch.max_in_flight`
+//!   event requests run at once, but up to `max_pending_acks` batches may wait for their ack
+//!   (a waiting batch holds no request slot).
 //! * Answers, by HEC status code (`{"text":..,"code":N}`, the full documented list 0–27;
 //!   Splunk's *Troubleshoot HTTP Event Collector* page):
 //!
