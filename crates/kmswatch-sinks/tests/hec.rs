@@ -499,29 +499,44 @@ async fn hec_round(fs: &[Arc<Outgoing>], ack: bool) -> f64 {
     let (srv, st) = hec::start("tok", ack).await;
     st.lock().unwrap().light = true;
     let spool = tempfile::tempdir().unwrap();
-    let cfg = sink(json!({
+    let mut cfg = json!({
         "type": "splunk_hec", "endpoint": srv.url(), "token": "tok", "indexer_ack": ack,
         "index": "kms"
-    }));
+    });
+    // KMSWATCH_BENCH_BATCH overrides batch.max_events (default: the sink's default).
+    if let Some(b) = std::env::var("KMSWATCH_BENCH_BATCH")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        cfg["batch"] = json!({"max_events": b});
+    }
+    let cfg = sink(cfg);
     let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
     let start = Instant::now();
     let cpu0 = cpu_secs();
-    // As the runtime does: one `deliver` future per finding, many in flight.
-    let sem = Arc::new(tokio::sync::Semaphore::new(50_000));
-    let mut hs = Vec::with_capacity(n);
-    for f in fs {
-        let permit = sem.clone().acquire_owned().await.unwrap();
+    // As the runtime does: one `deliver` future per finding, many in flight, spawned from a
+    // runtime task (not from the test's own thread, whose spawns go through the global queue).
+    let driver = {
         let set = set.clone();
-        let f = f.clone();
-        hs.push(tokio::spawn(async move {
-            let r = set.deliver(f).await;
-            drop(permit);
-            r
-        }));
-    }
-    for h in hs {
-        h.await.unwrap().unwrap();
-    }
+        let fs: Vec<Arc<Outgoing>> = fs.to_vec();
+        tokio::spawn(async move {
+            let sem = Arc::new(tokio::sync::Semaphore::new(50_000));
+            let mut hs = Vec::with_capacity(fs.len());
+            for f in fs {
+                let permit = sem.clone().acquire_owned().await.unwrap();
+                let set = set.clone();
+                hs.push(tokio::spawn(async move {
+                    let r = set.deliver(f).await;
+                    drop(permit);
+                    r
+                }));
+            }
+            for h in hs {
+                h.await.unwrap().unwrap();
+            }
+        })
+    };
+    driver.await.unwrap();
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
     println!(
