@@ -425,3 +425,50 @@ async fn a_failed_action_raises_a_finding() {
     assert_eq!(findings_of(&run, "kms_schedule_key_deletion").len(), 1);
     run.stop();
 }
+
+/// `kmswatch validate --connect` with a HEC sink using `token`: exit code and output.
+fn validate_connect(dir: &Path, hec_url: &str, token: &str) -> (Option<i32>, String) {
+    let log = dir.join("trail.jsonl");
+    std::fs::write(&log, "").unwrap();
+    let sinks = format!(
+        "  - {{ type: splunk_hec, name: splunk, endpoint: \"{hec_url}\", token: \"{token}\", indexer_ack: true }}\n  - {{ type: file, path: out.jsonl }}\n"
+    );
+    std::fs::write(dir.join("kmswatch.yml"), config(&log, &sinks, "")).unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "--connect", "--no-tests"])
+        .arg(dir.join("kmswatch.yml"))
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_connect_checks_each_sink() {
+    let (srv, _st) = common::hec::start(HEC_TOKEN, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, url) = (dir.path().to_path_buf(), srv.url());
+    let (good, bad) = tokio::task::spawn_blocking(move || {
+        (
+            validate_connect(&d, &url, HEC_TOKEN),
+            validate_connect(&d, &url, "00000000-0000-0000-0000-000000000000"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(good.0, Some(0), "{}", good.1);
+    assert!(
+        good.1.contains("ok    sink splunk (splunk_hec)"),
+        "{}",
+        good.1
+    );
+    assert!(good.1.contains("ok    sink file (file)"), "{}", good.1);
+    assert_eq!(bad.0, Some(1), "{}", bad.1);
+    assert!(
+        bad.1.contains("FAIL  sink splunk (splunk_hec)"),
+        "{}",
+        bad.1
+    );
+}
