@@ -174,6 +174,23 @@ fn saved_offset(dir: &Path, path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// GET /metrics from the address the startup banner names.
+fn scrape_metrics(log: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = log
+        .split("\"listen\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no listen address in the banner:\n{log}"))
+        .to_string();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
 async fn wait_for(what: &str, secs: u64, run: &mut Run, mut f: impl FnMut(&Run) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
@@ -252,6 +269,24 @@ async fn hec_sink_acknowledges_before_the_file_position_moves() {
         "{rules:?}"
     );
     assert!(s.indexed.iter().all(|e| e["index"] == "kms"));
+    drop(s);
+    // The sink's own metrics are on /metrics.
+    let metrics = scrape_metrics(&run.log());
+    assert!(
+        metrics.contains("kmswatch_sink_sent_total{sink=\"splunk\",type=\"splunk_hec\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kmswatch_sink_spooled_bytes{sink=\"splunk\",type=\"splunk_hec\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "kmswatch_sink_acked_latency_seconds_count{sink=\"splunk\",type=\"splunk_hec\"} 2"
+        ),
+        "{metrics}"
+    );
+    let s = st.lock().unwrap();
     drop(s);
     run.stop();
 }
