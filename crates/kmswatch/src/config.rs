@@ -21,7 +21,8 @@
 //!   - { type: splunk_hec, endpoint: "https://splunk:8088", token: "${HEC_TOKEN}", index: kms, indexer_ack: true }
 //! state: { dir: ./state, checkpoint_interval_ms: 1000, dedup_ttl_secs: 86400 }
 //! server: { listen: "127.0.0.1:9464" }   # /metrics, /healthz, /readyz
-//! scale_out: { brokers: ["127.0.0.1:9092"], topic: kmswatch-events, group_id: kmswatch-detect }
+//! scale_out: { brokers: ["127.0.0.1:9092"], topic: kmswatch-events, group_id: kmswatch-detect,
+//!              changelog_topic: kmswatch-events-state, partitions: 6 }
 //! respond:                   # kmswatch_respond::RespondConfig: playbooks run on findings
 //!   mode: dry_run            # dry_run (default) | approve | enforce
 //!   playbooks: [{ name: stop-deletion, rules: [kms_schedule_key_deletion], actions: [{kind: cancel_deletion}] }]
@@ -171,6 +172,9 @@ fn default_events_topic() -> String {
 fn default_detect_group() -> String {
     "kmswatch-detect".to_string()
 }
+fn default_partitions() -> i32 {
+    6
+}
 
 /// The `scale_out:` section: ingest instances publish normalized events to `topic`, keyed by
 /// principal; detection instances share `group_id` over it.
@@ -185,10 +189,26 @@ pub struct ScaleOutConfig {
     /// The detection instances' consumer group.
     #[serde(default = "default_detect_group")]
     pub group_id: String,
+    /// The detection state changelog (compacted; one record per event-topic partition,
+    /// keyed `TOPIC/PARTITION`). Default `TOPIC-state`.
+    #[serde(default)]
+    pub changelog_topic: Option<String>,
+    /// Partitions of the event topic and the changelog when kmswatch creates them (topics that
+    /// exist are used as they are). Default 6.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
     /// Extra librdkafka properties for the producer and consumer.
     #[serde(default)]
-    #[allow(dead_code)] // read by the scale-out mode
     pub librdkafka_options: std::collections::BTreeMap<String, String>,
+}
+
+impl ScaleOutConfig {
+    /// The changelog topic.
+    pub fn changelog(&self) -> String {
+        self.changelog_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-state", self.topic))
+    }
 }
 
 /// The `rules:` section.
@@ -340,6 +360,9 @@ impl Config {
         if let Some(so) = &top.scale_out {
             if so.brokers.is_empty() || so.topic.is_empty() || so.group_id.is_empty() {
                 bail!("scale_out: brokers, topic and group_id must not be empty");
+            }
+            if so.partitions < 1 {
+                bail!("scale_out.partitions: must be at least 1");
             }
         }
         Ok(Config {
