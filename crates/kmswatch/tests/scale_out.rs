@@ -126,7 +126,7 @@ fn scale_out(brokers: &str, topic: &str, group: &str, changelog: &str) -> String
 fn detect_config(so: &str) -> String {
     format!(
         "rules:\n  paths: [{}]\n  lateness_secs: 172800\n\
-         sinks:\n  - {{ type: file, path: findings.jsonl }}\n\
+         sinks:\n  - {{ type: file, path: findings.jsonl, batch: {{ timeout_ms: 10 }} }}\n\
          state: {{ dir: state, checkpoint_interval_ms: 300, idle_advance_secs: 3 }}\n{so}",
         workspace().join("rules").display()
     )

@@ -39,7 +39,7 @@ use crate::cmd::scan::load_rules;
 use crate::config::{Config, ScaleOutConfig};
 use crate::runtime::dedup::{event_key, Dedup};
 use crate::runtime::deliver::{self, Deliver};
-use crate::runtime::metrics::{describe_all, Metrics, LATENCY_BUCKETS};
+use crate::runtime::metrics::{describe_all, export_sink_metrics, Metrics, LATENCY_BUCKETS};
 use crate::runtime::pipeline::{self, now_ms, ToDetect};
 use crate::runtime::store::{Checkpoint, Store};
 use anyhow::{anyhow, bail, Context, Result};
@@ -861,7 +861,9 @@ pub async fn detect(cfg: Config) -> Result<()> {
     let rules = load_rules(&cfg, &[], false)?;
     let (n_rules, n_corr) = (rules.len(), rules.correlations().count());
     drop(rules);
-    let sinks = deliver::build(&cfg.sinks)?;
+    let sink_set = deliver::start_sinks(&cfg)?;
+    export_sink_metrics(&metrics, sink_set.clone());
+    let sinks = deliver::build(&sink_set, &metrics);
     ensure_topics(&so).await?;
     let producer = producer(&so)?;
     let restorer: BaseConsumer = base_client(&so)
@@ -911,7 +913,7 @@ pub async fn detect(cfg: Config) -> Result<()> {
         topic = %so.topic,
         changelog = %so.changelog(),
         group = %so.group_id,
-        sinks = %cfg.sinks.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
+        sinks = %sink_set.names().join(", "),
         listen = %listen.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
         "kmswatch started"
     );
@@ -962,6 +964,7 @@ pub async fn detect(cfg: Config) -> Result<()> {
         .context("detection thread")?
         .map_err(|_| anyhow!("the detection thread panicked"))?;
     ready.store(false, Ordering::Relaxed);
+    sink_set.shutdown(Duration::from_secs(10)).await;
     res
 }
 
