@@ -144,7 +144,7 @@ fn settle(procs: &mut [Proc], budget_secs: u64) {
         let n: usize = procs.iter().map(|p| p.findings().len()).sum();
         if n != last.0 {
             last = (n, Instant::now());
-        } else if n > 0 && last.1.elapsed() > Duration::from_secs(8) {
+        } else if n > 0 && last.1.elapsed() > Duration::from_secs(12) {
             break;
         }
         assert!(
