@@ -728,3 +728,40 @@ async fn kafka_end_to_end_commits_offsets_after_delivery() {
     run.stop();
     assert_eq!(run.findings().len(), n as usize);
 }
+
+/// `validate` requires sinks, except for a scale-out config without them: that is an ingest
+/// instance's config (`deploy/config/ingest.yml`), which publishes to the topic and delivers
+/// nothing itself.
+#[test]
+fn validate_requires_sinks_except_for_an_ingest_config() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rules = workspace().join("rules");
+    let base = format!(
+        "rules: {{ paths: [{:?}] }}\nstate: {{ dir: state }}\n",
+        rules.display().to_string()
+    );
+    let validate = |name: &str, text: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).expect("write config");
+        let out = Command::new(BIN)
+            .args(["validate", "--no-tests"])
+            .arg(&p)
+            .output()
+            .expect("kmswatch validate");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let ingest =
+        format!("{base}scale_out: {{ brokers: [\"127.0.0.1:9092\"], topic: kmswatch-events }}\n");
+    let (code, text) = validate("ingest.yml", &ingest);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("ok    sinks: none: only `run --mode ingest`"),
+        "{text}"
+    );
+    let (code, text) = validate("plain.yml", &base);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("FAIL  sinks: no sinks configured"), "{text}");
+}

@@ -126,10 +126,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
     if cfg.sinks.is_empty() {
-        checks.report(
-            "sinks",
-            Err(anyhow!("no sinks configured: findings would go nowhere")),
-        );
+        // An ingest instance (`run --mode ingest`) publishes events to the scale_out topic and
+        // delivers nothing itself; `run` in the other modes refuses to start without sinks.
+        let r = if cfg.scale_out.is_some() {
+            Ok("none: only `run --mode ingest` may run this config (it publishes to scale_out.topic)".to_string())
+        } else {
+            Err(anyhow!("no sinks configured: findings would go nowhere"))
+        };
+        checks.report("sinks", r);
     }
     if args.connect {
         let rt = tokio::runtime::Builder::new_multi_thread()
