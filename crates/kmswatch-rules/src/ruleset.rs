@@ -266,10 +266,6 @@ struct TargetIndex {
     members: Vec<u32>,
     /// Raw targets: literals tested on the raw JSON text before it is parsed.
     prefilter: Option<Prefilter>,
-    /// Raw targets: how many leading entries of `fields` name the record's operation field
-    /// (`eventName`, `protoPayload.methodName`), whose value the normalizer copies into
-    /// `api.operation` unchanged. See [`RuleSet::op_gate`].
-    op_fields: usize,
 }
 
 /// Up to this many distinct literals per provider logsource (a bitset on the stack).
@@ -855,7 +851,6 @@ impl RuleSet {
             if let Some(slot) = self.raw.get_mut(s.slot()) {
                 *slot = TargetIndex {
                     fields,
-                    op_fields: s.op_fields().0,
                     ..TargetIndex::default()
                 };
             }
