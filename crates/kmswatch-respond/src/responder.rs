@@ -650,7 +650,9 @@ impl Responder {
             status_id: 1,
             message,
             finding_info: FindingInfo {
-                uid: hash(&[rule, &r.action_id, &r.time.to_string()]),
+                // Deterministic: the same failed/halted action gives the same finding id, so
+                // a replay after a restart is recognised downstream as a duplicate.
+                uid: hash(&[rule, &r.action_id]),
                 title: title.to_string(),
                 desc: None,
                 analytic: Analytic {

@@ -388,9 +388,17 @@ pub struct HecConfig {
     /// delivered only when `/services/collector/ack` reports its `ackId` true.
     #[serde(default)]
     pub indexer_ack: bool,
-    /// How often to poll for acknowledgements, milliseconds (default 500).
+    /// How often to poll for acknowledgements, milliseconds (default 250). One small
+    /// request per interval carries every pending `ackId`.
     #[serde(default = "default_ack_poll_ms")]
     pub ack_poll_interval_ms: u64,
+    /// With `indexer_ack`: batches that may wait for their acknowledgement at once (default
+    /// 64). Posting stays limited to `batch.max_in_flight` concurrent requests; a batch awaiting
+    /// its ack holds no request slot. Throughput with ack is at most
+    /// `max_pending_acks × batch.max_events / ack latency`, e.g. 64 × 500 / 0.5 s = 64,000
+    /// findings/s; raise it when Splunk acknowledges slowly (memory: the batches are kept).
+    #[serde(default = "default_max_pending_acks")]
+    pub max_pending_acks: usize,
     /// Give up waiting for an acknowledgement after this long and resend the batch
     /// (at-least-once), seconds (default 120).
     #[serde(default = "default_ack_timeout_secs")]
@@ -417,7 +425,10 @@ fn default_audit_sourcetype() -> String {
     "kmswatch:audit".to_string()
 }
 fn default_ack_poll_ms() -> u64 {
-    500
+    250
+}
+fn default_max_pending_acks() -> usize {
+    64
 }
 fn default_ack_timeout_secs() -> u64 {
     120
@@ -658,6 +669,9 @@ impl SinkConfig {
             SinkConfig::SplunkHec(c) => {
                 url(&c.endpoint, "endpoint")?;
                 format_in(c.format, &[Format::Ocsf, Format::Cim])?;
+                if c.max_pending_acks == 0 {
+                    return Err(err("max_pending_acks must be at least 1".into()));
+                }
                 if c.token.expose().is_empty() || c.token.expose().starts_with("${") {
                     return Err(err(
                         "token is empty or an unset ${VARIABLE}: set the HEC token".into(),

@@ -359,12 +359,14 @@ impl SinkHandle {
         if items > 0 {
             tracing::info!(sink = %name, items, bytes, "spool left by a previous run; delivering it first");
         }
+        let mut batch = common.batch.clone();
+        batch.max_in_flight = dest.max_batches_in_flight(batch.max_in_flight.max(1));
         let shared = Arc::new(Shared {
             name: name.clone(),
             dest,
             spool,
             metrics: SinkMetrics::default(),
-            batch: common.batch.clone(),
+            batch,
             retry: common.retry.clone(),
             dead_letter: dir.join("dead-letter.jsonl"),
             dead_letter_lock: Mutex::new(()),

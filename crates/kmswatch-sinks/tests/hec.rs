@@ -56,7 +56,8 @@ async fn exact_requests_batching_gzip_channel_and_ack() {
     let spool = tempfile::tempdir().unwrap();
     let cfg = hec_cfg(
         &srv.url(),
-        json!({"host": "kms-{cloud.provider}", "source": "kmswatch:{finding_info.analytic.uid}"}),
+        json!({"host": "kms-{cloud.provider}", "source": "kmswatch:{finding_info.analytic.uid}",
+               "index": "kms_{cloud.account.uid}"}),
     );
     let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
     let start = Instant::now();
@@ -104,7 +105,10 @@ async fn exact_requests_batching_gzip_channel_and_ack() {
             assert!(v["acks"].as_array().is_some_and(|a| !a.is_empty()));
         }
         let e = &s.indexed[0];
-        assert_eq!(e["index"], "kms");
+        assert_eq!(
+            e["index"], "kms_111122223333",
+            "index templated from the finding"
+        );
         assert_eq!(e["sourcetype"], "kmswatch:finding");
         assert_eq!(e["host"], "kms-AWS");
         assert!(e["source"].as_str().unwrap().starts_with("kmswatch:rule-"));
@@ -192,6 +196,18 @@ async fn busy_reset_slow_and_lost_ack_lose_nothing() {
     set.shutdown(Duration::from_secs(1)).await;
 }
 
+/// Length of the "collector down" outage: `KMSWATCH_TEST_OUTAGE_SECS` (default 6; set 60 for
+/// the issue's "down for a minute" — same code path, only longer).
+fn outage() -> Duration {
+    Duration::from_secs(
+        std::env::var("KMSWATCH_TEST_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(6)
+            .max(2),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_down_then_back_spools_and_drains() {
     let (srv, st) = hec::start("11111111-2222-3333-4444-555555555555", true).await;
@@ -216,9 +232,13 @@ async fn collector_down_then_back_spools_and_drains() {
     let m = set.metrics()[0].clone();
     assert_eq!(m.spooled, 190);
     assert!(m.spooled_items > 0 && m.spooled_bytes > 0);
-    tokio::time::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed())).await;
+    let outage = outage();
+    tokio::time::sleep(outage.saturating_sub(down_at.elapsed())).await;
     let m = set.metrics()[0].clone();
-    assert!(m.oldest_spooled_age_secs >= 5.0, "{m:?}");
+    assert!(
+        m.oldest_spooled_age_secs >= outage.as_secs_f64() / 2.0,
+        "{m:?}"
+    );
     assert_eq!(hec::indexed_uids(&st).len(), 10);
     srv.restart().await;
     assert!(
@@ -229,6 +249,10 @@ async fn collector_down_then_back_spools_and_drains() {
         .await,
         "all 200 findings indexed after the collector came back"
     );
+    // Only the expected ids, none under another id (the set equality above), and each once
+    // (no ack was lost, so nothing had to be resent).
+    assert!(wait_until(5, || set.metrics()[0].spooled_items == 0).await);
+    assert_eq!(hec::indexed_uids(&st).len(), 200, "no duplicates");
     assert!(wait_until(5, || set.metrics()[0].spooled_items == 0).await);
     let m = &set.metrics()[0];
     assert_eq!(m.oldest_spooled_age_secs, 0.0);
@@ -329,6 +353,51 @@ async fn bad_token_spools_until_the_token_is_accepted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_codes_429_retry_after_capacity_and_shutdown() {
+    let (srv, st) = hec::start("11111111-2222-3333-4444-555555555555", true).await;
+    st.lock().unwrap().script = vec![
+        Fail::Answer(429, 26, Some(1)), // queue at capacity, Retry-After: 1
+        Fail::Answer(503, 23, None),    // server is shutting down
+        Fail::Answer(503, 18, None),    // unhealthy, queues full
+        Fail::Answer(429, 27, None),    // ack channel at capacity
+        Fail::Answer(503, 9, Some(1)),  // busy, Retry-After: 1
+        Fail::NearCapacity,             // 200 code 24: accepted, must not be resent
+        Fail::NearCapacity,
+    ]
+    .into();
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = hec_cfg(
+        &srv.url(),
+        // One batch at a time, so the two Retry-After waits add up.
+        json!({"retry": {"max_attempts": 10, "initial_backoff_ms": 10, "max_backoff_ms": 2000, "request_timeout_ms": 2000},
+               "batch": {"max_events": 10, "timeout_ms": 20, "max_in_flight": 1}, "max_pending_acks": 1}),
+    );
+    let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
+    let start = Instant::now();
+    let res = deliver_all(&set, findings(30)).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "two Retry-After: 1 waits honoured"
+    );
+    let uids = hec::indexed_uids(&st);
+    assert_eq!(
+        uids.iter().cloned().collect::<BTreeSet<_>>(),
+        ids(30),
+        "every finding, under its own id"
+    );
+    assert_eq!(
+        uids.len(),
+        30,
+        "accepted-near-capacity batches were not resent"
+    );
+    let m = &set.metrics()[0];
+    assert_eq!(m.retried, 5, "the five refusals were retried");
+    assert_eq!((m.failed, m.spooled), (0, 0));
+    set.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_disabled_on_token_is_a_config_error() {
     let (srv, st) = hec::start("tok", false).await;
     let spool = tempfile::tempdir().unwrap();
@@ -350,48 +419,140 @@ async fn ack_disabled_on_token_is_a_config_error() {
     assert!(hec::indexed_uids(&st).len() >= 3);
 }
 
+/// The HEC throughput benchmark (issue 5: at least 50,000 findings/s to a local collector).
+///
 /// `cargo test -p kmswatch-sinks --release --test hec -- --ignored --nocapture bench`
+/// (`KMSWATCH_BENCH_N`, default 200,000 findings; `KMSWATCH_BENCH_ROUNDS`, default 2).
+///
+/// The sink runs with its default settings (gzip on, batches of 500, 4 requests in flight,
+/// ack polled every 250 ms, up to 64 batches awaiting their ack), once without and once with
+/// indexer acknowledgement, against the test collector in light mode (it still gunzips and
+/// parses every event and checks its uid). The baseline, measured in the same run on the same
+/// findings, is plain `serde_json` serialization of each finding on one thread; each sink rate
+/// is printed as a ratio of it, since the machine is shared and absolute numbers move with
+/// its load. Every round asserts that every finding arrived under its own id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn bench_hec_throughput() {
-    let n: usize = std::env::var("KMSWATCH_BENCH_N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200_000);
-    for ack in [false, true] {
-        let (srv, st) = hec::start("tok", ack).await;
-        st.lock().unwrap().light = true;
-        let spool = tempfile::tempdir().unwrap();
-        let cfg = sink(json!({
-            "type": "splunk_hec", "endpoint": srv.url(), "token": "tok", "indexer_ack": ack,
-            "ack_poll_interval_ms": 10, "index": "kms",
-            "batch": {"max_events": 1000, "max_bytes": 4_000_000, "timeout_ms": 50, "max_in_flight": 8}
-        }));
-        let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
-        let fs = findings(n);
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let n = env("KMSWATCH_BENCH_N", 200_000);
+    let rounds = env("KMSWATCH_BENCH_ROUNDS", 2).max(1);
+    let fs: Vec<Arc<Outgoing>> = findings(n)
+        .into_iter()
+        .map(|f| Arc::new(Outgoing::Finding(f)))
+        .collect();
+    let bytes: usize = fs
+        .iter()
+        .map(|o| o.to_json_string().map(|s| s.len()).unwrap_or(0))
+        .sum();
+    println!(
+        "{n} findings, {:.0} bytes of OCSF JSON each on average",
+        bytes as f64 / n as f64
+    );
+    let mut best = [0f64; 2];
+    for round in 1..=rounds {
+        // Baseline: serialize every finding once, on one thread.
         let start = Instant::now();
-        let sem = Arc::new(tokio::sync::Semaphore::new(20_000));
-        let mut hs = Vec::with_capacity(n);
-        for f in fs {
-            let permit = sem.clone().acquire_owned().await.unwrap();
-            let set = set.clone();
-            hs.push(tokio::spawn(async move {
-                let r = set.deliver(Arc::new(Outgoing::Finding(f))).await;
-                drop(permit);
-                r
-            }));
+        let mut total = 0usize;
+        for o in &fs {
+            total += std::hint::black_box(o.to_json_string().unwrap()).len();
         }
-        for h in hs {
-            h.await.unwrap().unwrap();
-        }
-        let secs = start.elapsed().as_secs_f64();
-        let distinct: std::collections::HashSet<String> =
-            hec::indexed_uids(&st).into_iter().collect();
-        assert_eq!(distinct.len(), n);
+        assert_eq!(total, bytes);
+        let base = n as f64 / start.elapsed().as_secs_f64();
         println!(
-            "HEC sink (gzip, indexer_ack={ack}): {n} findings in {secs:.2} s = {:.0} findings/s",
-            n as f64 / secs
+            "round {round}: baseline serde_json::to_string: {base:.0} findings/s ({:.1} us per finding)",
+            1e6 / base
         );
-        set.shutdown(Duration::from_secs(1)).await;
+        for (k, ack) in [false, true].into_iter().enumerate() {
+            let rate = hec_round(&fs, ack).await;
+            best[k] = best[k].max(rate);
+            println!(
+                "round {round}: HEC sink (gzip, indexer_ack={ack}): {rate:.0} findings/s = {:.2} x baseline",
+                rate / base
+            );
+        }
     }
+    println!(
+        "best of {rounds}: without ack {:.0}/s, with ack {:.0}/s",
+        best[0], best[1]
+    );
+}
+
+/// CPU time of this process (user + system) from `/proc/self/stat`, seconds (Linux; 0 elsewhere).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the `(comm)`: utime and stime are the 12th and 13th, in clock ticks.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// Delivers every finding through a default-configured HEC sink; returns findings/s.
+async fn hec_round(fs: &[Arc<Outgoing>], ack: bool) -> f64 {
+    let n = fs.len();
+    let (srv, st) = hec::start("tok", ack).await;
+    st.lock().unwrap().light = true;
+    let spool = tempfile::tempdir().unwrap();
+    let mut cfg = json!({
+        "type": "splunk_hec", "endpoint": srv.url(), "token": "tok", "indexer_ack": ack,
+        "index": "kms"
+    });
+    // KMSWATCH_BENCH_BATCH overrides batch.max_events (default: the sink's default).
+    if let Some(b) = std::env::var("KMSWATCH_BENCH_BATCH")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        cfg["batch"] = json!({"max_events": b});
+    }
+    let cfg = sink(cfg);
+    let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
+    let start = Instant::now();
+    let cpu0 = cpu_secs();
+    // As the runtime does: one `deliver` future per finding, many in flight, spawned from a
+    // runtime task (not from the test's own thread, whose spawns go through the global queue).
+    let driver = {
+        let set = set.clone();
+        let fs: Vec<Arc<Outgoing>> = fs.to_vec();
+        tokio::spawn(async move {
+            let sem = Arc::new(tokio::sync::Semaphore::new(50_000));
+            let mut hs = Vec::with_capacity(fs.len());
+            for f in fs {
+                let permit = sem.clone().acquire_owned().await.unwrap();
+                let set = set.clone();
+                hs.push(tokio::spawn(async move {
+                    let r = set.deliver(f).await;
+                    drop(permit);
+                    r
+                }));
+            }
+            for h in hs {
+                h.await.unwrap().unwrap();
+            }
+        })
+    };
+    driver.await.unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
+    println!(
+        "    indexer_ack={ack}: {secs:.2} s wall, {cpu:.2} s CPU (sink + test collector) = {:.1} us CPU per finding",
+        cpu * 1e6 / n as f64
+    );
+    let got = hec::indexed_uids(&st);
+    let distinct: std::collections::HashSet<&String> = got.iter().collect();
+    assert_eq!(distinct.len(), n, "every finding indexed under its own id");
+    assert!(
+        fs.iter().all(|o| distinct.contains(&o.id())),
+        "no finding under another id"
+    );
+    let m = &set.metrics()[0];
+    assert_eq!((m.spooled, m.failed), (0, 0));
+    set.shutdown(Duration::from_secs(1)).await;
+    srv.stop().await;
+    n as f64 / secs
 }

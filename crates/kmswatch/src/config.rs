@@ -15,12 +15,17 @@
 //!   - { id: cloudtrail, type: aws_s3_sqs, queue_url: "https://sqs.us-east-1.amazonaws.com/111122223333/ct", region: us-east-1 }
 //!   - { id: keyvault, type: kafka, brokers: ["127.0.0.1:9092"], topics: [kms-audit], group_id: kmswatch, format: auto }
 //!   - { type: file, paths: ["logs/**/*.json*"], follow: true }
-//! sinks:                     # where findings go (Deliver)
+//! sinks:                     # kmswatch_sinks::SinkConfig: where findings and audit records go
 //!   - { type: file, path: findings.jsonl }
 //!   - { type: stdout }
+//!   - { type: splunk_hec, endpoint: "https://splunk:8088", token: "${HEC_TOKEN}", index: kms, indexer_ack: true }
 //! state: { dir: ./state, checkpoint_interval_ms: 1000, dedup_ttl_secs: 86400 }
 //! server: { listen: "127.0.0.1:9464" }   # /metrics, /healthz, /readyz
-//! scale_out: { brokers: ["127.0.0.1:9092"], topic: kmswatch-events, group_id: kmswatch-detect }
+//! scale_out: { brokers: ["127.0.0.1:9092"], topic: kmswatch-events, group_id: kmswatch-detect,
+//!              changelog_topic: kmswatch-events-state, partitions: 6 }
+//! respond:                   # kmswatch_respond::RespondConfig: playbooks run on findings
+//!   mode: dry_run            # dry_run (default) | approve | enforce
+//!   playbooks: [{ name: stop-deletion, rules: [kms_schedule_key_deletion], actions: [{kind: cancel_deletion}] }]
 //! ```
 //!
 //! Every section is optional; unknown keys are errors (a typo must not silently disable a
@@ -29,6 +34,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use kmswatch_normalize::Options as NormalizeOptions;
+use kmswatch_respond::RespondConfig;
 use kmswatch_rules::EngineConfig;
 use kmswatch_sources::SourceConfig;
 use serde::Deserialize;
@@ -54,9 +60,10 @@ pub struct Config {
     pub server: ServerConfig,
     /// `kmswatch run --mode ingest|detect`: the Kafka topic between ingest and detection.
     pub scale_out: Option<ScaleOutConfig>,
-    /// `kmswatch respond`: the response section (playbooks, mode, allow/deny lists, limits),
-    /// parsed and validated by `kmswatch_respond` where it is used.
-    pub respond: Option<Value>,
+    /// `kmswatch run` and `kmswatch respond`: the response section (playbooks, mode,
+    /// allow/deny lists, limits, journal), validated. `journal_path` defaults to
+    /// `STATE_DIR/respond-journal.jsonl`.
+    pub respond: Option<RespondConfig>,
 }
 
 /// One configured source: an id (its name in metrics, logs, engine streams and state) and the
@@ -70,28 +77,10 @@ pub struct SourceEntry {
     pub config: SourceConfig,
 }
 
-/// Where findings are delivered. The `type` key selects the sink.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SinkConfig {
-    /// One finding per line of JSON, appended to a file; fsynced before each checkpoint.
-    File {
-        /// The file (created when missing; relative to the config file).
-        path: PathBuf,
-    },
-    /// One finding per line of JSON on standard output.
-    Stdout,
-}
-
-impl SinkConfig {
-    /// The sink's name in metrics and logs.
-    pub fn name(&self) -> String {
-        match self {
-            SinkConfig::File { path } => format!("file:{}", path.display()),
-            SinkConfig::Stdout => "stdout".to_string(),
-        }
-    }
-}
+/// Where findings (and response audit records) are delivered: the `sinks:` list is
+/// `kmswatch_sinks::SinkConfig` (`type: file | stdout | splunk_hec | sentinel | kafka | webhook`,
+/// each with `name`, `route`, `batch`, `retry`, `spool`).
+pub use kmswatch_sinks::SinkConfig;
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from("state")
@@ -183,6 +172,9 @@ fn default_events_topic() -> String {
 fn default_detect_group() -> String {
     "kmswatch-detect".to_string()
 }
+fn default_partitions() -> i32 {
+    6
+}
 
 /// The `scale_out:` section: ingest instances publish normalized events to `topic`, keyed by
 /// principal; detection instances share `group_id` over it.
@@ -197,10 +189,26 @@ pub struct ScaleOutConfig {
     /// The detection instances' consumer group.
     #[serde(default = "default_detect_group")]
     pub group_id: String,
+    /// The detection state changelog (compacted; one record per event-topic partition,
+    /// keyed `TOPIC/PARTITION`). Default `TOPIC-state`.
+    #[serde(default)]
+    pub changelog_topic: Option<String>,
+    /// Partitions of the event topic and the changelog when kmswatch creates them (topics that
+    /// exist are used as they are). Default 6.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
     /// Extra librdkafka properties for the producer and consumer.
     #[serde(default)]
-    #[allow(dead_code)] // read by the scale-out mode
     pub librdkafka_options: std::collections::BTreeMap<String, String>,
+}
+
+impl ScaleOutConfig {
+    /// The changelog topic.
+    pub fn changelog(&self) -> String {
+        self.changelog_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-state", self.topic))
+    }
 }
 
 /// The `rules:` section.
@@ -234,7 +242,7 @@ struct RawTop {
     #[serde(default)]
     sources: Option<Vec<Value>>,
     #[serde(default)]
-    sinks: Option<Vec<SinkConfig>>,
+    sinks: Option<Vec<Value>>,
     #[serde(default)]
     state: Option<StateConfig>,
     #[serde(default)]
@@ -321,14 +329,20 @@ impl Config {
             }
             sources.push(SourceEntry { id, config });
         }
-        let mut sinks = top.sinks.unwrap_or_default();
-        for s in &mut sinks {
-            if let SinkConfig::File { path } = s {
-                *path = base.join(&*path);
-            }
+        let mut sinks = Vec::new();
+        for (i, v) in top.sinks.unwrap_or_default().into_iter().enumerate() {
+            let mut s: SinkConfig =
+                serde_json::from_value(v).map_err(|e| anyhow!("sinks[{i}]: {e}"))?;
+            rebase_sink_paths(&mut s, base);
+            sinks.push(s);
         }
+        kmswatch_sinks::SinkSet::validate(&sinks).map_err(|e| anyhow!("sinks: {e}"))?;
         let mut state = top.state.unwrap_or_default();
         state.dir = base.join(&state.dir);
+        let respond = match top.respond {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(respond_section(v, base, &state.dir)?),
+        };
         if let Some(p) = state.dead_letter_path.as_mut() {
             *p = base.join(&*p);
         }
@@ -347,6 +361,9 @@ impl Config {
             if so.brokers.is_empty() || so.topic.is_empty() || so.group_id.is_empty() {
                 bail!("scale_out: brokers, topic and group_id must not be empty");
             }
+            if so.partitions < 1 {
+                bail!("scale_out.partitions: must be at least 1");
+            }
         }
         Ok(Config {
             normalize: top.normalize.unwrap_or_default(),
@@ -357,9 +374,60 @@ impl Config {
             state,
             server,
             scale_out: top.scale_out,
-            respond: top.respond,
+            respond,
         })
     }
+
+    /// The spool directory of the sinks (`STATE_DIR/spool`, one subdirectory per sink).
+    pub fn spool_dir(&self) -> PathBuf {
+        self.state.dir.join("spool")
+    }
+}
+
+/// Relative paths in a sink's settings are relative to the config file.
+fn rebase_sink_paths(s: &mut SinkConfig, base: &Path) {
+    let rebase = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    match s {
+        SinkConfig::File(c) => rebase(&mut c.path),
+        SinkConfig::SplunkHec(c) => {
+            if let Some(p) = c.tls.ca_file.as_mut() {
+                rebase(p)
+            }
+        }
+        SinkConfig::Sentinel(c) => {
+            if let Some(p) = c.tls.ca_file.as_mut() {
+                rebase(p)
+            }
+        }
+        SinkConfig::Webhook(c) => {
+            if let Some(p) = c.tls.ca_file.as_mut() {
+                rebase(p)
+            }
+        }
+        SinkConfig::Stdout(_) | SinkConfig::Kafka(_) => {}
+    }
+}
+
+/// The file pending approvals and every response step are journaled to, when the `respond:`
+/// section does not name one.
+pub const DEFAULT_JOURNAL: &str = "respond-journal.jsonl";
+
+/// Parse and validate the `respond:` section; `journal_path` relative to the config file,
+/// default `STATE_DIR/respond-journal.jsonl` (the same file for `run` and `respond approve`).
+pub fn respond_section(v: Value, base: &Path, state_dir: &Path) -> Result<RespondConfig> {
+    let explicit = v.get("journal_path").is_some();
+    let mut rc: RespondConfig = serde_json::from_value(v).map_err(|e| anyhow!("respond: {e}"))?;
+    rc.journal_path = if explicit {
+        base.join(&rc.journal_path)
+    } else {
+        state_dir.join(DEFAULT_JOURNAL)
+    };
+    rc.validate().map_err(|e| anyhow!("respond: {e}"))?;
+    Ok(rc)
 }
 
 /// `${NAME}` in strings → the environment variable.
@@ -507,12 +575,39 @@ mod runtime_tests {
         assert_eq!(c.sources[0].id, "file-0");
         assert_eq!(c.sources[1].id, "b");
         assert_eq!(c.state.dir, PathBuf::from("/etc/kmswatch/state"));
+        match &c.sinks[0] {
+            SinkConfig::File(f) => {
+                assert_eq!(f.path, PathBuf::from("/etc/kmswatch/out.jsonl"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.spool_dir(), PathBuf::from("/etc/kmswatch/state/spool"));
+        assert!(c.respond.is_none());
+        let c = Config::parse(
+            "state: {dir: /var/lib/k}\nrespond: {mode: enforce, playbooks: [{name: p, rules: [r], actions: [{kind: disable}]}]}\n",
+            base,
+        )
+        .expect("respond");
+        let r = c.respond.expect("respond section");
+        assert_eq!(
+            r.journal_path,
+            PathBuf::from("/var/lib/k/respond-journal.jsonl")
+        );
+        assert_eq!(r.playbooks.len(), 1);
+        let c = Config::parse("respond: {journal_path: j.jsonl}\n", base).expect("respond");
+        assert_eq!(
+            c.respond.expect("respond").journal_path,
+            PathBuf::from("/etc/kmswatch/j.jsonl")
+        );
         for (text, needle) in [
             ("sources:\n  - { type: file, paths: [a], folow: true }\n", "folow"),
             ("sources:\n  - { type: file, paths: [a], id: x }\n  - { type: file, paths: [b], id: x }\n", "duplicate id"),
             ("sinks: [{type: file, path: a, extra: 1}]\n", "extra"),
             ("state: {dirr: x}\n", "dirr"),
             ("server: {listen: nowhere}\n", "server.listen"),
+            ("sinks: [{type: splunk_hec, endpoint: \"ftp://x\", token: t}]\n", "sinks"),
+            ("sinks: [{type: nosuch}]\n", "sinks[0]"),
+            ("respond: {mode: yolo}\n", "respond"),
             ("sources:\n  - { type: aws_s3_sqs, queue_url: q }\n", "queue_url"),
         ] {
             let e = Config::parse(text, base).expect_err(text);

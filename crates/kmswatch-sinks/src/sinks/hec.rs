@@ -8,31 +8,43 @@
 //!   polled with `POST /services/collector/ack` `{"acks":[ids]}` (one poller per sink, all
 //!   pending ids per poll) until Splunk answers `true`; only then is the batch delivered. An
 //!   ack that does not come within `ack_timeout_secs` counts as a failed send (the batch is
-//!   sent again: at-least-once, same ids).
-//! * Errors, by HEC status code (`{"text":..,"code":N}`):
+//!   sent again: at-least-once, same ids). Acks are pipelined: at most `batch.max_in_flight`
+//!   event requests run at once, but up to `max_pending_acks` batches may wait for their ack
+//!   (a waiting batch holds no request slot).
+//! * Answers, by HEC status code (`{"text":..,"code":N}`, the full documented list 0–27;
+//!   Splunk's *Troubleshoot HTTP Event Collector* page):
 //!
-//! | code | text | class |
-//! |---|---|---|
-//! | 1 | Token disabled | config |
-//! | 2 | Token is required | config |
-//! | 3 | Invalid authorization | config |
-//! | 4 | Invalid token | config |
-//! | 5 | No data | fatal |
-//! | 6 | Invalid data format | fatal (the batch is split to find the bad event) |
-//! | 7 | Incorrect index | config (the token may not write that index) |
-//! | 8 | Internal server error | retryable |
-//! | 9 | Server is busy | retryable (HTTP 503) |
-//! | 10 | Data channel is missing | retryable |
-//! | 11 | Invalid data channel | retryable |
-//! | 12 | Event field is required | fatal |
-//! | 13 | Event field cannot be blank | fatal |
-//! | 14 | ACK is disabled | config (`indexer_ack: true` needs the token's ack on) |
-//! | 15 | Error in handling indexed fields | fatal |
-//! | 16 | Query string authorization is not enabled | config |
-//! | 18–20 | HEC is unhealthy (queues full, ack service unavailable) | retryable |
+//! | code | HTTP | text | class |
+//! |---|---|---|---|
+//! | 0 | 200 | Success | delivered |
+//! | 1 | 403 | Token disabled | config |
+//! | 2 | 401 | Token is required | config |
+//! | 3 | 401 | Invalid authorization | config |
+//! | 4 | 403 | Invalid token | config |
+//! | 5 | 400 | No data | fatal |
+//! | 6 | 400 | Invalid data format | fatal (the batch is split to find the bad event) |
+//! | 7 | 400 | Incorrect index | config (the token may not write that index) |
+//! | 8 | 500 | Internal server error | retryable |
+//! | 9 | 503 | Server is busy | retryable (`Retry-After` honoured when given) |
+//! | 10 | 400 | Data channel is missing | retryable |
+//! | 11 | 400 | Invalid data channel | retryable |
+//! | 12 | 400 | Event field is required | fatal |
+//! | 13 | 400 | Event field cannot be blank | fatal |
+//! | 14 | 400 | ACK is disabled | config (`indexer_ack: true` needs the token's ack on) |
+//! | 15 | 400 | Error in handling indexed fields | fatal |
+//! | 16 | 400 | Query string authorization is not enabled | config |
+//! | 17 | 200 | HEC is healthy | (health endpoint) |
+//! | 18–20 | 503 | HEC is unhealthy (queues full, ack service unavailable) | retryable |
+//! | 21 | 400 | Invalid token (health endpoint) | config |
+//! | 22 | 400 | Token disabled (health endpoint) | config |
+//! | 23 | 503 | Server is shutting down | retryable |
+//! | 24 | 200 | HEC queue is approaching its capacity limit | delivered (warning logged) |
+//! | 25 | 200 | HEC ACK is approaching its capacity limit | delivered (warning logged) |
+//! | 26 | 429 | HEC queue is at capacity | retryable |
+//! | 27 | 429 | HEC ACK channel is at capacity | retryable |
 //!
-//! Without a code: 429, 5xx and transport errors are retryable, 401/403/404 config, other 4xx
-//! fatal.
+//! Without a known code: 408, 429, 5xx and transport errors (refused, reset, timeout) are
+//! retryable, 401/403/404 config, other 4xx fatal.
 
 use super::{classify_status, gzip, http_client, retry_after, transport_error};
 use crate::config::{Format, HecConfig};
@@ -40,20 +52,45 @@ use crate::format::Template;
 use crate::{ErrorClass, Outgoing, Record, SendError};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 
-/// The HEC class of a status code.
+/// The HEC class of a failing status code (`None`: success codes and unknown codes, which
+/// the HTTP status then classifies).
 pub(crate) fn classify_code(code: i64) -> Option<ErrorClass> {
     Some(match code {
-        0 | 17 => return None,
-        1..=4 | 7 | 14 | 16 => ErrorClass::Config,
+        1..=4 | 7 | 14 | 16 | 21 | 22 => ErrorClass::Config,
         5 | 6 | 12 | 13 | 15 => ErrorClass::Fatal,
-        8..=11 | 18..=20 => ErrorClass::Retryable,
+        8..=11 | 18..=20 | 23 | 26 | 27 => ErrorClass::Retryable,
         _ => return None,
     })
 }
+
+/// Codes that accompany an accepted request: 0 success, 17 healthy, and the capacity
+/// warnings 24 and 25 (HTTP 200: the data was taken).
+pub(crate) fn is_success_code(code: i64) -> bool {
+    matches!(code, 0 | 17 | 24 | 25)
+}
+
+/// Did HEC accept the request? Logs the capacity warnings.
+fn accepted(status: u16, code: Option<i64>, text: &str, url: &str) -> bool {
+    if !(200..300).contains(&status) {
+        return false;
+    }
+    match code {
+        None | Some(0) | Some(17) => true,
+        Some(c) if is_success_code(c) => {
+            tracing::warn!(url, code = c, answer = %text.trim(), "HEC accepted the request but is near capacity");
+            true
+        }
+        Some(_) => false,
+    }
+}
+
+/// Initial buffer of an encoded event (a typical finding is 1–2 kB of JSON).
+const ENCODE_CAPACITY: usize = 2048;
 
 type AckWaiters = HashMap<u64, oneshot::Sender<Result<(), SendError>>>;
 
@@ -81,6 +118,9 @@ pub(crate) struct HecDest {
     indexer_ack: bool,
     ack_timeout: Duration,
     acks: Option<Arc<AckPoller>>,
+    /// Concurrent event requests (`batch.max_in_flight`); an ack wait holds no permit.
+    posts: tokio::sync::Semaphore,
+    max_pending_acks: usize,
 }
 
 fn lock(m: &Mutex<AckWaiters>) -> std::sync::MutexGuard<'_, AckWaiters> {
@@ -118,6 +158,8 @@ impl HecDest {
             indexer_ack: c.indexer_ack,
             ack_timeout: Duration::from_secs(c.ack_timeout_secs.max(1)),
             acks: None,
+            posts: tokio::sync::Semaphore::new(c.batch.max_in_flight.max(1)),
+            max_pending_acks: c.max_pending_acks.max(1),
         };
         if c.indexer_ack {
             let poller = Arc::new(AckPoller {
@@ -137,7 +179,17 @@ impl HecDest {
         Ok(d)
     }
 
-    /// One HEC event object for an item.
+    /// See `Destination::max_batches_in_flight`.
+    pub fn max_batches_in_flight(&self, configured: usize) -> usize {
+        if self.indexer_ack {
+            configured.max(self.max_pending_acks)
+        } else {
+            configured
+        }
+    }
+
+    /// One HEC event object for an item, written into one buffer: the envelope, then the
+    /// event serialized in place (no intermediate `String` or `Value` for static metadata).
     pub fn encode(&self, item: &Outgoing) -> Result<String, String> {
         let full = if self.static_meta {
             None
@@ -148,12 +200,6 @@ impl HecDest {
             Some(s) => s.to_string(),
             None => full.as_ref().map(|v| t.render(v)).unwrap_or_default(),
         };
-        // The envelope is written directly (no intermediate `Value` for the event).
-        let event = match (self.format, item, &full) {
-            (Format::Cim, Outgoing::Finding(f), _) => crate::format::cim(f).to_string(),
-            (_, _, Some(v)) => v.to_string(),
-            (_, _, None) => item.to_json_string().map_err(|e| e.to_string())?,
-        };
         let time_ms = match item {
             Outgoing::Finding(f) => f.time,
             Outgoing::Audit(v) => v
@@ -161,40 +207,48 @@ impl HecDest {
                 .and_then(Value::as_i64)
                 .unwrap_or_else(crate::format::now_millis),
         };
-        let q = |s: &str| Value::String(s.to_string()).to_string();
-        let mut o = String::with_capacity(event.len() + 160);
-        o.push_str(&format!(
+        let mut o: Vec<u8> = Vec::with_capacity(ENCODE_CAPACITY);
+        let e = |e: serde_json::Error| e.to_string();
+        let _ = write!(
+            o,
             "{{\"time\":{}.{:03}",
             time_ms.div_euclid(1000),
             time_ms.rem_euclid(1000)
-        ));
+        );
         if let Some(h) = &self.host {
             let h = render(h);
             if !h.is_empty() {
-                o.push_str(",\"host\":");
-                o.push_str(&q(&h));
+                o.extend_from_slice(b",\"host\":");
+                serde_json::to_writer(&mut o, &h).map_err(e)?;
             }
         }
-        o.push_str(",\"source\":");
-        o.push_str(&q(&render(&self.source)));
-        let st = if item.is_audit() {
-            self.audit_sourcetype.clone()
+        o.extend_from_slice(b",\"source\":");
+        serde_json::to_writer(&mut o, &render(&self.source)).map_err(e)?;
+        o.extend_from_slice(b",\"sourcetype\":");
+        if item.is_audit() {
+            serde_json::to_writer(&mut o, &self.audit_sourcetype).map_err(e)?;
         } else {
-            render(&self.sourcetype)
-        };
-        o.push_str(",\"sourcetype\":");
-        o.push_str(&q(&st));
+            serde_json::to_writer(&mut o, &render(&self.sourcetype)).map_err(e)?;
+        }
         if let Some(i) = &self.index {
             let i = render(i);
             if !i.is_empty() {
-                o.push_str(",\"index\":");
-                o.push_str(&q(&i));
+                o.extend_from_slice(b",\"index\":");
+                serde_json::to_writer(&mut o, &i).map_err(e)?;
             }
         }
-        o.push_str(",\"event\":");
-        o.push_str(&event);
-        o.push('}');
-        Ok(o)
+        o.extend_from_slice(b",\"event\":");
+        match (self.format, item, &full) {
+            (Format::Cim, Outgoing::Finding(f), _) => {
+                serde_json::to_writer(&mut o, &crate::format::cim(f)).map_err(e)?
+            }
+            (_, _, Some(v)) => serde_json::to_writer(&mut o, v).map_err(e)?,
+            (_, Outgoing::Finding(f), None) => serde_json::to_writer(&mut o, f).map_err(e)?,
+            (_, Outgoing::Audit(v), None) => serde_json::to_writer(&mut o, v).map_err(e)?,
+        }
+        o.push(b'}');
+        // serde_json writes UTF-8; the check cannot fail.
+        String::from_utf8(o).map_err(|e| e.to_string())
     }
 
     pub async fn send(&self, recs: &[Record]) -> Result<(), SendError> {
@@ -212,23 +266,31 @@ impl HecDest {
             body = gzip(&body)?;
             req = req.header("Content-Encoding", "gzip");
         }
-        let resp = req
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| transport_error("HEC event", e))?;
-        let status = resp.status().as_u16();
-        let ra = retry_after(resp.headers());
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| transport_error("HEC event response", e))?;
+        let (status, ra, text) = {
+            let _slot = self
+                .posts
+                .acquire()
+                .await
+                .map_err(|_| SendError::retryable("HEC sink closed"))?;
+            let resp = req
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| transport_error("HEC event", e))?;
+            let status = resp.status().as_u16();
+            let ra = retry_after(resp.headers());
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| transport_error("HEC event response", e))?;
+            (status, ra, text)
+        };
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         let code = parsed
             .as_ref()
             .and_then(|v| v.get("code"))
             .and_then(Value::as_i64);
-        if !(200..300).contains(&status) || code.is_some_and(|c| c != 0) {
+        if !accepted(status, code, &text, &self.event_url) {
             let class = code
                 .and_then(classify_code)
                 .unwrap_or_else(|| classify_status(status));
@@ -367,7 +429,7 @@ async fn poll_acks(
             .as_ref()
             .and_then(|v| v.get("code"))
             .and_then(Value::as_i64);
-        if status != 200 || code.is_some_and(|c| c != 0) {
+        if !accepted(status, code, &text, &url) {
             let class = code
                 .and_then(classify_code)
                 .unwrap_or_else(|| classify_status(status));
@@ -403,5 +465,33 @@ async fn poll_acks(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_code_is_classified() {
+        // Splunk's table: 0-27 (17 health, 24/25 warnings that come with HTTP 200).
+        for code in 0..=27 {
+            let success = is_success_code(code);
+            let class = classify_code(code);
+            assert!(
+                success != class.is_some(),
+                "code {code}: success={success} class={class:?}"
+            );
+        }
+        assert_eq!(classify_code(9), Some(ErrorClass::Retryable));
+        assert_eq!(classify_code(4), Some(ErrorClass::Config));
+        assert_eq!(classify_code(14), Some(ErrorClass::Config));
+        assert_eq!(classify_code(6), Some(ErrorClass::Fatal));
+        assert_eq!(classify_code(26), Some(ErrorClass::Retryable));
+        assert!(accepted(200, Some(24), "near capacity", "u"));
+        assert!(accepted(200, None, "", "u"));
+        assert!(!accepted(200, Some(6), "", "u"));
+        assert!(!accepted(503, Some(9), "", "u"));
+        assert!(classify_code(99).is_none());
     }
 }

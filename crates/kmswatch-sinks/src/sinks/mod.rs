@@ -43,6 +43,16 @@ impl Destination {
         })
     }
 
+    /// Batches that may be in flight at once: `configured` (`batch.max_in_flight`), except
+    /// for HEC with indexer acknowledgement, where a batch waiting for its ack holds no
+    /// request slot and up to `max_pending_acks` batches may wait.
+    pub fn max_batches_in_flight(&self, configured: usize) -> usize {
+        match self {
+            Destination::Hec(d) => d.max_batches_in_flight(configured),
+            _ => configured,
+        }
+    }
+
     pub fn encode(&self, item: &Outgoing) -> Result<Record, String> {
         let body = match self {
             Destination::Stdout(d) => encode_line(item, d.format),

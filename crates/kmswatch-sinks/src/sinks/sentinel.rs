@@ -183,7 +183,8 @@ impl SentinelDest {
         Ok(value)
     }
 
-    async fn post(&self, url: &str, rows: &[&Record]) -> Result<(), SendError> {
+    /// One request; a failure carries the HTTP status when there was one.
+    async fn post(&self, url: &str, rows: &[&Record]) -> Result<(), (SendError, Option<u16>)> {
         let mut body = Vec::with_capacity(rows.iter().map(|r| r.body.len() + 1).sum::<usize>() + 2);
         body.push(b'[');
         for (i, r) in rows.iter().enumerate() {
@@ -193,21 +194,21 @@ impl SentinelDest {
             body.extend_from_slice(r.body.as_bytes());
         }
         body.push(b']');
-        let token = self.token().await?;
+        let token = self.token().await.map_err(|e| (e, None))?;
         let mut req = self
             .client
             .post(url)
             .header("Authorization", format!("Bearer {token}"))
             .header("Content-Type", "application/json");
         if self.gzip {
-            body = gzip(&body)?;
+            body = gzip(&body).map_err(|e| (e, None))?;
             req = req.header("Content-Encoding", "gzip");
         }
         let resp = req
             .body(body)
             .send()
             .await
-            .map_err(|e| transport_error("Logs Ingestion", e))?;
+            .map_err(|e| (transport_error("Logs Ingestion", e), None))?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(());
@@ -222,11 +223,14 @@ impl SentinelDest {
             413 => ErrorClass::Fatal,
             s => classify_status(s),
         };
-        Err(SendError {
-            class,
-            message: format!("Logs Ingestion {url} answered {status}: {}", text.trim()),
-            retry_after: ra,
-        })
+        Err((
+            SendError {
+                class,
+                message: format!("Logs Ingestion {url} answered {status}: {}", text.trim()),
+                retry_after: ra,
+            },
+            Some(status),
+        ))
     }
 
     /// Posts rows, halving on 413.
@@ -235,12 +239,12 @@ impl SentinelDest {
         while let Some(part) = stack.pop() {
             match self.post(url, part).await {
                 Ok(()) => {}
-                Err(e) if e.message.contains(" answered 413") && part.len() > 1 => {
+                Err((_, Some(413))) if part.len() > 1 => {
                     let (a, b) = part.split_at(part.len() / 2);
                     stack.push(b);
                     stack.push(a);
                 }
-                Err(e) => return Err(e),
+                Err((e, _)) => return Err(e),
             }
         }
         Ok(())
@@ -274,7 +278,9 @@ impl SentinelDest {
     /// stream and role assignment are right).
     pub async fn check(&self) -> Result<String, SendError> {
         self.token().await?;
-        self.post(&self.findings_url, &[]).await?;
+        self.post(&self.findings_url, &[])
+            .await
+            .map_err(|(e, _)| e)?;
         Ok(format!("token fetched; {} accepts rows", self.findings_url))
     }
 }

@@ -20,6 +20,45 @@ pub enum Fail {
     Slow(Duration),
     /// Accept the events but never acknowledge this request's ackId (and do not index them).
     LoseAck,
+    /// Refuse with this HTTP status and HEC code (text from the documented table) and, when
+    /// given, a `Retry-After` of that many seconds. Nothing is indexed.
+    Answer(u16, i64, Option<u64>),
+    /// Accept and index (or queue for ack) normally, but answer code 24 "HEC queue is
+    /// approaching its capacity limit" (HTTP 200: the data was taken).
+    NearCapacity,
+}
+
+/// The documented text of an HEC status code.
+pub fn code_text(code: i64) -> &'static str {
+    match code {
+        0 => "Success",
+        1 | 22 => "Token disabled",
+        2 => "Token is required",
+        3 => "Invalid authorization",
+        4 | 21 => "Invalid token",
+        5 => "No data",
+        6 => "Invalid data format",
+        7 => "Incorrect index",
+        8 => "Internal server error",
+        9 => "Server is busy",
+        10 => "Data channel is missing",
+        11 => "Invalid data channel",
+        12 => "Event field is required",
+        13 => "Event field cannot be blank",
+        14 => "ACK is disabled",
+        15 => "Error in handling indexed fields",
+        16 => "Query string authorization is not enabled",
+        17 => "HEC is healthy",
+        18 => "HEC is unhealthy, queues are full",
+        19 => "HEC is unhealthy, ack service unavailable",
+        20 => "HEC is unhealthy, queues are full, ack service unavailable",
+        23 => "Server is shutting down",
+        24 => "HEC queue is approaching its capacity limit",
+        25 => "HEC ACK is approaching its capacity limit",
+        26 => "HEC queue is at capacity and cannot process any more requests",
+        27 => "HEC ACK channel is at capacity and cannot process any more requests",
+        _ => "Unknown",
+    }
 }
 
 #[derive(Default)]
@@ -43,7 +82,8 @@ pub struct HecState {
     pending: HashMap<(String, u64), (Vec<Value>, u32, bool)>,
     pub event_requests: usize,
     pub events_per_request: Vec<usize>,
-    /// Keep only each event's uid and index (benchmarks): events are still parsed and checked.
+    /// Keep only each event's uid, as a JSON string (benchmarks): events are still gunzipped,
+    /// parsed and checked (event field, index, rejected uids).
     pub light: bool,
 }
 
@@ -71,6 +111,9 @@ fn err(status: u16, text: &str, code: i64) -> Reply {
 }
 
 pub fn uid_of(event: &Value) -> Option<String> {
+    if let Value::String(uid) = event {
+        return Some(uid.clone()); // light mode
+    }
     let e = event.get("event")?;
     e.pointer("/finding_info/uid")
         .or_else(|| e.get("id"))
@@ -99,7 +142,16 @@ fn handle(st: &State, r: Req) -> Reply {
             let fail = s.script.pop_front();
             let mut delay = Duration::ZERO;
             let mut lose = false;
+            let mut near_capacity = false;
             match fail {
+                Some(Fail::Answer(status, code, ra)) => {
+                    let mut rep = err(status, code_text(code), code);
+                    if let Some(ra) = ra {
+                        rep.headers.push(("Retry-After".into(), ra.to_string()));
+                    }
+                    return rep;
+                }
+                Some(Fail::NearCapacity) => near_capacity = true,
                 Some(Fail::Busy) => return err(503, "Server is busy", 9),
                 Some(Fail::Reset) => return Reply::reset(),
                 Some(Fail::Slow(d)) => delay = d,
@@ -130,10 +182,24 @@ fn handle(st: &State, r: Req) -> Reply {
                         Ok(LiteEnv {
                             event: Some(e),
                             index,
-                        }) => json!({
-                            "index": index,
-                            "event": {"finding_info": {"uid": e.finding_info.map(|f| f.uid)}, "id": e.id}
-                        }),
+                        }) => {
+                            // Light mode keeps only the uid (as a JSON string).
+                            if let Some(idx) = &index {
+                                if !allowed.is_empty() && !allowed.contains(idx) {
+                                    return Reply::json(
+                                        400,
+                                        json!({"text": "Incorrect index", "code": 7, "invalid-event-number": i}),
+                                    );
+                                }
+                            }
+                            let uid = e.finding_info.map(|f| f.uid).or(e.id).unwrap_or_default();
+                            if reject.contains(&uid) {
+                                return bad;
+                            }
+                            events.push(Value::String(uid));
+                            i += 1;
+                            continue;
+                        }
                         Ok(LiteEnv { event: None, .. }) => json!({}),
                         Err(e) if e.is_eof() => break,
                         Err(_) => return bad,
@@ -176,6 +242,11 @@ fn handle(st: &State, r: Req) -> Reply {
             }
             let mut s = st.lock().unwrap();
             s.events_per_request.push(events.len());
+            let (text, code) = if near_capacity {
+                (code_text(24), 24)
+            } else {
+                ("Success", 0)
+            };
             let mut reply = if s.ack_enabled {
                 let ch = channel.unwrap_or_default();
                 let id = {
@@ -185,10 +256,10 @@ fn handle(st: &State, r: Req) -> Reply {
                     id
                 };
                 s.pending.insert((ch, id), (events, 0, lose));
-                Reply::json(200, json!({"text": "Success", "code": 0, "ackId": id}))
+                Reply::json(200, json!({"text": text, "code": code, "ackId": id}))
             } else {
                 s.indexed.extend(events);
-                Reply::json(200, json!({"text": "Success", "code": 0}))
+                Reply::json(200, json!({"text": text, "code": code}))
             };
             reply.delay = delay;
             reply

@@ -140,32 +140,18 @@ fn parse_provider(s: &str) -> Result<Provider, String> {
     }
 }
 
-/// The `respond:` section of the config file (other sections are read by other verbs).
+/// The `respond:` section of the config file, resolved as `kmswatch run` resolves it (same
+/// journal: `respond.journal_path`, default `STATE_DIR/respond-journal.jsonl`), so that
+/// `approve` finds the actions `run` left pending.
 fn load_config(path: Option<&PathBuf>) -> Result<RespondConfig> {
     let Some(path) = path else {
         return Ok(RespondConfig::default());
     };
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let docs = yaml_rust2::YamlLoader::load_from_str(&text)
-        .map_err(|e| anyhow!("config {}: {e}", path.display()))?;
-    let value = docs
-        .first()
-        .map(crate::config::yaml_to_json)
-        .unwrap_or_default();
-    let section = value.get("respond").cloned().unwrap_or_default();
-    let mut cfg: RespondConfig = if section.is_null() {
-        RespondConfig::default()
-    } else {
-        serde_json::from_value(section)
-            .map_err(|e| anyhow!("config {}: respond: {e}", path.display()))?
-    };
-    if cfg.journal_path.is_relative() {
-        if let Some(base) = path.parent() {
-            cfg.journal_path = base.join(&cfg.journal_path);
-        }
-    }
-    Ok(cfg)
+    let cfg = crate::config::Config::load(path)?;
+    Ok(cfg.respond.unwrap_or_else(|| RespondConfig {
+        journal_path: cfg.state.dir.join(crate::config::DEFAULT_JOURNAL),
+        ..RespondConfig::default()
+    }))
 }
 
 /// Give the cloud a person names on the command line a responder even when the config has no

@@ -4,8 +4,9 @@ use crate::cmd::scan::load_rules;
 use crate::config::{Config, SourceEntry};
 use crate::runtime::dedup::Dedup;
 use crate::runtime::deliver;
-use crate::runtime::metrics::{describe_all, Metrics};
+use crate::runtime::metrics::{describe_all, export_sink_metrics, Metrics};
 use crate::runtime::pipeline::{self, Deliverer, DetectSettings, Detector};
+use crate::runtime::respond;
 use crate::runtime::server;
 use crate::runtime::store::Store;
 use anyhow::{bail, Context, Result};
@@ -218,17 +219,16 @@ async fn service(cfg: Config, exit_when_done: bool) -> Result<()> {
     let (n_rules, n_corr) = (rules.len(), rules.correlations().count());
     let store = Arc::new(Store::open(&cfg.state.dir)?);
     let (engine, dedup, restored) = pipeline::build_detector_state(&cfg, rules, &store)?;
-    if cfg.sinks.is_empty() {
-        bail!("no sinks configured (add `sinks: [{{type: file, path: findings.jsonl}}]`)");
-    }
-    let sinks = deliver::build(&cfg.sinks)?;
+    let sinks = deliver::start_sinks(&cfg)?;
+    export_sink_metrics(&metrics, sinks.clone());
     let sources = open_sources(&cfg).await?;
     info!(
         version = env!("CARGO_PKG_VERSION"),
         rules = n_rules,
         correlations = n_corr,
         sources = %cfg.sources.iter().map(|s| format!("{}({})", s.id, s.config.type_name())).collect::<Vec<_>>().join(", "),
-        sinks = %cfg.sinks.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
+        sinks = %sinks.names().join(", "),
+        respond = %cfg.respond.as_ref().map(|r| format!("{:?}, {} playbook(s), journal {}", r.mode, r.playbooks.len(), r.journal_path.display())).unwrap_or_else(|| "-".into()),
         state_dir = %cfg.state.dir.display(),
         restored_state = restored,
         dedup_entries = dedup.len(),
@@ -249,6 +249,11 @@ async fn service(cfg: Config, exit_when_done: bool) -> Result<()> {
     .await
 }
 
+/// How long shutdown waits for the playbooks of findings already queued.
+const RESPONSE_DRAIN: Duration = Duration::from_secs(60);
+/// How long shutdown lets the sinks drain their spools (the rest is sent by the next start).
+const SINK_GRACE: Duration = Duration::from_secs(10);
+
 /// Wire and run sources → detect → deliver until stopped (or, with `exit_when_done`, until
 /// every source ended).
 #[allow(clippy::too_many_arguments)]
@@ -256,7 +261,7 @@ pub async fn run_pipeline(
     cfg: &Config,
     engine: kmswatch_rules::Engine,
     dedup: Dedup,
-    sinks: Vec<Box<dyn deliver::Deliver>>,
+    sinks: Arc<kmswatch_sinks::SinkSet>,
     store: Arc<Store>,
     sources: Vec<(SourceEntry, Source)>,
     metrics: Metrics,
@@ -268,11 +273,19 @@ pub async fn run_pipeline(
     let (tx_deliver, rx_deliver) = mpsc::channel(cap);
     let (stop_tx, stop_rx) = watch::channel(false);
     spawn_signal_handler(stop_tx);
+    let (respond, respond_task) = match &cfg.respond {
+        Some(rc) => {
+            let (hook, task) = respond::start(rc, sinks.clone(), metrics.clone())?;
+            (Some(hook), Some(task))
+        }
+        None => (None, None),
+    };
     let deliverer = Deliverer {
-        sinks,
+        sinks: deliver::build(&sinks, &metrics),
         store,
         dead_letter: cfg.state.dead_letter(),
         metrics: metrics.clone(),
+        respond,
     };
     let deliver_task = tokio::spawn(deliverer.run(rx_deliver));
     let settings = DetectSettings {
@@ -310,6 +323,13 @@ pub async fn run_pipeline(
     ready.store(false, Ordering::Relaxed);
     metrics.set("kmswatch_ready", &[], 0.0);
     close_sources(finished).await;
+    if let Some(t) = respond_task {
+        // The hook was dropped with the deliver task: the queue drains, then the task ends.
+        if tokio::time::timeout(RESPONSE_DRAIN, t).await.is_err() {
+            warn!("response task still busy at shutdown; its steps are in the journal");
+        }
+    }
+    sinks.shutdown(SINK_GRACE).await;
     let engine = detect?;
     deliver?;
     let stats = engine.stats();

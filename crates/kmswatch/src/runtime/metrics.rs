@@ -54,10 +54,23 @@ struct Inner {
     help: BTreeMap<String, (&'static str, &'static str)>,
 }
 
+/// A function that refreshes metrics kept elsewhere (the sinks' counters) before rendering.
+type Collector = Arc<dyn Fn(&Metrics) + Send + Sync>;
+
+#[derive(Clone, Default)]
+struct Collectors(Arc<Mutex<Vec<Collector>>>);
+
+impl std::fmt::Debug for Collectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Collectors")
+    }
+}
+
 /// The registry; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     inner: Arc<Mutex<Inner>>,
+    collectors: Collectors,
 }
 
 fn labels(l: &[(&str, &str)]) -> String {
@@ -108,6 +121,44 @@ impl Metrics {
             .observe(v, n);
     }
 
+    /// Set a counter kept elsewhere (a monotonic total read from another component).
+    pub fn set_counter(&self, name: &str, l: &[(&str, &str)], v: f64) {
+        self.lock()
+            .counters
+            .insert((name.to_string(), labels(l)), v);
+    }
+
+    /// Set a histogram kept elsewhere: `cumulative[i]` observations `<= bounds[i]`, `count` in
+    /// all (the `+Inf` bucket), `sum` of the observations.
+    pub fn set_histogram(
+        &self,
+        name: &str,
+        l: &[(&str, &str)],
+        bounds: &'static [f64],
+        cumulative: &[u64],
+        count: u64,
+        sum: f64,
+    ) {
+        let mut h = Histogram::new(bounds);
+        for (c, v) in h.counts.iter_mut().zip(cumulative) {
+            *c = *v;
+        }
+        h.count = count;
+        h.sum = sum;
+        self.lock()
+            .histograms
+            .insert((name.to_string(), labels(l)), h);
+    }
+
+    /// Call `f` before every render (to copy in metrics another component keeps).
+    pub fn add_collector(&self, f: impl Fn(&Metrics) + Send + Sync + 'static) {
+        self.collectors
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(f));
+    }
+
     /// A counter's value (tests, summaries).
     #[allow(dead_code)] // used by tests and the scale-out mode
     pub fn counter(&self, name: &str, l: &[(&str, &str)]) -> f64 {
@@ -120,6 +171,15 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
+        let collectors: Vec<Collector> = self
+            .collectors
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for c in collectors {
+            c(self);
+        }
         let g = self.lock();
         let mut out = String::new();
         let header = |out: &mut String, name: &str, default_kind: &str| {
@@ -159,6 +219,35 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Export a sink set's metrics (copied at every scrape).
+pub fn export_sink_metrics(m: &Metrics, set: std::sync::Arc<kmswatch_sinks::SinkSet>) {
+    m.add_collector(move |m| {
+        for s in set.metrics() {
+            let l = [("sink", s.sink.as_str()), ("type", s.sink_type)];
+            m.set_counter("kmswatch_sink_sent_total", &l, s.sent as f64);
+            m.set_counter("kmswatch_sink_retried_total", &l, s.retried as f64);
+            m.set_counter("kmswatch_sink_failed_total", &l, s.failed as f64);
+            m.set_counter("kmswatch_sink_spooled_total", &l, s.spooled as f64);
+            m.set("kmswatch_sink_spooled_bytes", &l, s.spooled_bytes as f64);
+            m.set("kmswatch_sink_spooled_items", &l, s.spooled_items as f64);
+            m.set(
+                "kmswatch_sink_oldest_spooled_age_seconds",
+                &l,
+                s.oldest_spooled_age_secs,
+            );
+            let cum: Vec<u64> = s.acked_latency.buckets.iter().map(|(_, c)| *c).collect();
+            m.set_histogram(
+                "kmswatch_sink_acked_latency_seconds",
+                &l,
+                &kmswatch_sinks::metrics::LATENCY_BUCKETS_SECS,
+                &cum,
+                s.acked_latency.count,
+                s.acked_latency.sum_secs,
+            );
+        }
+    });
 }
 
 /// Declare every metric the runtime emits (one place to read them all).
@@ -212,17 +301,77 @@ pub fn describe_all(m: &Metrics) {
         (
             "kmswatch_sink_delivered_total",
             "counter",
-            "Findings durably accepted, by sink.",
+            "Findings handed to the sinks (accepted by every routed sink at the next checkpoint).",
         ),
         (
             "kmswatch_sink_errors_total",
             "counter",
-            "Delivery failures (retried), by sink.",
+            "Items a sink refused: kind=retryable (spool not writable, retried), rejected (dead-lettered by the sink), encode.",
         ),
         (
             "kmswatch_sink_latency_seconds",
             "histogram",
-            "Time to deliver a batch of findings, by sink.",
+            "Time to hand a batch of findings to the sinks (waits while a spool is full).",
+        ),
+        (
+            "kmswatch_sink_sent_total",
+            "counter",
+            "Items the destination acknowledged, by sink and type.",
+        ),
+        (
+            "kmswatch_sink_retried_total",
+            "counter",
+            "Failed send attempts that were retried, by sink.",
+        ),
+        (
+            "kmswatch_sink_failed_total",
+            "counter",
+            "Items the destination rejected (sink dead-letter file), by sink.",
+        ),
+        (
+            "kmswatch_sink_spooled_total",
+            "counter",
+            "Items written to the sink's disk spool, by sink.",
+        ),
+        (
+            "kmswatch_sink_spooled_bytes",
+            "gauge",
+            "Bytes waiting in the sink's disk spool.",
+        ),
+        (
+            "kmswatch_sink_spooled_items",
+            "gauge",
+            "Items waiting in the sink's disk spool.",
+        ),
+        (
+            "kmswatch_sink_oldest_spooled_age_seconds",
+            "gauge",
+            "Age of the oldest spooled item (0: spool empty).",
+        ),
+        (
+            "kmswatch_sink_acked_latency_seconds",
+            "histogram",
+            "From delivery to the destination's acknowledgement, by sink.",
+        ),
+        (
+            "kmswatch_respond_steps_total",
+            "counter",
+            "Response audit records, by phase and outcome.",
+        ),
+        (
+            "kmswatch_respond_findings_total",
+            "counter",
+            "Findings raised by the responder (failed action, blast-radius halt), by rule.",
+        ),
+        (
+            "kmswatch_respond_timeouts_total",
+            "counter",
+            "Playbook runs abandoned after the response timeout.",
+        ),
+        (
+            "kmswatch_respond_queue",
+            "gauge",
+            "Findings waiting for the responder.",
         ),
         (
             "kmswatch_end_to_end_seconds",

@@ -5,6 +5,7 @@ pub mod dedup;
 pub mod deliver;
 pub mod metrics;
 pub mod pipeline;
+pub mod respond;
 pub mod scale;
 pub mod server;
 pub mod store;

@@ -7,7 +7,11 @@
 //!                                     snapshot + dedup delta + acks ─────> sinks.flush
 //!                                                                          store.commit (fsync)
 //!                                                                          settle the acks
+//!                                                          findings ──> respond hook (playbooks)
 //! ```
+//!
+//! The sinks are the sinks crate's `SinkSet` behind `deliver::SinkSetDeliver`: `flush`
+//! resolves once every routed sink acknowledged or spooled each finding sent so far.
 //!
 //! Acknowledgement rule: a batch is acknowledged upstream (SQS message deleted, Kafka offset
 //! committed, file position saved) only once (1) every finding emitted before the checkpoint
@@ -711,6 +715,9 @@ pub struct Deliverer {
     pub dead_letter: std::path::PathBuf,
     /// Metrics.
     pub metrics: Metrics,
+    /// The playbooks: every finding is handed to them once the sinks have it (`None`: no
+    /// `respond:` section).
+    pub respond: Option<crate::runtime::respond::ResponseHook>,
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -767,6 +774,9 @@ impl Deliverer {
                     }
                     for f in &v {
                         debug!(finding = %f.finding_info.uid, rule = %f.finding_info.analytic.uid, "finding delivered");
+                    }
+                    if let Some(hook) = &self.respond {
+                        hook.hand(&v).await;
                     }
                 }
                 ToDeliver::Dead(recs) => {

@@ -1,0 +1,509 @@
+//! `kmswatch run` wired to the sinks crate and the responder, end to end:
+//!
+//! - a file source delivering to a Splunk HEC test collector (the sinks crate's own, shared
+//!   through `#[path]`): findings arrive with the HEC token, and the file position is saved
+//!   only once the collector acknowledged them (indexer acknowledgement);
+//! - issue 6's acceptance through the service: a ScheduleKeyDeletion CloudTrail event for a
+//!   real moto KMS key triggers CancelKeyDeletion + EnableKey in `enforce` mode (DescribeKey
+//!   shows Enabled, audit records reach the file sink), and changes nothing in `dry_run`;
+//! - a failing action (a key moto does not know) raises a response-failure finding.
+//!
+//! The moto tests skip, with a message, when `KMSWATCH_TEST_AWS_ENDPOINT` is not set
+//! (`source scripts/services up`).
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../kmswatch-sinks/tests/common/mod.rs"]
+mod common;
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kmswatch");
+const HEC_TOKEN: &str = "11111111-2222-3333-4444-555555555555";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn aws_endpoint() -> Option<String> {
+    std::env::var("KMSWATCH_TEST_AWS_ENDPOINT")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// A `kmswatch run` child process; killed when dropped.
+struct Run {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Run {
+    fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Run {
+        std::fs::write(dir.join("kmswatch.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("kmswatch.log")).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(dir.join("kmswatch.yml"))
+            .env(
+                "KMSWATCH_LOG",
+                "info,aws_config=warn,aws_smithy_runtime=warn",
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run {
+            dir: dir.to_path_buf(),
+            child: Some(cmd.spawn().unwrap()),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kmswatch.log")).unwrap_or_default()
+    }
+
+    fn jsonl(&self, name: &str) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join(name))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn assert_alive(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            if let Ok(Some(st)) = c.try_wait() {
+                panic!("kmswatch run exited early with {st}:\n{}", self.log());
+            }
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(40);
+            loop {
+                if let Ok(Some(st)) = c.try_wait() {
+                    assert!(
+                        st.success(),
+                        "kmswatch run exited with {st}:\n{}",
+                        self.log()
+                    );
+                    return;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    panic!("kmswatch run did not stop:\n{}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A CloudTrail ScheduleKeyDeletion record for `key_arn`, as one JSON line.
+fn schedule_deletion_line(key_arn: &str, event_id: &str) -> String {
+    let account = key_arn.split(':').nth(4).unwrap_or("123456789012");
+    let rec = json!({
+        "eventVersion": "1.09",
+        "userIdentity": {
+            "type": "IAMUser", "principalId": "AIDA6384E2B2184BCBF58",
+            "arn": format!("arn:aws:iam::{account}:user/mallory"),
+            "accountId": account, "accessKeyId": "AKIA3B3FAAD13390D035", "userName": "mallory"
+        },
+        "eventTime": "2026-01-15T15:00:00Z",
+        "eventSource": "kms.amazonaws.com",
+        "eventName": "ScheduleKeyDeletion",
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": "203.0.113.10",
+        "userAgent": "aws-cli/2.15.30 Python/3.11.8 Linux/6.5 exe/x86_64",
+        "requestParameters": {"keyId": key_arn, "pendingWindowInDays": 7},
+        "responseElements": {"keyId": key_arn, "keyState": "PendingDeletion", "pendingWindowInDays": 7},
+        "requestID": format!("req-{event_id}"),
+        "eventID": event_id,
+        "readOnly": false,
+        "eventType": "AwsApiCall",
+        "managementEvent": true,
+        "recipientAccountId": account,
+        "eventCategory": "Management",
+        "resources": [{"accountId": account, "type": "AWS::KMS::Key", "ARN": key_arn}]
+    });
+    format!("{}\n", json!({ "Records": [rec] }))
+}
+
+fn config(log: &Path, sinks: &str, extra: &str) -> String {
+    format!(
+        "rules:\n  paths: [{rules}]\n  lateness_secs: 172800\n\
+         sources:\n  - {{ id: trail, type: file, paths: [\"{log}\"], follow: true }}\n\
+         sinks:\n{sinks}\
+         state: {{ dir: state, checkpoint_interval_ms: 200, idle_advance_secs: 0 }}\n{extra}",
+        rules = workspace().join("rules").display(),
+        log = log.display(),
+    )
+}
+
+/// The saved offset of `path` in the file source's position store (0 when none).
+fn saved_offset(dir: &Path, path: &Path) -> u64 {
+    let p = dir.join("state/files/trail/file-positions.json");
+    let Ok(b) = std::fs::read(&p) else {
+        return 0;
+    };
+    let v: Value = serde_json::from_slice(&b).unwrap_or_default();
+    v.get(path.to_string_lossy().as_ref())
+        .and_then(|p| p.get("offset"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// GET /metrics from the address the startup banner names.
+fn scrape_metrics(log: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = log
+        .split("\"listen\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no listen address in the banner:\n{log}"))
+        .to_string();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
+async fn wait_for(what: &str, secs: u64, run: &mut Run, mut f: impl FnMut(&Run) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f(run) {
+            return;
+        }
+        run.assert_alive();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}:\n{}", run.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hec_sink_acknowledges_before_the_file_position_moves() {
+    let (srv, st) = common::hec::start(HEC_TOKEN, true).await;
+    // Hold every acknowledgement back until the test releases it.
+    st.lock().unwrap().ack_after_polls = u32::MAX;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("trail.jsonl");
+    let key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    std::fs::write(&log, schedule_deletion_line(key, "ev-hec-1")).unwrap();
+    let len = std::fs::metadata(&log).unwrap().len();
+    let sinks = format!(
+        "  - {{ type: splunk_hec, name: splunk, endpoint: \"{}\", token: \"${{KMSWATCH_TEST_HEC_TOKEN}}\", index: kms, indexer_ack: true, ack_poll_interval_ms: 50, batch: {{ timeout_ms: 20 }} }}\n",
+        srv.url()
+    );
+    let mut run = Run::start(
+        dir.path(),
+        &config(&log, &sinks, "server: { listen: \"127.0.0.1:0\" }\n"),
+        &[("KMSWATCH_TEST_HEC_TOKEN", HEC_TOKEN)],
+    );
+    // The finding reaches the collector, with the token in the Authorization header.
+    wait_for("the event request", 60, &mut run, |_| {
+        st.lock().unwrap().event_requests > 0
+    })
+    .await;
+    {
+        let s = st.lock().unwrap();
+        let req = s
+            .requests
+            .iter()
+            .find(|r| r.path == "/services/collector/event")
+            .unwrap();
+        assert_eq!(
+            req.header("authorization"),
+            Some(format!("Splunk {HEC_TOKEN}").as_str())
+        );
+        assert!(req.header("x-splunk-request-channel").is_some());
+    }
+    // Not acknowledged yet: several checkpoints pass, the position stays put.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    run.assert_alive();
+    assert_eq!(
+        saved_offset(dir.path(), &log),
+        0,
+        "file position saved before Splunk acknowledged:\n{}",
+        run.log()
+    );
+    assert!(common::hec::indexed_uids(&st).is_empty());
+    // Release the acknowledgements: the position moves to the end of the file.
+    st.lock().unwrap().ack_after_polls = 0;
+    wait_for("the position after the ack", 30, &mut run, |_| {
+        saved_offset(dir.path(), &log) == len
+    })
+    .await;
+    // Both findings of the record (deletion scheduled; with a 7-day window), in index kms.
+    let s = st.lock().unwrap();
+    let rules: Vec<&str> = s
+        .indexed
+        .iter()
+        .filter_map(|e| e["event"]["finding_info"]["analytic"]["name"].as_str())
+        .collect();
+    assert!(rules.contains(&"kms_schedule_key_deletion"), "{rules:?}");
+    assert!(
+        rules.contains(&"kms_schedule_key_deletion_short_window"),
+        "{rules:?}"
+    );
+    assert!(s.indexed.iter().all(|e| e["index"] == "kms"));
+    drop(s);
+    // The sink's own metrics are on /metrics.
+    let metrics = scrape_metrics(&run.log());
+    assert!(
+        metrics.contains("kmswatch_sink_sent_total{sink=\"splunk\",type=\"splunk_hec\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kmswatch_sink_spooled_bytes{sink=\"splunk\",type=\"splunk_hec\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "kmswatch_sink_acked_latency_seconds_count{sink=\"splunk\",type=\"splunk_hec\"} 2"
+        ),
+        "{metrics}"
+    );
+    let s = st.lock().unwrap();
+    drop(s);
+    run.stop();
+}
+
+/// A KMS client on moto.
+async fn kms(endpoint: &str) -> aws_sdk_kms::Client {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .load()
+        .await;
+    aws_sdk_kms::Client::new(&conf)
+}
+
+/// A moto key scheduled for deletion, as CloudTrail would report it; returns its ARN.
+async fn key_pending_deletion(c: &aws_sdk_kms::Client) -> String {
+    let k = c.create_key().send().await.unwrap();
+    let meta = k.key_metadata().unwrap();
+    let arn = meta.arn().unwrap().to_string();
+    c.schedule_key_deletion()
+        .key_id(meta.key_id())
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    arn
+}
+
+async fn key_state(c: &aws_sdk_kms::Client, arn: &str) -> String {
+    let d = c.describe_key().key_id(arn).send().await.unwrap();
+    d.key_metadata()
+        .unwrap()
+        .key_state()
+        .unwrap()
+        .as_str()
+        .to_string()
+}
+
+fn respond_config(mode: &str) -> String {
+    format!(
+        "respond:\n  mode: {mode}\n  aws: {{ region: us-east-1 }}\n  playbooks:\n    \
+         - {{ name: stop-deletion, rules: [kms_schedule_key_deletion], actions: [{{kind: cancel_deletion}}] }}\n"
+    )
+}
+
+fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
+fn audits(run: &Run) -> Vec<Value> {
+    run.jsonl("out.jsonl")
+        .into_iter()
+        .filter(|v| v["kind"] == "kmswatch.response")
+        .collect()
+}
+
+fn findings_of(run: &Run, rule: &str) -> Vec<Value> {
+    run.jsonl("out.jsonl")
+        .into_iter()
+        .filter(|v| {
+            v["finding_info"]["analytic"]["uid"] == rule
+                || v["finding_info"]["analytic"]["name"] == rule
+        })
+        .collect()
+}
+
+const FILE_SINK: &str = "  - { type: file, path: out.jsonl, batch: { timeout_ms: 20 } }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_key_deletion_is_cancelled_in_enforce_mode_only() {
+    let Some(ep) = aws_endpoint() else {
+        eprintln!("SKIPPED schedule_key_deletion_is_cancelled_in_enforce_mode_only: KMSWATCH_TEST_AWS_ENDPOINT not set (source scripts/services up)");
+        return;
+    };
+    let c = kms(&ep).await;
+    let env = aws_env(&ep);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    // dry_run: the finding and a dry-run audit record, the key untouched.
+    let arn = key_pending_deletion(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("trail.jsonl");
+    std::fs::write(&log, schedule_deletion_line(&arn, "ev-dry-1")).unwrap();
+    let mut run = Run::start(
+        dir.path(),
+        &config(&log, FILE_SINK, &respond_config("dry_run")),
+        &env,
+    );
+    wait_for("the dry-run audit record", 60, &mut run, |r| {
+        audits(r).iter().any(|a| a["outcome"] == "dry_run")
+    })
+    .await;
+    assert_eq!(findings_of(&run, "kms_schedule_key_deletion").len(), 1);
+    assert_eq!(key_state(&c, &arn).await, "PendingDeletion");
+    run.stop();
+    assert_eq!(key_state(&c, &arn).await, "PendingDeletion");
+    let journal = dir.path().join("state/respond-journal.jsonl");
+    assert!(
+        std::fs::read_to_string(&journal).unwrap().contains(&arn),
+        "journal under state.dir"
+    );
+
+    // enforce: CancelKeyDeletion + EnableKey, verified with DescribeKey.
+    let arn = key_pending_deletion(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("trail.jsonl");
+    std::fs::write(&log, schedule_deletion_line(&arn, "ev-enforce-1")).unwrap();
+    let mut run = Run::start(
+        dir.path(),
+        &config(&log, FILE_SINK, &respond_config("enforce")),
+        &env,
+    );
+    wait_for("the applied audit record", 60, &mut run, |r| {
+        audits(r)
+            .iter()
+            .any(|a| a["phase"] == "execute" && a["outcome"] == "applied")
+    })
+    .await;
+    assert_eq!(key_state(&c, &arn).await, "Enabled");
+    let applied: Vec<Value> = audits(&run)
+        .into_iter()
+        .filter(|a| a["outcome"] == "applied")
+        .collect();
+    assert_eq!(applied[0]["action"]["kind"], "cancel_deletion");
+    assert_eq!(applied[0]["key"].as_str().unwrap(), arn);
+    assert_eq!(
+        applied[0]["finding_id"],
+        findings_of(&run, "kms_schedule_key_deletion")[0]["finding_info"]["uid"]
+    );
+    run.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_action_raises_a_finding() {
+    let Some(ep) = aws_endpoint() else {
+        eprintln!("SKIPPED a_failed_action_raises_a_finding: KMSWATCH_TEST_AWS_ENDPOINT not set (source scripts/services up)");
+        return;
+    };
+    let env = aws_env(&ep);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let arn = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-00000000dead";
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("trail.jsonl");
+    std::fs::write(&log, schedule_deletion_line(arn, "ev-fail-1")).unwrap();
+    let mut run = Run::start(
+        dir.path(),
+        &config(&log, FILE_SINK, &respond_config("enforce")),
+        &env,
+    );
+    wait_for("the response-failure finding", 60, &mut run, |r| {
+        !findings_of(r, "kmswatch-respond-action-failed").is_empty()
+    })
+    .await;
+    let f = &findings_of(&run, "kmswatch-respond-action-failed")[0];
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("00000000dead")
+            || f.to_string().contains(arn),
+        "{f}"
+    );
+    assert!(audits(&run).iter().any(|a| a["outcome"] == "failed"));
+    // The triggering finding was delivered too, regardless of the action's outcome.
+    assert_eq!(findings_of(&run, "kms_schedule_key_deletion").len(), 1);
+    run.stop();
+}
+
+/// `kmswatch validate --connect` with a HEC sink using `token`: exit code and output.
+fn validate_connect(dir: &Path, hec_url: &str, token: &str) -> (Option<i32>, String) {
+    let log = dir.join("trail.jsonl");
+    std::fs::write(&log, "").unwrap();
+    let sinks = format!(
+        "  - {{ type: splunk_hec, name: splunk, endpoint: \"{hec_url}\", token: \"{token}\", indexer_ack: true }}\n  - {{ type: file, path: out.jsonl }}\n"
+    );
+    std::fs::write(dir.join("kmswatch.yml"), config(&log, &sinks, "")).unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "--connect", "--no-tests"])
+        .arg(dir.join("kmswatch.yml"))
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_connect_checks_each_sink() {
+    let (srv, _st) = common::hec::start(HEC_TOKEN, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, url) = (dir.path().to_path_buf(), srv.url());
+    let (good, bad) = tokio::task::spawn_blocking(move || {
+        (
+            validate_connect(&d, &url, HEC_TOKEN),
+            validate_connect(&d, &url, "00000000-0000-0000-0000-000000000000"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(good.0, Some(0), "{}", good.1);
+    assert!(
+        good.1.contains("ok    sink splunk (splunk_hec)"),
+        "{}",
+        good.1
+    );
+    assert!(good.1.contains("ok    sink file (file)"), "{}", good.1);
+    assert_eq!(bad.0, Some(1), "{}", bad.1);
+    assert!(
+        bad.1.contains("FAIL  sink splunk (splunk_hec)"),
+        "{}",
+        bad.1
+    );
+}
