@@ -188,3 +188,47 @@ pub fn start_with(
     });
     (ResponseHook { tx, metrics }, task)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kmswatch_respond::testutil::finding;
+
+    #[tokio::test]
+    async fn hand_until_waits_on_a_full_queue_until_given_up() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let hook = ResponseHook {
+            tx,
+            metrics: Metrics::default(),
+        };
+        let fs: Vec<Finding> = ["a", "b", "c"].iter().map(|r| finding(r, 3, &[])).collect();
+        // Nobody reads: the first fits, then the hook waits until it gives up.
+        let n = hook
+            .hand_until(&fs, tokio::time::sleep(Duration::from_millis(50)))
+            .await;
+        assert_eq!(n, 1);
+        // A reader drains the queue: everything is handed over in order, no give-up needed.
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(f) = rx.recv().await {
+                got.push(f.finding_info.analytic.uid);
+            }
+            got
+        });
+        assert_eq!(hook.hand_until(&fs, std::future::pending()).await, 3);
+        drop(hook);
+        assert_eq!(reader.await.expect("reader"), ["a", "a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn hand_until_returns_when_the_response_task_is_gone() {
+        let (tx, rx) = mpsc::channel(4);
+        drop(rx);
+        let hook = ResponseHook {
+            tx,
+            metrics: Metrics::default(),
+        };
+        let fs = vec![finding("a", 3, &[])];
+        assert_eq!(hook.hand_until(&fs, std::future::pending()).await, 0);
+    }
+}
