@@ -321,7 +321,12 @@ impl Walker<'_, '_> {
     /// JSON lines: every non-blank line is one value; a bad line is rejected alone.
     fn lines(&mut self, b: &[u8], origin: &Arc<str>) {
         let mut line_no = 0u64;
-        for raw_line in b.split(|&c| c == b'\n') {
+        // memchr finds the line ends a word at a time (a byte loop showed in profiles).
+        let mut start = 0usize;
+        let ends = memchr::memchr_iter(b'\n', b).chain(std::iter::once(b.len()));
+        for end in ends {
+            let raw_line = b.get(start..end).unwrap_or_default();
+            start = end + 1;
             line_no += 1;
             let line = trim(raw_line);
             if line.is_empty() {

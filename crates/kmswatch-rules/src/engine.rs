@@ -932,9 +932,15 @@ impl Engine {
             has_value: false,
             num: 0.0,
             off_hours: enrichment.off_hours,
-            payload: Some(Payload::Event(Box::new(event.clone()))),
+            payload: None,
+        };
+        // The event is copied into the item only where it is kept as evidence.
+        let with_payload = |mut item: Item| {
+            item.payload = Some(Payload::Event(Box::new(event.clone())));
+            item
         };
         if suppress_ms <= 0 || late {
+            let item = with_payload(item);
             let Some(info) = self.rules.rule(id) else {
                 return;
             };
@@ -969,7 +975,11 @@ impl Engine {
             if let Some(b) = self.st.buckets.get_mut(bi) {
                 b.count += 1;
                 self.st.stats.suppressed += 1;
-                insert_capped(&mut b.items, item, cap);
+                let k = item.key();
+                let kept = b.items.len() < cap || b.items.last().is_some_and(|x| x.key() >= k);
+                if kept {
+                    insert_capped(&mut b.items, with_payload(item), cap);
+                }
             }
             return;
         }
@@ -985,7 +995,7 @@ impl Engine {
             start,
             end,
             count: 1,
-            items: vec![item],
+            items: vec![with_payload(item)],
         });
         self.bucket_index.insert(bkey, self.st.buckets.len() - 1);
     }

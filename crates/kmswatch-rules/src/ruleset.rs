@@ -92,6 +92,21 @@ impl RawSource {
         }
     }
 
+    /// How many leading [`RawSource::index_fields`] name the raw record's operation, whose
+    /// value the normalizer copies verbatim into `api.operation` (for `log_format`), so that
+    /// an index lookup of `api.operation` gives the same rules as one of the raw field.
+    fn op_fields(self) -> (usize, &'static str) {
+        match self {
+            // CloudTrail records: `api.operation` is `eventName` (EventBridge events carry
+            // their detail-type instead, so they are not gated).
+            RawSource::AwsCloudTrail => (1, "aws_cloudtrail"),
+            // `api.operation` is `protoPayload.methodName` (the alias `gcp.audit.method_name`
+            // reads the same field).
+            RawSource::GcpAudit => (2, "gcp_audit"),
+            _ => (0, ""),
+        }
+    }
+
     /// Fields whose equality values index rules of this source.
     fn index_fields(self) -> &'static [&'static str] {
         match self {
@@ -943,7 +958,9 @@ impl RuleSet {
         if let Some(source) = RawSource::of_event(event) {
             if self.wants_raw(source) {
                 if let Some(idx) = self.raw.get(source.slot()) {
-                    self.match_raw_text(idx, event.raw.get(), out);
+                    if self.op_gate(source, idx, event) {
+                        self.match_raw_text(idx, event.raw.get(), out);
+                    }
                 }
             }
         }
@@ -969,6 +986,29 @@ impl RuleSet {
         let start = out.len();
         self.match_index(&self.normalized, &EventDocument { event, enrichment }, out);
         finish_out(out, start);
+    }
+
+    /// False when no rule of the raw target `idx` can match `event`'s raw record, decided from
+    /// `api.operation` without looking at the raw text: every rule of the target is indexed
+    /// by the record's operation field (no rule in `always`, no rule keyed on another field),
+    /// the normalizer copied that field verbatim into `api.operation` (see
+    /// [`RawSource::op_fields`]), and no rule's key equals it (case-insensitively). The index
+    /// key is a necessary condition of each rule, so skipping then changes no result; it
+    /// saves the literal scan and the parse of the raw record for the many events (Decrypt,
+    /// Encrypt, ...) that no provider-logsource rule is about.
+    fn op_gate(&self, source: RawSource, idx: &TargetIndex, event: &Event) -> bool {
+        let (n, format) = source.op_fields();
+        if n == 0 || event.metadata.log_format != format || !idx.always.is_empty() {
+            return true;
+        }
+        if idx.fields.iter().skip(n).any(|(_, map)| !map.is_empty()) {
+            return true;
+        }
+        let op = FoldedRef(event.api.operation.as_str());
+        idx.fields
+            .iter()
+            .take(n)
+            .any(|(_, map)| map.contains_key(&op))
     }
 
     /// Match the rules of a raw target against a raw JSON text: the prefilter first, then the

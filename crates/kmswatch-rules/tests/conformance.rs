@@ -993,3 +993,85 @@ fn raw_text_prefilter_is_skipped_for_negations_regexes_and_numbers() {
         ],
     );
 }
+
+/// A CloudTrail / Cloud Audit Logs event as the normalizer builds it: `api.operation` is the
+/// raw `eventName` / `protoPayload.methodName`, so the operation gate may decide from it.
+fn gated_event(provider: Provider, format: &str, op: &str, text: &str) -> Event {
+    let mut e = raw_text_event(text);
+    e.cloud.provider = provider;
+    e.metadata.log_format = format.into();
+    e.api.operation = op.into();
+    e
+}
+
+#[test]
+fn operation_gate_agrees_with_the_parsed_match() {
+    let aws = load(&raw_rule(
+        "    sel:\n        eventName: StopLogging\n    condition: sel",
+    ));
+    let gcp = load(
+        "title: g\nid: g1\nlogsource:\n    product: gcp\n    service: gcp.audit\ndetection:\n    selection:\n        protoPayload.methodName: CreateCryptoKey\n    condition: selection\n",
+    );
+    let cases: &[(&RuleSet, Provider, &str, &str, &str, bool)] = &[
+        (
+            &aws,
+            Provider::Aws,
+            "aws_cloudtrail",
+            "StopLogging",
+            r#"{"eventName":"StopLogging"}"#,
+            true,
+        ),
+        (
+            &aws,
+            Provider::Aws,
+            "aws_cloudtrail",
+            "stoplogging",
+            r#"{"eventName":"stoplogging"}"#,
+            true,
+        ),
+        (
+            &aws,
+            Provider::Aws,
+            "aws_cloudtrail",
+            "Decrypt",
+            r#"{"eventName":"Decrypt"}"#,
+            false,
+        ),
+        // EventBridge events are not gated (their api.operation is the detail-type).
+        (
+            &aws,
+            Provider::Aws,
+            "aws_eventbridge",
+            "AWS API Call",
+            r#"{"eventName":"StopLogging"}"#,
+            true,
+        ),
+        (
+            &gcp,
+            Provider::Gcp,
+            "gcp_audit",
+            "CreateCryptoKey",
+            r#"{"protoPayload":{"methodName":"CreateCryptoKey"}}"#,
+            true,
+        ),
+        (
+            &gcp,
+            Provider::Gcp,
+            "gcp_audit",
+            "Decrypt",
+            r#"{"protoPayload":{"methodName":"Decrypt"}}"#,
+            false,
+        ),
+    ];
+    for (rules, provider, format, op, text, want) in cases {
+        let mut got = Vec::new();
+        let ev = gated_event(*provider, format, op, text);
+        rules.matches(&ev, &Enrichment::default(), &mut got);
+        let parsed: Value = serde_json::from_str(text).unwrap();
+        let source = RawSource::of_event(&ev).unwrap();
+        let mut direct = Vec::new();
+        rules.matches_raw(source, &parsed, &mut direct);
+        assert_eq!(got, direct, "{format} {op} {text}");
+        assert_eq!(!got.is_empty(), *want, "{format} {op} {text}");
+    }
+}

@@ -138,10 +138,12 @@ fn triage(bytes: &[u8], pp: &[u8]) -> Option<Kind> {
     static KMS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KMS_SERVICE));
     static LOGGING: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("ConfigServiceV2"));
     static AUDIT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("auditConfig"));
+    // The other two searches only when the first misses or the entry is not a KMS one
+    // (most kept entries are: one pass over the bytes instead of three).
     let kms_hint = KMS.find(bytes).is_some();
-    let log_hint = LOGGING.find(bytes).is_some();
-    let iam_hint = AUDIT.find(bytes).is_some();
-    if !(kms_hint || log_hint || iam_hint) {
+    let other_hints = || (LOGGING.find(bytes).is_some(), AUDIT.find(bytes).is_some());
+    let early = if kms_hint { None } else { Some(other_hints()) };
+    if early.is_some_and(|(l, a)| !(l || a)) {
         return None;
     }
     if pp.first() != Some(&b'{') {
@@ -160,6 +162,7 @@ fn triage(bytes: &[u8], pp: &[u8]) -> Option<Kind> {
         return Some(Kind::Kms);
     }
     let method = get("methodName")?;
+    let (log_hint, iam_hint) = early.unwrap_or_else(other_hints);
     if log_hint && is_logging_change(&method, service.as_deref()) {
         return Some(Kind::Logging);
     }
