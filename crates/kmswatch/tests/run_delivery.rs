@@ -6,7 +6,9 @@
 //! - issue 6's acceptance through the service: a ScheduleKeyDeletion CloudTrail event for a
 //!   real moto KMS key triggers CancelKeyDeletion + EnableKey in `enforce` mode (DescribeKey
 //!   shows Enabled, audit records reach the file sink), and changes nothing in `dry_run`;
-//! - a failing action (a key moto does not know) raises a response-failure finding.
+//! - a failing action (a key moto does not know) raises a response-failure finding;
+//! - the same playbook in scale-out: `run --mode ingest` to a tansu topic, `run --mode detect`
+//!   cancels the deletion (also needs `KMSWATCH_TEST_KAFKA_BROKERS`).
 //!
 //! The moto tests skip, with a message, when `KMSWATCH_TEST_AWS_ENDPOINT` is not set
 //! (`source scripts/services up`).
@@ -41,12 +43,19 @@ struct Run {
 
 impl Run {
     fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Run {
+        Run::start_args(dir, config, env, &[])
+    }
+
+    /// `kmswatch run --config DIR/kmswatch.yml ARGS...`
+    fn start_args(dir: &Path, config: &str, env: &[(&str, &str)], args: &[&str]) -> Run {
+        std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("kmswatch.yml"), config).unwrap();
         let log = std::fs::File::create(dir.join("kmswatch.log")).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.arg("run")
             .arg("--config")
             .arg(dir.join("kmswatch.yml"))
+            .args(args)
             .env(
                 "KMSWATCH_LOG",
                 "info,aws_config=warn,aws_smithy_runtime=warn",
@@ -86,12 +95,19 @@ impl Run {
 
     /// SIGTERM and wait for a clean exit.
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        if let Some(c) = self.child.as_ref() {
             let _ = Command::new("kill")
                 .arg("-TERM")
                 .arg(c.id().to_string())
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(40);
+        }
+        self.wait_exit(40);
+    }
+
+    /// Wait for a clean exit (killed and failing after `secs`).
+    fn wait_exit(&mut self, secs: u64) {
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(secs);
             loop {
                 if let Ok(Some(st)) = c.try_wait() {
                     assert!(
@@ -459,6 +475,91 @@ async fn a_failed_action_raises_a_finding() {
     // The triggering finding was delivered too, regardless of the action's outcome.
     assert_eq!(findings_of(&run, "kms_schedule_key_deletion").len(), 1);
     run.stop();
+}
+
+/// Scale-out: the ScheduleKeyDeletion event goes through `run --mode ingest` to a tansu topic;
+/// `run --mode detect` with the playbook in `enforce` mode cancels the deletion (DescribeKey
+/// shows Enabled) and delivers the audit records to its file sink, like `--mode all`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detect_mode_runs_the_playbooks() {
+    let (Some(ep), Some(brokers)) = (
+        aws_endpoint(),
+        std::env::var("KMSWATCH_TEST_KAFKA_BROKERS")
+            .ok()
+            .filter(|s| !s.is_empty()),
+    ) else {
+        eprintln!("SKIPPED detect_mode_runs_the_playbooks: KMSWATCH_TEST_AWS_ENDPOINT or KMSWATCH_TEST_KAFKA_BROKERS not set (source scripts/services up)");
+        return;
+    };
+    let c = kms(&ep).await;
+    let env = aws_env(&ep);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let arn = key_pending_deletion(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("trail.jsonl");
+    std::fs::write(&log, schedule_deletion_line(&arn, "ev-scale-1")).unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() % 1_000_000_000)
+        .unwrap_or(0);
+    let topic = format!("kmsw-respond-{}-{nanos}", std::process::id());
+    let so = format!(
+        "scale_out: {{ brokers: [\"{brokers}\"], topic: {topic}, group_id: {topic}-g, changelog_topic: {topic}-state, partitions: 2 }}\n"
+    );
+
+    // Ingest: the trail file (not followed: the instance exits once it is published).
+    let mut ingest = Run::start_args(
+        &dir.path().join("ingest"),
+        &format!(
+            "sources:\n  - {{ id: trail, type: file, paths: [\"{}\"] }}\nstate: {{ dir: state }}\n{so}",
+            log.display()
+        ),
+        &env,
+        &["--mode", "ingest"],
+    );
+    ingest.wait_exit(30);
+    assert!(
+        ingest.log().contains("every published batch acknowledged"),
+        "{}",
+        ingest.log()
+    );
+
+    // Detect, with the playbook in enforce mode.
+    let mut detect = Run::start_args(
+        &dir.path().join("detect"),
+        &format!(
+            "rules:\n  paths: [{rules}]\n  lateness_secs: 172800\n\
+             sinks:\n{FILE_SINK}\
+             state: {{ dir: state, checkpoint_interval_ms: 200, idle_advance_secs: 0 }}\n{respond}{so}",
+            rules = workspace().join("rules").display(),
+            respond = respond_config("enforce"),
+        ),
+        &env,
+        &["--mode", "detect"],
+    );
+    wait_for("the applied audit record", 45, &mut detect, |r| {
+        audits(r)
+            .iter()
+            .any(|a| a["phase"] == "execute" && a["outcome"] == "applied")
+    })
+    .await;
+    assert_eq!(key_state(&c, &arn).await, "Enabled");
+    let applied: Vec<Value> = audits(&detect)
+        .into_iter()
+        .filter(|a| a["outcome"] == "applied")
+        .collect();
+    assert_eq!(applied[0]["action"]["kind"], "cancel_deletion");
+    assert_eq!(applied[0]["key"].as_str().unwrap(), arn);
+    let found = findings_of(&detect, "kms_schedule_key_deletion");
+    assert_eq!(found.len(), 1);
+    assert_eq!(applied[0]["finding_id"], found[0]["finding_info"]["uid"]);
+    detect.stop();
+    assert!(
+        std::fs::read_to_string(dir.path().join("detect/state/respond-journal.jsonl"))
+            .unwrap()
+            .contains(&arn),
+        "journal under the detect instance's state.dir"
+    );
 }
 
 /// `kmswatch validate --connect` with a HEC sink using `token`: exit code and output.

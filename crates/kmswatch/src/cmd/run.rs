@@ -228,7 +228,7 @@ async fn service(cfg: Config, exit_when_done: bool) -> Result<()> {
         correlations = n_corr,
         sources = %cfg.sources.iter().map(|s| format!("{}({})", s.id, s.config.type_name())).collect::<Vec<_>>().join(", "),
         sinks = %sinks.names().join(", "),
-        respond = %cfg.respond.as_ref().map(|r| format!("{:?}, {} playbook(s), journal {}", r.mode, r.playbooks.len(), r.journal_path.display())).unwrap_or_else(|| "-".into()),
+        respond = %respond::describe(cfg.respond.as_ref()),
         state_dir = %cfg.state.dir.display(),
         restored_state = restored,
         dedup_entries = dedup.len(),
@@ -249,8 +249,6 @@ async fn service(cfg: Config, exit_when_done: bool) -> Result<()> {
     .await
 }
 
-/// How long shutdown waits for the playbooks of findings already queued.
-const RESPONSE_DRAIN: Duration = Duration::from_secs(60);
 /// How long shutdown lets the sinks drain their spools (the rest is sent by the next start).
 const SINK_GRACE: Duration = Duration::from_secs(10);
 
@@ -325,9 +323,7 @@ pub async fn run_pipeline(
     close_sources(finished).await;
     if let Some(t) = respond_task {
         // The hook was dropped with the deliver task: the queue drains, then the task ends.
-        if tokio::time::timeout(RESPONSE_DRAIN, t).await.is_err() {
-            warn!("response task still busy at shutdown; its steps are in the journal");
-        }
+        respond::finish(t).await;
     }
     sinks.shutdown(SINK_GRACE).await;
     let engine = detect?;

@@ -18,6 +18,11 @@
 //! halt are findings (deterministic ids) delivered like any other. In `approve` mode pending
 //! actions wait in the journal for `kmswatch respond approve ID --config SAME_CONFIG`.
 //!
+//! `run --mode detect` (`runtime::scale`) uses the same hook: each checkpoint hands the
+//! findings it delivered and flushed to the queue from the detect thread, before the
+//! partition snapshots are written ([`ResponseHook::hand_until`], so a stopping instance
+//! does not wait on a full queue for long).
+//!
 //! Audit records and raised findings are not tied to a source acknowledgement: the journal is
 //! their durable copy; after a crash they are not re-sent to the sinks (the finding that caused
 //! them is, and the responder recognises the action as already handled).
@@ -28,6 +33,7 @@ use anyhow::{anyhow, Result};
 use kmswatch_model::Finding;
 use kmswatch_respond::{RespondConfig, Responder, ResponseOutput};
 use kmswatch_sinks::{Outgoing, SinkSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -38,6 +44,8 @@ use tracing::{error, info, warn};
 pub const RESPONSE_QUEUE: usize = 1024;
 /// Longest one finding's playbooks may run.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long shutdown waits for the playbooks of findings already queued.
+pub const RESPONSE_DRAIN: Duration = Duration::from_secs(60);
 
 /// Where the deliver task hands findings to the responder.
 #[derive(Debug, Clone)]
@@ -49,17 +57,71 @@ pub struct ResponseHook {
 impl ResponseHook {
     /// Queue findings for the playbooks (waits while the queue is full).
     pub async fn hand(&self, findings: &[Finding]) {
-        for f in findings {
-            if self.tx.send(f.clone()).await.is_err() {
-                error!(finding = %f.finding_info.uid, "response task stopped; finding not handed to the playbooks");
-                return;
+        self.hand_until(findings, std::future::pending()).await;
+    }
+
+    /// [`hand`](Self::hand), giving up on the findings not yet queued once `give_up`
+    /// resolves (a stopping instance whose queue stays full); returns how many were queued.
+    /// Findings not queued are logged: their playbooks do not run.
+    pub async fn hand_until(
+        &self,
+        findings: &[Finding],
+        give_up: impl Future<Output = ()>,
+    ) -> usize {
+        let mut handed = 0usize;
+        let stopped = {
+            let send = async {
+                for f in findings {
+                    if self.tx.send(f.clone()).await.is_err() {
+                        return true;
+                    }
+                    handed += 1;
+                }
+                false
+            };
+            tokio::select! {
+                biased;
+                stopped = send => stopped,
+                () = give_up => false,
             }
+        };
+        if let Some(f) = findings.get(handed) {
+            let missed = findings.len() - handed;
+            if stopped {
+                error!(finding = %f.finding_info.uid, missed, "response task stopped; findings not handed to the playbooks");
+            } else {
+                warn!(finding = %f.finding_info.uid, missed, "stopping with the response queue full; findings not handed to the playbooks");
+            }
+            self.metrics
+                .add("kmswatch_respond_not_handed_total", &[], missed as f64);
         }
         self.metrics.set(
             "kmswatch_respond_queue",
             &[],
             (RESPONSE_QUEUE - self.tx.capacity()) as f64,
         );
+        handed
+    }
+}
+
+/// One line for the start-up log: mode, playbooks, journal (`-` without a `respond:` section).
+pub fn describe(cfg: Option<&RespondConfig>) -> String {
+    cfg.map(|r| {
+        format!(
+            "{:?}, {} playbook(s), journal {}",
+            r.mode,
+            r.playbooks.len(),
+            r.journal_path.display()
+        )
+    })
+    .unwrap_or_else(|| "-".into())
+}
+
+/// Wait for the response task — whose hooks are all dropped — to drain its queue, at most
+/// [`RESPONSE_DRAIN`].
+pub async fn finish(task: JoinHandle<()>) {
+    if tokio::time::timeout(RESPONSE_DRAIN, task).await.is_err() {
+        warn!("response task still busy at shutdown; its steps are in the journal");
     }
 }
 
@@ -125,4 +187,48 @@ pub fn start_with(
         }
     });
     (ResponseHook { tx, metrics }, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kmswatch_respond::testutil::finding;
+
+    #[tokio::test]
+    async fn hand_until_waits_on_a_full_queue_until_given_up() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let hook = ResponseHook {
+            tx,
+            metrics: Metrics::default(),
+        };
+        let fs: Vec<Finding> = ["a", "b", "c"].iter().map(|r| finding(r, 3, &[])).collect();
+        // Nobody reads: the first fits, then the hook waits until it gives up.
+        let n = hook
+            .hand_until(&fs, tokio::time::sleep(Duration::from_millis(50)))
+            .await;
+        assert_eq!(n, 1);
+        // A reader drains the queue: everything is handed over in order, no give-up needed.
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(f) = rx.recv().await {
+                got.push(f.finding_info.analytic.uid);
+            }
+            got
+        });
+        assert_eq!(hook.hand_until(&fs, std::future::pending()).await, 3);
+        drop(hook);
+        assert_eq!(reader.await.expect("reader"), ["a", "a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn hand_until_returns_when_the_response_task_is_gone() {
+        let (tx, rx) = mpsc::channel(4);
+        drop(rx);
+        let hook = ResponseHook {
+            tx,
+            metrics: Metrics::default(),
+        };
+        let fs = vec![finding("a", 3, &[])];
+        assert_eq!(hook.hand_until(&fs, std::future::pending()).await, 0);
+    }
 }

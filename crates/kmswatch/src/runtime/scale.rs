@@ -31,6 +31,14 @@
 //! produces (same ids, same content; a finding emitted after the last checkpoint before a
 //! crash is emitted again with the same id).
 //!
+//! With a `respond:` section, a checkpoint hands the findings it delivered to the response
+//! task of `runtime::respond` (the single-process pipeline's, same bounded queue, same sinks
+//! for audit records and raised findings) before writing the snapshots. The detect thread
+//! waits while that queue is full (backpressure); once the instance is stopping it waits at
+//! most [`HAND_GRACE_AT_STOP`] and logs the findings it could not hand over, so a stuck
+//! playbook cannot keep the instance from stopping. Shutdown then lets the queue drain
+//! (`respond::RESPONSE_DRAIN`) before the sinks are closed.
+//!
 //! Limitation: a correlation whose group-by spans principals (the shipped pack's
 //! `kms.key.uid` correlations) only sees the events of one partition; see ARCHITECTURE.md.
 
@@ -41,6 +49,7 @@ use crate::runtime::dedup::{event_key, Dedup};
 use crate::runtime::deliver::{self, Deliver};
 use crate::runtime::metrics::{describe_all, export_sink_metrics, Metrics, LATENCY_BUCKETS};
 use crate::runtime::pipeline::{self, now_ms, ToDetect};
+use crate::runtime::respond::{self, ResponseHook};
 use crate::runtime::store::{Checkpoint, Store};
 use anyhow::{anyhow, bail, Context, Result};
 use kmswatch_model::{Event, Finding};
@@ -65,6 +74,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a checkpoint still waits for room in the response queue once the instance is
+/// stopping (the findings it could not hand over are logged).
+const HAND_GRACE_AT_STOP: Duration = Duration::from_secs(5);
 
 fn base_client(so: &ScaleOutConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -448,6 +460,10 @@ struct Core {
     last_checkpoint: Instant,
     /// The instance is failing (a sink or the changelog gave a permanent error): stop.
     failed: Option<anyhow::Error>,
+    /// The playbooks (`respond:` section): delivered findings are handed to them.
+    respond: Option<ResponseHook>,
+    /// Set once the instance is stopping.
+    stop: Arc<AtomicBool>,
 }
 
 fn lock(m: &Mutex<Core>) -> MutexGuard<'_, Core> {
@@ -766,6 +782,17 @@ impl Core {
                 1.0,
             );
         }
+        // 1b. The delivered findings to the playbooks (the single-process deliver task's
+        // hook): waits while the response queue is full, only briefly once stopping.
+        if let (Some(hook), false) = (&self.respond, findings.is_empty()) {
+            let stop = self.stop.clone();
+            handle.block_on(hook.hand_until(&findings, async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tokio::time::sleep(HAND_GRACE_AT_STOP).await;
+            }));
+        }
         // 2. Snapshots of the changed partitions, acknowledged by Kafka.
         let mut sent = Vec::new();
         for p in &chosen {
@@ -864,6 +891,14 @@ pub async fn detect(cfg: Config) -> Result<()> {
     let sink_set = deliver::start_sinks(&cfg)?;
     export_sink_metrics(&metrics, sink_set.clone());
     let sinks = deliver::build(&sink_set, &metrics);
+    let (respond, respond_task) = match &cfg.respond {
+        Some(rc) => {
+            let (hook, task) = respond::start(rc, sink_set.clone(), metrics.clone())?;
+            (Some(hook), Some(task))
+        }
+        None => (None, None),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
     ensure_topics(&so).await?;
     let producer = producer(&so)?;
     let restorer: BaseConsumer = base_client(&so)
@@ -888,6 +923,8 @@ pub async fn detect(cfg: Config) -> Result<()> {
             .then(|| Duration::from_secs(cfg.state.idle_advance_secs)),
         last_checkpoint: Instant::now(),
         failed: None,
+        respond,
+        stop: stop.clone(),
     }));
     let mut cc = base_client(&so);
     cc.set("group.id", &so.group_id)
@@ -914,12 +951,12 @@ pub async fn detect(cfg: Config) -> Result<()> {
         changelog = %so.changelog(),
         group = %so.group_id,
         sinks = %sink_set.names().join(", "),
+        respond = %respond::describe(cfg.respond.as_ref()),
         listen = %listen.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
         "kmswatch started"
     );
     let (stop_tx, mut stop_rx) = watch::channel(false);
     spawn_signal_handler(stop_tx);
-    let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     tokio::spawn(async move {
         let _ = stop_rx.wait_for(|s| *s).await;
@@ -964,6 +1001,11 @@ pub async fn detect(cfg: Config) -> Result<()> {
         .context("detection thread")?
         .map_err(|_| anyhow!("the detection thread panicked"))?;
     ready.store(false, Ordering::Relaxed);
+    if let Some(t) = respond_task {
+        // The hook was dropped with the detection thread's state: the queue drains, then the
+        // task ends.
+        respond::finish(t).await;
+    }
     sink_set.shutdown(Duration::from_secs(10)).await;
     res
 }
