@@ -621,7 +621,6 @@ impl Detector {
     pub async fn checkpoint(&mut self) -> Result<()> {
         self.last_checkpoint = Instant::now();
         self.dedup.expire(now_ms());
-        let snapshot = self.engine.snapshot();
         let stats = self.engine.stats();
         self.metrics
             .set("kmswatch_engine_state_bytes", &[], stats.state_bytes as f64);
@@ -632,7 +631,7 @@ impl Detector {
             &[("stream", "engine")],
             stats.watermark as f64,
         );
-        let engine = tokio::task::block_in_place(|| serde_json::to_vec(&snapshot))
+        let engine = tokio::task::block_in_place(|| self.engine.snapshot_json())
             .context("serializing the engine state")?;
         let (dedup_insert, dedup_remove) = self.dedup.take_delta();
         let cp = Checkpoint {
