@@ -9,6 +9,9 @@
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet, VecDeque};
 
+/// Stored rows: (id, expiry epoch ms).
+pub type Rows = Vec<(u128, u64)>;
+
 /// The dedup set.
 #[derive(Debug)]
 pub struct Dedup {
@@ -100,7 +103,7 @@ impl Dedup {
 
     /// The changes since the last call: rows (id, expiry) inserted and removed. A row inserted
     /// and removed within one delta appears in neither.
-    pub fn take_delta(&mut self) -> (Vec<(u128, u64)>, Vec<(u128, u64)>) {
+    pub fn take_delta(&mut self) -> (Rows, Rows) {
         let mut ins = std::mem::take(&mut self.inserted);
         let mut rem = std::mem::take(&mut self.removed);
         if !ins.is_empty() && !rem.is_empty() {

@@ -29,7 +29,7 @@ use crate::config::{Config, SourceEntry};
 use crate::runtime::dedup::{event_key, Dedup};
 use crate::runtime::deliver::Deliver;
 use crate::runtime::metrics::{Metrics, LAG_BUCKETS, LATENCY_BUCKETS};
-use crate::runtime::store::{Checkpoint, Store};
+use crate::runtime::store::{Checkpoint, InFlight, Store};
 use anyhow::{Context, Result};
 use kmswatch_model::{Event, Finding};
 use kmswatch_normalize::{Format, Item, Normalizer, Options, SkipReason};
@@ -470,6 +470,8 @@ pub struct Detector {
     last_event: HashMap<String, Instant>,
     last_checkpoint: Instant,
     findings: Vec<Finding>,
+    /// Checkpoints sent and not yet committed.
+    checkpoints: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Detector {
@@ -499,6 +501,7 @@ impl Detector {
             last_event: HashMap::new(),
             last_checkpoint: Instant::now(),
             findings: Vec::new(),
+            checkpoints: Arc::default(),
         }
     }
 
@@ -583,10 +586,18 @@ impl Detector {
             how: n.settle,
             received: n.received,
         });
-        if self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval {
+        if self.checkpoint_due() {
             self.checkpoint().await?;
         }
         Ok(())
+    }
+
+    /// The interval has passed and the previous checkpoint is committed: a snapshot taken
+    /// while one is still being written would only queue behind it (each holds the whole
+    /// engine state), so a slow store stretches the interval instead.
+    fn checkpoint_due(&self) -> bool {
+        self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval
+            && self.checkpoints.load(std::sync::atomic::Ordering::SeqCst) == 0
     }
 
     /// A finite stream ended.
@@ -611,7 +622,7 @@ impl Detector {
             }
             self.send_findings().await?;
         }
-        if self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval {
+        if self.checkpoint_due() {
             self.checkpoint().await?;
         }
         Ok(())
@@ -639,6 +650,7 @@ impl Detector {
             dedup_insert,
             dedup_remove,
             meta: Vec::new(),
+            in_flight: Some(InFlight::new(&self.checkpoints)),
         };
         let acks = std::mem::take(&mut self.pending);
         self.tx

@@ -13,6 +13,8 @@
 use anyhow::{Context, Result};
 use redb::{Database, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Layout 1: id -> expiry (converted to [`DEDUP`] on open).
@@ -33,6 +35,25 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Counts a checkpoint as in flight from its creation until it is dropped (after its commit),
+/// so that the detect task does not queue snapshots faster than the store writes them.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Count one more checkpoint in flight on `counter`.
+    pub fn new(counter: &Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// What a checkpoint writes.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
@@ -44,6 +65,9 @@ pub struct Checkpoint {
     pub dedup_remove: Vec<(u128, u64)>,
     /// Other named values (`meta` table).
     pub meta: Vec<(String, Vec<u8>)>,
+    /// Released when the checkpoint is dropped (held only for that).
+    #[allow(dead_code)]
+    pub in_flight: Option<InFlight>,
 }
 
 /// What was restored.
@@ -179,6 +203,7 @@ mod tests {
                 dedup_insert: vec![(1, 10), (2, 20)],
                 dedup_remove: vec![],
                 meta: vec![("k".into(), b"v".to_vec())],
+                in_flight: None,
             })
             .expect("commit");
             s.commit(&Checkpoint {
@@ -186,6 +211,7 @@ mod tests {
                 dedup_insert: vec![(3, 30)],
                 dedup_remove: vec![(1, 10)],
                 meta: vec![],
+                in_flight: None,
             })
             .expect("commit");
         }
