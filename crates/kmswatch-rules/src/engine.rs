@@ -788,6 +788,35 @@ impl Engine {
         st
     }
 
+    /// [`Engine::snapshot`] as JSON, written without copying the state first (a checkpoint of
+    /// a large state would otherwise hold it twice, plus its JSON). Reads back as
+    /// [`EngineState`].
+    pub fn snapshot_json(&self) -> serde_json::Result<Vec<u8>> {
+        #[derive(Serialize)]
+        struct StateRef<'a> {
+            sources: &'a [SourceState],
+            corrs: &'a [CorrGroups],
+            timers: Vec<Timer>,
+            dedup: &'a HashMap<u64, i64>,
+            buckets: &'a [Bucket],
+            first_seen: &'a FirstSeenState,
+            stats: EngineStats,
+            late: &'a [LateEvent],
+        }
+        let mut timers: Vec<Timer> = self.heap.iter().map(|Reverse(t)| *t).collect();
+        timers.sort_unstable();
+        serde_json::to_vec(&StateRef {
+            sources: &self.st.sources,
+            corrs: &self.st.corrs,
+            timers,
+            dedup: &self.st.dedup,
+            buckets: &self.st.buckets,
+            first_seen: &self.enricher.first_seen,
+            stats: self.stats(),
+            late: &self.st.late,
+        })
+    }
+
     /// Restore a snapshot taken from an engine with the same correlation rules. Windows of
     /// correlations no longer loaded are dropped; an unknown layout is an error.
     pub fn restore(&mut self, state: EngineState) -> Result<(), EngineError> {

@@ -770,6 +770,28 @@ fn snapshot_and_restore_continue_exactly() {
 }
 
 #[test]
+fn snapshot_json_is_the_snapshot_without_a_copy() {
+    let yaml = all_types();
+    let events = mixed_events(11, 300);
+    let expected = run(&mut engine(&yaml), &events);
+    let mut a = engine(&yaml);
+    let mut out = Vec::new();
+    let (first, second) = events.split_at(170);
+    for e in first {
+        a.process(e, "s", &mut out);
+    }
+    let json = a.snapshot_json().unwrap();
+    assert_eq!(json, serde_json::to_vec(&a.snapshot()).unwrap());
+    let mut b = engine(&yaml);
+    b.restore(serde_json::from_slice(&json).unwrap()).unwrap();
+    for e in second {
+        b.process(e, "s", &mut out);
+    }
+    b.flush(&mut out);
+    assert_eq!(ids(&expected), ids(&out));
+}
+
+#[test]
 fn million_groups_stay_bounded() {
     // Up to one million principals, each decrypting once, time advancing 1 s per event, lateness
     // 60 s: windows expire as the watermark advances, so live groups stay near

@@ -7,7 +7,10 @@
 //! its changes are written with every checkpoint.
 
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// Stored rows: (id, expiry epoch ms).
+pub type Rows = Vec<(u128, u64)>;
 
 /// The dedup set.
 #[derive(Debug)]
@@ -17,7 +20,7 @@ pub struct Dedup {
     ttl_ms: u64,
     max: usize,
     inserted: Vec<(u128, u64)>,
-    removed: Vec<u128>,
+    removed: Vec<(u128, u64)>,
 }
 
 /// The id of an event: provider + native id.
@@ -77,11 +80,12 @@ impl Dedup {
         let Some((exp, k)) = self.order.pop_front() else {
             return false;
         };
-        // An id re-inserted later has a newer expiry: only the latest entry counts.
+        // An id re-inserted later has a newer expiry: only the latest entry counts. The stored
+        // row (key, expiry) goes either way.
         if self.seen.get(&k) == Some(&exp) {
             self.seen.remove(&k);
-            self.removed.push(k);
         }
+        self.removed.push((k, exp));
         true
     }
 
@@ -97,17 +101,18 @@ impl Dedup {
         self.seen.len()
     }
 
-    /// The changes since the last call: (inserted, removed).
-    pub fn take_delta(&mut self) -> (Vec<(u128, u64)>, Vec<u128>) {
-        let ins = std::mem::take(&mut self.inserted);
-        let rem = std::mem::take(&mut self.removed);
-        // An id inserted and removed within one delta: the removal wins unless re-inserted.
-        (
-            ins.into_iter()
-                .filter(|(k, e)| self.seen.get(k) == Some(e))
-                .collect(),
-            rem,
-        )
+    /// The changes since the last call: rows (id, expiry) inserted and removed. A row inserted
+    /// and removed within one delta appears in neither.
+    pub fn take_delta(&mut self) -> (Rows, Rows) {
+        let mut ins = std::mem::take(&mut self.inserted);
+        let mut rem = std::mem::take(&mut self.removed);
+        if !ins.is_empty() && !rem.is_empty() {
+            let added: HashSet<(u128, u64)> = ins.iter().copied().collect();
+            let gone: HashSet<(u128, u64)> = rem.iter().copied().collect();
+            ins.retain(|r| !gone.contains(r));
+            rem.retain(|r| !added.contains(r));
+        }
+        (ins, rem)
     }
 }
 
@@ -135,8 +140,13 @@ mod tests {
         }
         assert_eq!(d.len(), 2);
         let (ins, rem) = d.take_delta();
-        assert_eq!(rem, vec![0]);
+        // Id 0 came and went within the delta: the store never needs to hear of it.
+        assert!(rem.is_empty());
         assert_eq!(ins.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(d.first_time(3, 2));
+        let (ins2, rem2) = d.take_delta();
+        assert_eq!(ins2.iter().map(|e| e.0).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(rem2, vec![ins[0]]);
         let mut r = Dedup::new(3600, 10);
         r.restore(ins);
         assert!(!r.first_time(1, 2));

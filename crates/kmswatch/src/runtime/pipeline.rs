@@ -33,7 +33,7 @@ use crate::config::{Config, SourceEntry};
 use crate::runtime::dedup::{event_key, Dedup};
 use crate::runtime::deliver::Deliver;
 use crate::runtime::metrics::{Metrics, LAG_BUCKETS, LATENCY_BUCKETS};
-use crate::runtime::store::{Checkpoint, Store};
+use crate::runtime::store::{Checkpoint, InFlight, Store};
 use anyhow::{Context, Result};
 use kmswatch_model::{Event, Finding};
 use kmswatch_normalize::{Format, Item, Normalizer, Options, SkipReason};
@@ -474,6 +474,8 @@ pub struct Detector {
     last_event: HashMap<String, Instant>,
     last_checkpoint: Instant,
     findings: Vec<Finding>,
+    /// Checkpoints sent and not yet committed.
+    checkpoints: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Detector {
@@ -503,6 +505,7 @@ impl Detector {
             last_event: HashMap::new(),
             last_checkpoint: Instant::now(),
             findings: Vec::new(),
+            checkpoints: Arc::default(),
         }
     }
 
@@ -587,10 +590,18 @@ impl Detector {
             how: n.settle,
             received: n.received,
         });
-        if self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval {
+        if self.checkpoint_due() {
             self.checkpoint().await?;
         }
         Ok(())
+    }
+
+    /// The interval has passed and the previous checkpoint is committed: a snapshot taken
+    /// while one is still being written would only queue behind it (each holds the whole
+    /// engine state), so a slow store stretches the interval instead.
+    fn checkpoint_due(&self) -> bool {
+        self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval
+            && self.checkpoints.load(std::sync::atomic::Ordering::SeqCst) == 0
     }
 
     /// A finite stream ended.
@@ -615,7 +626,7 @@ impl Detector {
             }
             self.send_findings().await?;
         }
-        if self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval {
+        if self.checkpoint_due() {
             self.checkpoint().await?;
         }
         Ok(())
@@ -625,7 +636,6 @@ impl Detector {
     pub async fn checkpoint(&mut self) -> Result<()> {
         self.last_checkpoint = Instant::now();
         self.dedup.expire(now_ms());
-        let snapshot = self.engine.snapshot();
         let stats = self.engine.stats();
         self.metrics
             .set("kmswatch_engine_state_bytes", &[], stats.state_bytes as f64);
@@ -636,7 +646,7 @@ impl Detector {
             &[("stream", "engine")],
             stats.watermark as f64,
         );
-        let engine = tokio::task::block_in_place(|| serde_json::to_vec(&snapshot))
+        let engine = tokio::task::block_in_place(|| self.engine.snapshot_json())
             .context("serializing the engine state")?;
         let (dedup_insert, dedup_remove) = self.dedup.take_delta();
         let cp = Checkpoint {
@@ -644,6 +654,7 @@ impl Detector {
             dedup_insert,
             dedup_remove,
             meta: Vec::new(),
+            in_flight: Some(InFlight::new(&self.checkpoints)),
         };
         let acks = std::mem::take(&mut self.pending);
         self.tx

@@ -356,6 +356,7 @@ pub async fn ingest(cfg: Config, _exit_when_done: bool) -> Result<()> {
             dedup_insert,
             dedup_remove,
             meta: Vec::new(),
+            in_flight: None,
         }))
     };
     loop {
