@@ -5,7 +5,7 @@
 //! and hold at least one correlation finding. Skipped, with a message, when
 //! `KMSWATCH_TEST_KAFKA_BROKERS` is not set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -116,9 +116,12 @@ impl Drop for Proc {
     }
 }
 
+/// Partitions of the event topic.
+const PARTITIONS: i64 = 4;
+
 fn scale_out(brokers: &str, topic: &str, group: &str, changelog: &str) -> String {
     format!(
-        "scale_out: {{ brokers: [\"{brokers}\"], topic: {topic}, group_id: {group}, changelog_topic: {changelog}, partitions: 4 }}\n"
+        "scale_out: {{ brokers: [\"{brokers}\"], topic: {topic}, group_id: {group}, changelog_topic: {changelog}, partitions: {PARTITIONS} }}\n"
     )
 }
 
@@ -131,9 +134,53 @@ fn detect_config(so: &str) -> String {
     )
 }
 
-/// Run detection instances until every one's findings file has been unchanged for a while
-/// (the idle advance closed every window and the checkpoint delivered it), then stop them.
-fn settle(procs: &mut [Proc], budget_secs: u64) {
+/// The partitions an instance owns now (its last assignment, unless revoked since) and
+/// whether each has been caught up and idle since that assignment, read from its log.
+fn ownership(log: &str) -> (BTreeSet<i64>, bool) {
+    let mut owned = BTreeSet::new();
+    let mut idle = BTreeSet::new();
+    for line in log.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let fields = &v["fields"];
+        let parts = || -> BTreeSet<i64> {
+            fields["partitions"]
+                .as_str()
+                .unwrap_or("")
+                .trim_matches(|c| c == '[' || c == ']')
+                .split(',')
+                .filter_map(|p| p.trim().parse().ok())
+                .collect()
+        };
+        match fields["message"].as_str().unwrap_or("") {
+            "kafka partitions assigned; state restored" => {
+                owned = parts();
+                idle.clear();
+            }
+            "kafka partitions revoked after their checkpoint" => {
+                for p in parts() {
+                    owned.remove(&p);
+                    idle.remove(&p);
+                }
+            }
+            m if m.starts_with("partition caught up and idle") => {
+                if let Some(p) = fields["partition"].as_i64() {
+                    idle.insert(p);
+                }
+            }
+            _ => {}
+        }
+    }
+    let all_idle = owned.iter().all(|p| idle.contains(p));
+    (owned, all_idle)
+}
+
+/// Run detection instances until every partition of the topic is owned by one of them, each
+/// has caught up with its partition's end and gone idle (so its event clock moved past every
+/// window) since it was assigned, and the findings files have been unchanged for a few
+/// seconds (the checkpoint after the idle advance delivered them); then stop them.
+fn settle(procs: &mut [Proc], partitions: i64, budget_secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(budget_secs);
     let mut last = (usize::MAX, Instant::now());
     loop {
@@ -143,12 +190,22 @@ fn settle(procs: &mut [Proc], budget_secs: u64) {
         let n: usize = procs.iter().map(|p| p.findings().len()).sum();
         if n != last.0 {
             last = (n, Instant::now());
-        } else if n > 0 && last.1.elapsed() > Duration::from_secs(12) {
+        }
+        let mut owned = BTreeSet::new();
+        let mut all_idle = true;
+        for p in procs.iter() {
+            let (o, idle) = ownership(&p.log());
+            owned.extend(o);
+            all_idle &= idle;
+        }
+        let covered = owned.len() as i64 == partitions;
+        if covered && all_idle && n > 0 && last.1.elapsed() > Duration::from_secs(4) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "findings did not settle within {budget_secs} s ({n} so far):\n{}",
+            "detection did not settle within {budget_secs} s ({n} findings, partitions owned \
+             {owned:?}, all idle: {all_idle}):\n{}",
             procs
                 .iter()
                 .map(Proc::log)
@@ -166,6 +223,22 @@ fn settle(procs: &mut [Proc], budget_secs: u64) {
     for p in procs.iter_mut() {
         p.wait(90);
     }
+}
+
+/// One line per finding, for failure messages.
+fn describe(f: &Value) -> String {
+    format!(
+        "{} {} {} {}..{} count={}",
+        f["finding_info"]["uid"].as_str().unwrap_or("?"),
+        f["finding_info"]["title"].as_str().unwrap_or("?"),
+        f["actor"]["user"]["uid"]
+            .as_str()
+            .or(f["actor"]["user"]["name"].as_str())
+            .unwrap_or("?"),
+        f["start_time"],
+        f["end_time"],
+        f["count"]
+    )
 }
 
 fn by_id(findings: &[Value]) -> BTreeMap<String, Value> {
@@ -238,7 +311,7 @@ fn two_detection_instances_find_exactly_what_one_finds() {
         &detect_config(&so1),
         &["--mode", "detect"],
     )];
-    settle(&mut one, 120);
+    settle(&mut one, PARTITIONS, 120);
     let single = by_id(&one[0].findings());
 
     // Two detection instances at once, fresh group and changelog.
@@ -262,7 +335,7 @@ fn two_detection_instances_find_exactly_what_one_finds() {
             &["--mode", "detect"],
         ),
     ];
-    settle(&mut two, 120);
+    settle(&mut two, PARTITIONS, 120);
     let (a, b) = (two[0].findings(), two[1].findings());
     let both: Vec<Value> = a.iter().chain(b.iter()).cloned().collect();
     let pair = by_id(&both);
@@ -280,11 +353,26 @@ fn two_detection_instances_find_exactly_what_one_finds() {
     // Both instances worked (the partitions were shared).
     let assigned = |p: &Proc| p.log().contains("kafka partitions assigned");
     assert!(assigned(&two[0]) && assigned(&two[1]));
-    let ids1: Vec<&String> = single.keys().collect();
-    let ids2: Vec<&String> = pair.keys().collect();
-    assert_eq!(
-        ids1, ids2,
-        "finding ids differ between one and two instances"
+    let only_one: Vec<String> = single
+        .iter()
+        .filter(|(id, _)| !pair.contains_key(*id))
+        .map(|(_, f)| describe(f))
+        .collect();
+    let only_two: Vec<String> = pair
+        .iter()
+        .filter(|(id, _)| !single.contains_key(*id))
+        .map(|(_, f)| describe(f))
+        .collect();
+    assert!(
+        only_one.is_empty() && only_two.is_empty(),
+        "finding ids differ between one and two instances ({} vs {}):\n\
+         only with one: {only_one:#?}\nonly with two: {only_two:#?}\n\
+         --- one instance:\n{}\n--- two instances:\n{}\n---\n{}",
+        single.len(),
+        pair.len(),
+        one[0].log(),
+        two[0].log(),
+        two[1].log()
     );
     for (id, f) in &single {
         assert_eq!(Some(f), pair.get(id), "finding {id} differs");

@@ -439,6 +439,8 @@ struct Part {
     last_event: Instant,
     /// When the partition's end offset was last asked for (idle check).
     idle_checked: Instant,
+    /// The idle advance ran since the last event (logged once per quiet spell).
+    caught_up: bool,
     findings: Vec<Finding>,
 }
 
@@ -633,6 +635,7 @@ impl Core {
                 dirty: false,
                 last_event: Instant::now(),
                 idle_checked: Instant::now(),
+                caught_up: false,
                 findings: Vec::new(),
             },
         );
@@ -682,6 +685,7 @@ impl Core {
         part.next_offset = Some(offset + 1);
         part.dirty = true;
         part.last_event = Instant::now();
+        part.caught_up = false;
     }
 
     /// Idle partitions — caught up with the partition's end and without an event for
@@ -713,6 +717,14 @@ impl Core {
                 .advance(&format!("{topic}/{p}"), now, &mut part.findings);
             if (part.findings.len(), part.engine.stats().groups) != before {
                 part.dirty = true;
+            }
+            if !part.caught_up {
+                part.caught_up = true;
+                info!(
+                    partition = *p,
+                    next_offset = part.next_offset,
+                    "partition caught up and idle; event clock moved to the wall clock"
+                );
             }
         }
     }
