@@ -115,17 +115,48 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// Format epoch milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_millis(ms: i64) -> String {
+    let mut out = String::with_capacity(24);
+    push_millis(&mut out, ms);
+    out
+}
+
+/// [`format_millis`] appended to `out` (digits written directly: this runs once per Azure
+/// event without an id, and `format!` showed in profiles).
+pub fn push_millis(out: &mut String, ms: i64) {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    let (hh, mm, ss) = (sod / 3600, (sod / 60) % 60, sod % 60);
+    if !(0..=9999).contains(&y) {
+        out.push_str(&format!(
+            "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{millis:03}Z"
+        ));
+        return;
+    }
+    push_digits(out, y, 4);
+    let parts: [(char, i64, u32); 6] = [
+        ('-', i64::from(m), 2),
+        ('-', i64::from(d), 2),
+        ('T', hh, 2),
+        (':', mm, 2),
+        (':', ss, 2),
+        ('.', millis, 3),
+    ];
+    for (sep, v, n) in parts {
+        out.push(sep);
+        push_digits(out, v, n);
+    }
+    out.push('Z');
+}
+
+/// The last `n` decimal digits of `v` (0 ≤ v), zero-padded.
+fn push_digits(out: &mut String, v: i64, n: u32) {
+    for k in (0..n).rev() {
+        let digit = (v / 10_i64.pow(k)).rem_euclid(10);
+        out.push(char::from(b'0' + digit as u8));
+    }
 }
 
 /// Inverse of [`days_from_civil`].
@@ -145,6 +176,31 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_millis_matches_format() {
+        let reference = |ms: i64| {
+            let secs = ms.div_euclid(1000);
+            let sod = secs.rem_euclid(86_400);
+            let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+            format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                sod / 3600,
+                (sod / 60) % 60,
+                sod % 60,
+                ms.rem_euclid(1000)
+            )
+        };
+        let mut ms: i64 = -62_200_000_000_000;
+        while ms < 260_000_000_000_000 {
+            assert_eq!(format_millis(ms), reference(ms), "{ms}");
+            ms += 791_987_654_321;
+        }
+        for ms in [0, 1, 999, 1_000, -1, 1_715_677_924_000, 253_402_300_799_999] {
+            assert_eq!(format_millis(ms), reference(ms), "{ms}");
+        }
+        assert_eq!(format_millis(1_715_677_924_007), "2024-05-14T09:12:04.007Z");
+    }
 
     #[test]
     fn vendor_shapes() {

@@ -334,7 +334,13 @@ fn build(
 
     ev.metadata.uid = match (&c.uid, &c.correlation_id) {
         (Some(u), _) => u.to_string(),
-        (None, Some(corr)) => format!("{corr}@{}", crate::time::format_millis(time)),
+        (None, Some(corr)) => {
+            let mut uid = String::with_capacity(corr.len() + 25);
+            uid.push_str(corr);
+            uid.push('@');
+            crate::time::push_millis(&mut uid, time);
+            uid
+        }
         (None, None) => format!("azure:{:016x}", fnv1a(rec.bytes)),
     };
     ev.metadata.product = Product {

@@ -87,21 +87,18 @@ pub fn normalize(_n: &Normalizer, rec: &Record<'_>) -> Result<Outcome, RecordErr
             SkipReason::NotAuditRecord
         }));
     };
-    let Some(kind) = triage(rec.bytes, pp) else {
+    let Some((kind, pp_fields)) = triage(rec.bytes, pp) else {
         return Ok(Outcome::Skip(SkipReason::NotKms));
     };
-    let entry: LogEntry<'_> = serde_json::from_slice(rec.bytes).map_err(RecordError::from_json)?;
-    let Some(audit) = entry
-        .proto_payload
-        .as_ref()
-        .or(entry.proto_payload_lc.as_ref())
-    else {
-        return Ok(Outcome::Skip(SkipReason::NotKms));
-    };
+    // One validating pass over the whole record (JSON syntax and UTF-8), which also yields
+    // `raw`; then the fields are read from the structural scan, no second parse.
+    let raw = rec.to_raw()?;
+    let entry = LogEntry::from_record(rec, pp, &pp_fields)?;
+    let audit = &entry.audit;
     if kind == Kind::AuditConfig && !changes_audit_config(audit) {
         return Ok(Outcome::Skip(SkipReason::NotKms));
     }
-    let event = build(rec, &entry, audit, kind)?;
+    let event = build(rec, raw, &entry, audit, kind)?;
     Ok(Outcome::Event {
         event: Box::new(event),
         related: kind != Kind::Kms,
@@ -134,7 +131,8 @@ const LOGGING_CHANGES: &[&str] = &[
 ];
 
 /// Decide from bytes and the top-level fields of `protoPayload`, without deserializing.
-fn triage(bytes: &[u8], pp: &[u8]) -> Option<Kind> {
+/// Also returns those fields, read again to build the event.
+fn triage<'a>(bytes: &[u8], pp: &'a [u8]) -> Option<(Kind, Vec<crate::scan::Field<'a>>)> {
     static KMS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KMS_SERVICE));
     static LOGGING: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("ConfigServiceV2"));
     static AUDIT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("auditConfig"));
@@ -158,18 +156,22 @@ fn triage(bytes: &[u8], pp: &[u8]) -> Option<Kind> {
         }
     };
     let service = get("serviceName");
-    if kms_hint && service.as_deref() == Some(KMS_SERVICE) {
-        return Some(Kind::Kms);
-    }
-    let method = get("methodName")?;
-    let (log_hint, iam_hint) = early.unwrap_or_else(other_hints);
-    if log_hint && is_logging_change(&method, service.as_deref()) {
-        return Some(Kind::Logging);
-    }
-    if iam_hint && mapping::short_name(&method) == "SetIamPolicy" {
-        return Some(Kind::AuditConfig);
-    }
-    None
+    let kind = 'kind: {
+        if kms_hint && service.as_deref() == Some(KMS_SERVICE) {
+            break 'kind Kind::Kms;
+        }
+        let method = get("methodName")?;
+        let (log_hint, iam_hint) = early.unwrap_or_else(other_hints);
+        if log_hint && is_logging_change(&method, service.as_deref()) {
+            break 'kind Kind::Logging;
+        }
+        if iam_hint && mapping::short_name(&method) == "SetIamPolicy" {
+            break 'kind Kind::AuditConfig;
+        }
+        return None;
+    };
+    drop(service);
+    Some((kind, fields))
 }
 
 fn is_logging_change(method: &str, service: Option<&str>) -> bool {
@@ -226,7 +228,12 @@ fn is_container(name: &str) -> bool {
 
 /// A JSON value that is present and not `null`, `""`, `[]` or `{}`.
 fn non_empty(v: &RawValue) -> bool {
-    let s = v.get().trim();
+    non_empty_str(v.get())
+}
+
+/// [`non_empty`] of a value's JSON text.
+fn non_empty_str(s: &str) -> bool {
+    let s = s.trim();
     !matches!(s, "null" | "\"\"" | "[]" | "{}")
         && !(s.len() >= 2
             && (s.starts_with('[') || s.starts_with('{'))
@@ -234,12 +241,13 @@ fn non_empty(v: &RawValue) -> bool {
 }
 
 /// Parse an optional raw sub-object leniently: a value of the wrong shape counts as absent.
-fn sub<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<T> {
-    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+fn sub<'a, T: Deserialize<'a>>(raw: Option<&'a str>) -> Option<T> {
+    raw.and_then(|r| serde_json::from_str(r).ok())
 }
 
 fn build(
     rec: &Record<'_>,
+    raw: Box<RawValue>,
     entry: &LogEntry<'_>,
     a: &AuditLog<'_>,
     kind: Kind,
@@ -268,10 +276,10 @@ fn build(
         Kind::Kms => mapping::operation(method, &request.hints()),
         Kind::Logging | Kind::AuditConfig => KmsOperation::LoggingChange,
     };
-    let mut ev = Event::new(time, operation, rec.to_raw()?);
+    let mut ev = Event::new(time, operation, raw);
 
     // metadata
-    ev.metadata.uid = match entry.insert_id.as_deref().or(entry.insert_id_lc.as_deref()) {
+    ev.metadata.uid = match entry.insert_id.as_deref() {
         Some(id) if !id.is_empty() => id.to_owned(),
         _ => format!("gcp-fnv-{:016x}", fnv1a(rec.bytes)),
     };
@@ -297,7 +305,7 @@ fn build(
     } else {
         None
     };
-    let log_name = entry.log_name.as_deref().or(entry.log_name_lc.as_deref());
+    let log_name = entry.log_name.as_deref();
 
     // cloud
     ev.cloud.provider = Provider::Gcp;
@@ -388,14 +396,10 @@ fn build(
 }
 
 fn event_time(entry: &LogEntry<'_>) -> Result<i64, RecordError> {
-    let (field, value) = match (
-        &entry.timestamp,
-        &entry.receive_timestamp,
-        &entry.receive_timestamp_lc,
-    ) {
-        (Some(t), _, _) => ("timestamp", t),
-        (None, Some(t), _) | (None, None, Some(t)) => ("receiveTimestamp", t),
-        (None, None, None) => return Err(RecordError::missing("timestamp and receiveTimestamp")),
+    let (field, value) = match (&entry.timestamp, &entry.receive_timestamp) {
+        (Some(t), _) => ("timestamp", t),
+        (None, Some(t)) => ("receiveTimestamp", t),
+        (None, None) => return Err(RecordError::missing("timestamp and receiveTimestamp")),
     };
     crate::time::parse_millis(value).ok_or_else(|| {
         RecordError::new(
@@ -564,55 +568,142 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 // ---- borrowed views of the parts of a LogEntry that are read ----
 
-#[derive(Debug, Deserialize)]
+/// The parts of a `LogEntry` that are read, borrowed from the record: strings decoded only
+/// when they have escapes, sub-objects kept as JSON text and parsed only when needed.
+#[derive(Debug)]
 struct LogEntry<'a> {
-    #[serde(borrow, rename = "protoPayload")]
-    proto_payload: Option<AuditLog<'a>>,
-    #[serde(borrow, rename = "protopayload")]
-    proto_payload_lc: Option<AuditLog<'a>>,
-    #[serde(borrow, rename = "insertId")]
+    audit: AuditLog<'a>,
     insert_id: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "insertid")]
-    insert_id_lc: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "logName")]
     log_name: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "logname")]
-    log_name_lc: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     timestamp: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "receiveTimestamp")]
     receive_timestamp: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "receivetimestamp")]
-    receive_timestamp_lc: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    resource: Option<&'a RawValue>,
+    resource: Option<&'a str>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default)]
 struct AuditLog<'a> {
-    #[serde(borrow)]
     service_name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     method_name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     resource_name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    status: Option<&'a RawValue>,
-    #[serde(borrow)]
-    authentication_info: Option<&'a RawValue>,
-    #[serde(borrow)]
-    request_metadata: Option<&'a RawValue>,
-    #[serde(borrow)]
-    request: Option<&'a RawValue>,
-    #[serde(borrow)]
-    response: Option<&'a RawValue>,
-    #[serde(borrow)]
-    service_data: Option<&'a RawValue>,
-    #[serde(borrow)]
-    metadata: Option<&'a RawValue>,
-    #[serde(borrow)]
-    resource_location: Option<&'a RawValue>,
+    status: Option<&'a str>,
+    authentication_info: Option<&'a str>,
+    request_metadata: Option<&'a str>,
+    request: Option<&'a str>,
+    response: Option<&'a str>,
+    service_data: Option<&'a str>,
+    metadata: Option<&'a str>,
+    resource_location: Option<&'a str>,
+}
+
+impl<'a> LogEntry<'a> {
+    /// Read the entry from the scanner's fields (first occurrence of a key wins). The record
+    /// must already be validated as JSON and UTF-8 (see [`normalize`]).
+    fn from_record(
+        rec: &Record<'a>,
+        pp: &'a [u8],
+        pp_fields: &[crate::scan::Field<'a>],
+    ) -> Result<LogEntry<'a>, RecordError> {
+        let pp_text = utf8(pp)?;
+        let mut audit = AuditLog::default();
+        for &(k, v) in pp_fields {
+            let slot = match k {
+                b"serviceName" => &mut audit.service_name,
+                b"methodName" => &mut audit.method_name,
+                b"resourceName" => &mut audit.resource_name,
+                _ => {
+                    let slot = match k {
+                        b"status" => &mut audit.status,
+                        b"authenticationInfo" => &mut audit.authentication_info,
+                        b"requestMetadata" => &mut audit.request_metadata,
+                        b"request" => &mut audit.request,
+                        b"response" => &mut audit.response,
+                        b"serviceData" => &mut audit.service_data,
+                        b"metadata" => &mut audit.metadata,
+                        b"resourceLocation" => &mut audit.resource_location,
+                        _ => continue,
+                    };
+                    if slot.is_none() && v != b"null" {
+                        *slot = Some(sub_text(pp_text, pp, v)?);
+                    }
+                    continue;
+                }
+            };
+            if slot.is_none() {
+                *slot = str_value(v, k)?;
+            }
+        }
+        let get = |a: &str, b: &str| -> Result<Option<Cow<'a, str>>, RecordError> {
+            for key in [a, b] {
+                if let Some(v) = rec.field(key) {
+                    if let Some(s) = str_value(v, key.as_bytes())? {
+                        return Ok(Some(s));
+                    }
+                }
+            }
+            Ok(None)
+        };
+        let insert_id = get("insertId", "insertid")?;
+        let log_name = get("logName", "logname")?;
+        let timestamp = match rec.field("timestamp") {
+            Some(v) => str_value(v, b"timestamp")?,
+            None => None,
+        };
+        let receive_timestamp = get("receiveTimestamp", "receivetimestamp")?;
+        let resource = match rec.field("resource") {
+            Some(v) if v != b"null" => Some(utf8(v)?),
+            _ => None,
+        };
+        Ok(LogEntry {
+            audit,
+            insert_id,
+            log_name,
+            timestamp,
+            receive_timestamp,
+            resource,
+        })
+    }
+}
+
+/// Bytes of a validated record as text.
+fn utf8(v: &[u8]) -> Result<&str, RecordError> {
+    std::str::from_utf8(v).map_err(|e| {
+        RecordError::new(
+            RejectReason::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })
+}
+
+/// The text of `v`, a sub-slice of `base` whose text is `text`, without validating again.
+fn sub_text<'a>(text: &'a str, base: &[u8], v: &[u8]) -> Result<&'a str, RecordError> {
+    let off = (v.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+    // Always a sub-slice at token boundaries (the scanner's fields); checked, not assumed.
+    text.get(off..off.saturating_add(v.len()))
+        .filter(|s| s.len() == v.len() && s.as_ptr() == v.as_ptr())
+        .ok_or_else(|| {
+            RecordError::new(
+                RejectReason::MalformedJson,
+                "protoPayload field outside protoPayload",
+            )
+        })
+}
+
+/// A string value: `None` when null, an error when it is not a string.
+fn str_value<'a>(v: &'a [u8], key: &[u8]) -> Result<Option<Cow<'a, str>>, RecordError> {
+    if v == b"null" {
+        return Ok(None);
+    }
+    if let Some(s) = crate::scan::plain_str(v) {
+        return Ok(Some(Cow::Borrowed(s)));
+    }
+    serde_json::from_slice::<Cow<'a, str>>(v)
+        .map(Some)
+        .map_err(|e| {
+            RecordError::new(
+                RejectReason::BadValue,
+                format!("{}: {e}", String::from_utf8_lossy(key)),
+            )
+        })
 }
 
 #[derive(Debug, Deserialize)]

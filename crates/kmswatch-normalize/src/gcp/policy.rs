@@ -25,7 +25,6 @@
 use super::classify;
 use kmswatch_model::{ActorKind, PolicyChange};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use std::collections::BTreeSet;
 
 /// Members that make a resource public.
@@ -64,16 +63,16 @@ struct Binding {
     members: Option<Vec<String>>,
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(raw: Option<&RawValue>) -> Option<T> {
-    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+fn parse<T: for<'de> Deserialize<'de>>(raw: Option<&str>) -> Option<T> {
+    raw.and_then(|r| serde_json::from_str(r).ok())
 }
 
 /// Grantees and policy change of a `SetIamPolicy` entry, from its `serviceData`, `metadata`
-/// and `request`, given the key's project.
+/// and `request` (JSON text), given the key's project.
 pub fn analyze(
-    service_data: Option<&RawValue>,
-    metadata: Option<&RawValue>,
-    request: Option<&RawValue>,
+    service_data: Option<&str>,
+    metadata: Option<&str>,
+    request: Option<&str>,
     key_project: Option<&str>,
 ) -> (Vec<String>, Option<PolicyChange>) {
     let delta = [service_data, metadata]
