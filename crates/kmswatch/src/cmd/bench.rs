@@ -31,14 +31,14 @@ use std::time::{Duration, Instant};
 /// on a shared machine the CPU-time ratio is the steadier one (wall time also counts the time
 /// other processes held the core, which differs between the two phases).
 ///
-/// Measured on the 2-core development machine (shared with other builds, so absolute rates
-/// vary), 1,080,374 records, 45 rules, 141 findings (identical findings before and after):
-///   before (8050d88)  wall: parse-only 149,906 rec/s  scan  72,840 rec/s  0.49x  104 MiB
-///   after  (perf)     wall: parse-only 182,270 rec/s  scan 111,776 rec/s  0.61x  101 MiB
-///   after  (perf)     CPU:  parse-only 193,023 rec/s  scan 128,946 rec/s  0.67x  101 MiB
-/// Not yet at 1.00x. Where the rest goes (GCP, the slowest path, by perf samples): the
-/// LogEntry deserialize, `Record::to_raw` (a copy plus RawValue's validating parse), the
-/// re-parse of `protoPayload` sub-objects, and enrichment + normalized-rule matching.
+/// Measured on the 2-core development machine, 1,080,374 records, 45 rules, 141 findings
+/// (identical findings at every step):
+///   8050d88  wall: parse-only 149,906 rec/s  scan  72,840 rec/s  0.49x  104 MiB (loaded machine)
+///   4a46bc3  wall: parse-only 207,678 rec/s  scan 125,092 rec/s  0.60x  101 MiB
+///   4a46bc3  CPU:  parse-only 218,310 rec/s  scan 164,856 rec/s  0.76x
+/// Not yet at 1.00x. Where the rest goes (callgrind, GCP scan phase): RawValue's validating
+/// parse in `Record::to_raw` (~23%), the structural scan (~19%, protoPayload walked twice),
+/// `Engine::process` (~22%), serde parses of LogEntry sub-objects (~13%).
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
