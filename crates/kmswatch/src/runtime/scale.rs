@@ -445,6 +445,8 @@ struct Part {
     /// Restored from a snapshot and the message at `next_offset` not seen yet: the offset
     /// the consumer was last pointed at (see [`resume_step`]).
     resume_from: Option<i64>,
+    /// When a restored partition without a message was last checked (see `Core::unstall`).
+    resume_checked: Instant,
 }
 
 /// What to do with a message of a partition whose snapshot says `next` is the offset to
@@ -681,6 +683,7 @@ impl Core {
                 caught_up: false,
                 findings: Vec::new(),
                 resume_from: next,
+                resume_checked: Instant::now(),
             },
         );
         Ok(offset)
@@ -778,15 +781,18 @@ impl Core {
             let (Some(from), Some(next)) = (part.resume_from, part.next_offset) else {
                 continue;
             };
-            if part.last_event.elapsed() < IDLE_CHECK {
+            if part.last_event.elapsed() < IDLE_CHECK || part.resume_checked.elapsed() < IDLE_CHECK
+            {
                 continue;
             }
-            part.last_event = Instant::now();
+            part.resume_checked = Instant::now();
             let Ok((_, high)) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(2))
             else {
                 continue;
             };
             if high <= next {
+                // At the end: the next message starts a new batch, at `next`.
+                part.resume_from = None;
                 continue;
             }
             if let (Step::SeekBack(to), _) = resume_step(next, from, high) {
