@@ -26,7 +26,8 @@
 //! partitions`) and acknowledged by Kafka, then the group offsets are committed. On
 //! assignment, a partition's engine is restored from the changelog record with the highest
 //! offset for its key and consumption starts at that offset (the group's committed offset
-//! when there is no snapshot). A partition's findings therefore depend on its events only,
+//! when there is no snapshot); a broker that answers a fetch from inside a record batch with
+//! the next batch (tansu) is made to go back, so no message after the snapshot is skipped. A partition's findings therefore depend on its events only,
 //! never on which instance owns it or when it moved: N instances produce the findings one
 //! produces (same ids, same content; a finding emitted after the last checkpoint before a
 //! crash is emitted again with the same id).
