@@ -375,7 +375,14 @@ fn two_detection_instances_find_exactly_what_one_finds() {
         two[1].log()
     );
     for (id, f) in &single {
-        assert_eq!(Some(f), pair.get(id), "finding {id} differs");
+        assert_eq!(
+            Some(f),
+            pair.get(id),
+            "finding {id} differs\n--- one instance:\n{}\n--- two instances:\n{}\n---\n{}",
+            one[0].log(),
+            two[0].log(),
+            two[1].log()
+        );
     }
     eprintln!(
         "scale-out: {} findings ({} correlation), instance a {} / b {}, {:.0} s",

@@ -26,7 +26,8 @@
 //! partitions`) and acknowledged by Kafka, then the group offsets are committed. On
 //! assignment, a partition's engine is restored from the changelog record with the highest
 //! offset for its key and consumption starts at that offset (the group's committed offset
-//! when there is no snapshot). A partition's findings therefore depend on its events only,
+//! when there is no snapshot); a broker that answers a fetch from inside a record batch with
+//! the next batch (tansu) is made to go back, so no message after the snapshot is skipped. A partition's findings therefore depend on its events only,
 //! never on which instance owns it or when it moved: N instances produce the findings one
 //! produces (same ids, same content; a finding emitted after the last checkpoint before a
 //! crash is emitted again with the same id).
@@ -442,6 +443,51 @@ struct Part {
     /// The idle advance ran since the last event (logged once per quiet spell).
     caught_up: bool,
     findings: Vec<Finding>,
+    /// Restored from a snapshot and the message at `next_offset` not seen yet: the offset
+    /// the consumer was last pointed at (see [`resume_step`]).
+    resume_from: Option<i64>,
+    /// When a restored partition without a message was last checked (see `Core::unstall`).
+    resume_checked: Instant,
+}
+
+/// What to do with a message of a partition whose snapshot says `next` is the offset to
+/// process next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Run it through the engine.
+    Process,
+    /// Already in the snapshot's state: drop it.
+    Skip,
+    /// Messages before it were not delivered: point the consumer at this earlier offset
+    /// (messages before `next` will be skipped) and drop this one.
+    SeekBack(i64),
+}
+
+/// The first seek back from a resume position that the broker skipped past, in messages.
+const SEEK_BACK_MIN: i64 = 256;
+
+/// Decide about the message at `offset` of a partition restored to `next`, while the
+/// message at `next` has not been seen; `resume_from` is where the consumer was pointed
+/// (`next` after the assignment, earlier after a seek back). Returns the step and whether
+/// the resume is settled (later messages are contiguous with what was processed).
+///
+/// A broker may answer a fetch from an offset inside a record batch with the *next* batch
+/// (tansu does: fetching from 400 of a batch 378..415 returns 416 first), so the messages
+/// between the snapshot's offset and the next batch would never be processed by anyone. A
+/// first message past `next` therefore makes the consumer seek back — doubling the
+/// distance, down to offset 0 — until a message at or before `next` arrives; messages
+/// before `next` are skipped. Only when even offset 0 gives a message past `next` are the
+/// offsets in between taken to be missing from the log (compaction, retention).
+fn resume_step(next: i64, resume_from: i64, offset: i64) -> (Step, bool) {
+    if offset < next {
+        // The stream is contiguous from here: everything up to `next` is skipped.
+        (Step::Skip, true)
+    } else if offset == next || resume_from <= 0 {
+        (Step::Process, true)
+    } else {
+        let back = (next - resume_from).saturating_mul(2).max(SEEK_BACK_MIN);
+        (Step::SeekBack(next.saturating_sub(back).max(0)), false)
+    }
 }
 
 /// How often an idle partition's end offset is asked for.
@@ -637,20 +683,57 @@ impl Core {
                 idle_checked: Instant::now(),
                 caught_up: false,
                 findings: Vec::new(),
+                resume_from: next,
+                resume_checked: Instant::now(),
             },
         );
         Ok(offset)
     }
 
-    fn process(&mut self, p: i32, offset: i64, payload: &[u8]) {
+    /// Process the message at `offset` of partition `p`; `Some(offset)` when the consumer
+    /// must be pointed back at that earlier offset of `p` first (see [`resume_step`]).
+    fn process(&mut self, p: i32, offset: i64, payload: &[u8]) -> Option<i64> {
         let stream = self.stream(p);
         let Some(part) = self.parts.get_mut(&p) else {
             warn!(
                 partition = p,
                 offset, "message of a partition not owned; skipped"
             );
-            return;
+            return None;
         };
+        let next = part.next_offset.unwrap_or(0);
+        if let Some(from) = part.resume_from {
+            let (step, settled) = resume_step(next, from, offset);
+            if settled {
+                part.resume_from = None;
+                if step == Step::Process && offset > next {
+                    warn!(
+                        partition = p,
+                        expected = next,
+                        offset,
+                        "offsets missing from the partition (compacted or deleted); resuming at the next message"
+                    );
+                }
+            }
+            match step {
+                Step::Process => {}
+                Step::Skip => return None,
+                Step::SeekBack(to) => {
+                    info!(
+                        partition = p,
+                        expected = next,
+                        offset,
+                        seek_to = to,
+                        "the broker resumed past the restored offset; reading from an earlier one"
+                    );
+                    part.resume_from = Some(to);
+                    return Some(to);
+                }
+            }
+        } else if part.next_offset.is_some_and(|n| offset < n) {
+            // Already processed (a message delivered again after a seek): drop it.
+            return None;
+        }
         match serde_json::from_slice::<Event>(payload) {
             Ok(ev) => {
                 part.engine.process(&ev, &stream, &mut part.findings);
@@ -686,6 +769,49 @@ impl Core {
         part.dirty = true;
         part.last_event = Instant::now();
         part.caught_up = false;
+        None
+    }
+
+    /// Restored partitions that got no message for [`IDLE_CHECK`] although their end is past
+    /// the restored offset: the broker skipped to a batch that does not exist yet (the
+    /// offset is inside the last one), so the consumer is pointed back as for a message
+    /// past it ([`resume_step`] with the end offset).
+    fn unstall<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let topic = self.topic.clone();
+        for (p, part) in self.parts.iter_mut() {
+            let (Some(from), Some(next)) = (part.resume_from, part.next_offset) else {
+                continue;
+            };
+            if part.last_event.elapsed() < IDLE_CHECK || part.resume_checked.elapsed() < IDLE_CHECK
+            {
+                continue;
+            }
+            part.resume_checked = Instant::now();
+            let Ok((_, high)) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(2))
+            else {
+                continue;
+            };
+            if high <= next {
+                // At the end: the next message starts a new batch, at `next`.
+                part.resume_from = None;
+                continue;
+            }
+            if let (Step::SeekBack(to), _) = resume_step(next, from, high) {
+                info!(
+                    partition = *p,
+                    expected = next,
+                    end = high,
+                    seek_to = to,
+                    "no message since the restore although the partition has more; reading from an earlier offset"
+                );
+                part.resume_from = Some(to);
+                if let Err(e) =
+                    consumer.seek(&topic, *p, Offset::Offset(to), Duration::from_secs(10))
+                {
+                    warn!(partition = *p, offset = to, error = %e, "seek failed");
+                }
+            }
+        }
     }
 
     /// Idle partitions — caught up with the partition's end and without an event for
@@ -990,12 +1116,28 @@ pub async fn detect(cfg: Config) -> Result<()> {
                 match polled {
                     Some(Ok(m)) => {
                         let payload = m.payload().unwrap_or_default();
-                        core.process(m.partition(), m.offset(), payload);
+                        let p = m.partition();
+                        if let Some(to) = core.process(p, m.offset(), payload) {
+                            drop(m);
+                            if let Err(e) = consumer.seek(
+                                &core.topic,
+                                p,
+                                Offset::Offset(to),
+                                Duration::from_secs(10),
+                            ) {
+                                // The partition stays unsettled: the next message of it
+                                // asks for the seek again.
+                                warn!(partition = p, offset = to, error = %e, "seek failed");
+                            }
+                        }
                     }
                     Some(Err(e)) => {
                         warn!(error = %e, "kafka consumer error");
                     }
-                    None => core.idle(&consumer),
+                    None => {
+                        core.unstall(&consumer);
+                        core.idle(&consumer);
+                    }
                 }
                 if core.last_checkpoint.elapsed() >= interval {
                     core.idle(&consumer);
@@ -1038,5 +1180,82 @@ mod tests {
         assert_eq!(principal_key(&ev), "alice");
         ev.actor.user.uid = Some("arn:aws:iam::111122223333:user/alice".into());
         assert_eq!(principal_key(&ev), "arn:aws:iam::111122223333:user/alice");
+    }
+
+    /// Replays a partition 0..len whose broker answers a fetch from inside a record batch
+    /// with the next batch (as tansu does), resuming a snapshot at `next`: every offset from
+    /// `next` on must be processed exactly once, in order.
+    fn replay(next: i64, batch_starts: &[i64], len: i64) -> Vec<i64> {
+        let fetch_from = |at: i64| -> i64 {
+            batch_starts
+                .iter()
+                .copied()
+                .find(|b| *b >= at)
+                .unwrap_or(len)
+        };
+        let (mut next, mut resume_from, mut pos) = (next, Some(next), fetch_from(next));
+        let mut processed = Vec::new();
+        let mut guard = 0;
+        loop {
+            guard += 1;
+            assert!(guard < 10_000, "no progress");
+            if pos >= len {
+                // Nothing delivered: `Core::unstall` asks with the end offset.
+                match resume_from.map(|from| resume_step(next, from, len)) {
+                    Some((Step::SeekBack(to), _)) => {
+                        resume_from = Some(to);
+                        pos = fetch_from(to);
+                        continue;
+                    }
+                    _ => break,
+                }
+            }
+            let offset = pos;
+            pos += 1;
+            if let Some(from) = resume_from {
+                let (step, settled) = resume_step(next, from, offset);
+                if settled {
+                    resume_from = None;
+                }
+                match step {
+                    Step::Process => {}
+                    Step::Skip => continue,
+                    Step::SeekBack(to) => {
+                        assert!(to < from, "seeks must go back");
+                        resume_from = Some(to);
+                        pos = fetch_from(to);
+                        continue;
+                    }
+                }
+            } else if offset < next {
+                continue;
+            }
+            processed.push(offset);
+            next = offset + 1;
+        }
+        processed
+    }
+
+    #[test]
+    fn a_resume_inside_a_record_batch_loses_no_message() {
+        let batches = [0, 378, 416, 900, 2000];
+        for next in [0, 1, 377, 378, 400, 415, 416, 417, 1999, 2001] {
+            assert_eq!(
+                replay(next, &batches, 2100),
+                (next..2100).collect::<Vec<_>>(),
+                "resumed at {next}"
+            );
+        }
+        // One huge batch: the seek back doubles down to offset 0.
+        assert_eq!(replay(5000, &[0], 6000), (5000..6000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn offsets_missing_from_the_log_are_passed_over_after_reaching_offset_zero() {
+        // Offsets 10..20 do not exist (compacted): seeking back cannot find 10.
+        assert_eq!(resume_step(10, 10, 20), (Step::SeekBack(0), false));
+        assert_eq!(resume_step(10, 0, 5), (Step::Skip, true));
+        assert_eq!(resume_step(10, 0, 20), (Step::Process, true));
+        assert_eq!(resume_step(10, 10, 10), (Step::Process, true));
     }
 }
