@@ -365,6 +365,30 @@ fn audits(run: &Run) -> Vec<Value> {
         .collect()
 }
 
+/// Wait for the applied audit record of the `stop-deletion` playbook, check the key is
+/// Enabled again and the record names the action and the key; the applied records.
+async fn wait_for_cancelled_deletion(
+    run: &mut Run,
+    secs: u64,
+    c: &aws_sdk_kms::Client,
+    arn: &str,
+) -> Vec<Value> {
+    wait_for("the applied audit record", secs, run, |r| {
+        audits(r)
+            .iter()
+            .any(|a| a["phase"] == "execute" && a["outcome"] == "applied")
+    })
+    .await;
+    assert_eq!(key_state(c, arn).await, "Enabled");
+    let applied: Vec<Value> = audits(run)
+        .into_iter()
+        .filter(|a| a["outcome"] == "applied")
+        .collect();
+    assert_eq!(applied[0]["action"]["kind"], "cancel_deletion");
+    assert_eq!(applied[0]["key"].as_str().unwrap(), arn);
+    applied
+}
+
 fn findings_of(run: &Run, rule: &str) -> Vec<Value> {
     run.jsonl("out.jsonl")
         .into_iter()
@@ -421,19 +445,7 @@ async fn schedule_key_deletion_is_cancelled_in_enforce_mode_only() {
         &config(&log, FILE_SINK, &respond_config("enforce")),
         &env,
     );
-    wait_for("the applied audit record", 60, &mut run, |r| {
-        audits(r)
-            .iter()
-            .any(|a| a["phase"] == "execute" && a["outcome"] == "applied")
-    })
-    .await;
-    assert_eq!(key_state(&c, &arn).await, "Enabled");
-    let applied: Vec<Value> = audits(&run)
-        .into_iter()
-        .filter(|a| a["outcome"] == "applied")
-        .collect();
-    assert_eq!(applied[0]["action"]["kind"], "cancel_deletion");
-    assert_eq!(applied[0]["key"].as_str().unwrap(), arn);
+    let applied = wait_for_cancelled_deletion(&mut run, 60, &c, &arn).await;
     assert_eq!(
         applied[0]["finding_id"],
         findings_of(&run, "kms_schedule_key_deletion")[0]["finding_info"]["uid"]
@@ -537,19 +549,7 @@ async fn detect_mode_runs_the_playbooks() {
         &env,
         &["--mode", "detect"],
     );
-    wait_for("the applied audit record", 45, &mut detect, |r| {
-        audits(r)
-            .iter()
-            .any(|a| a["phase"] == "execute" && a["outcome"] == "applied")
-    })
-    .await;
-    assert_eq!(key_state(&c, &arn).await, "Enabled");
-    let applied: Vec<Value> = audits(&detect)
-        .into_iter()
-        .filter(|a| a["outcome"] == "applied")
-        .collect();
-    assert_eq!(applied[0]["action"]["kind"], "cancel_deletion");
-    assert_eq!(applied[0]["key"].as_str().unwrap(), arn);
+    let applied = wait_for_cancelled_deletion(&mut detect, 45, &c, &arn).await;
     let found = findings_of(&detect, "kms_schedule_key_deletion");
     assert_eq!(found.len(), 1);
     assert_eq!(applied[0]["finding_id"], found[0]["finding_info"]["uid"]);
