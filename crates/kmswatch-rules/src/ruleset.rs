@@ -857,18 +857,24 @@ impl RuleSet {
         }
         for (i, rule) in self.rules.iter().enumerate() {
             let Ok(i) = u32::try_from(i) else { break };
-            let idx = match rule.info.target {
+            let (idx, prefer) = match rule.info.target {
                 None => continue,
-                Some(Target::Normalized) => &mut self.normalized,
+                Some(Target::Normalized) => (&mut self.normalized, 0),
                 Some(Target::Raw(s)) => match self.raw.get_mut(s.slot()) {
-                    Some(x) => x,
+                    Some(x) => (x, s.op_fields().0),
                     None => continue,
                 },
             };
             idx.count += 1;
             idx.members.push(i);
             let names: Vec<&str> = idx.fields.iter().map(|(p, _)| p.name()).collect();
-            match cond_keys(&rule.detection.cond, &rule.detection.selections, &names) {
+            let keys = cond_keys(
+                &rule.detection.cond,
+                &rule.detection.selections,
+                &names,
+                prefer,
+            );
+            match keys {
                 Some((field, values)) => {
                     if let Some((_, map)) = idx.fields.get_mut(field) {
                         for v in values {
@@ -1190,18 +1196,27 @@ fn finish_out(out: &mut Vec<RuleId>, start: usize) {
 
 /// A necessary condition for the rule: the value of index field `.0` must be one of `.1`
 /// (case-insensitively). `None` when no such condition can be proven.
-fn cond_keys(c: &Cond, sels: &[Selection], fields: &[&str]) -> Option<(usize, Vec<String>)> {
+/// The index key of a condition: one field and the values of which one is necessary. Among
+/// several candidates, the one with the fewest values, except that the first `prefer` fields
+/// (the operation fields of a raw target, see [`RawSource::op_fields`]) win over the others, so
+/// that the target's operation gate ([`RuleSet::op_gate`]) applies whenever it can.
+fn cond_keys(
+    c: &Cond,
+    sels: &[Selection],
+    fields: &[&str],
+    prefer: usize,
+) -> Option<(usize, Vec<String>)> {
     match c {
-        Cond::Sel(i) => sel_keys(sels.get(*i)?, fields),
+        Cond::Sel(i) => sel_keys(sels.get(*i)?, fields, prefer),
         Cond::Not(_) => None,
         Cond::And(items) => items
             .iter()
-            .filter_map(|i| cond_keys(i, sels, fields))
-            .min_by_key(|(_, v)| v.len()),
-        Cond::Or(items) => union(items.iter().map(|i| cond_keys(i, sels, fields))),
+            .filter_map(|i| cond_keys(i, sels, fields, prefer))
+            .min_by_key(|(f, v)| (*f >= prefer, v.len())),
+        Cond::Or(items) => union(items.iter().map(|i| cond_keys(i, sels, fields, prefer))),
         Cond::AtLeast(_, idx) => union(
             idx.iter()
-                .map(|i| sels.get(*i).and_then(|s| sel_keys(s, fields))),
+                .map(|i| sels.get(*i).and_then(|s| sel_keys(s, fields, prefer))),
         ),
     }
 }
@@ -1220,7 +1235,7 @@ fn union(
     Some((field, values))
 }
 
-fn sel_keys(s: &Selection, fields: &[&str]) -> Option<(usize, Vec<String>)> {
+fn sel_keys(s: &Selection, fields: &[&str], prefer: usize) -> Option<(usize, Vec<String>)> {
     match s {
         Selection::Fields(items) => items
             .iter()
@@ -1231,8 +1246,8 @@ fn sel_keys(s: &Selection, fields: &[&str]) -> Option<(usize, Vec<String>)> {
                     _ => None,
                 }
             })
-            .min_by_key(|(_, v)| v.len()),
-        Selection::AnyOf(items) => union(items.iter().map(|i| sel_keys(i, fields))),
+            .min_by_key(|(f, v)| (*f >= prefer, v.len())),
+        Selection::AnyOf(items) => union(items.iter().map(|i| sel_keys(i, fields, prefer))),
         Selection::Keywords(_) => None,
     }
 }
@@ -1248,6 +1263,43 @@ mod tests {
         );
         let (set, _) = RuleSet::from_yaml("t.yml", &text, &LoadOptions::default()).unwrap();
         rule_cnf(set.rules.first().unwrap())
+    }
+
+    #[test]
+    fn raw_rules_are_indexed_by_their_operation_field_when_they_have_one() {
+        // `eventSource` has fewer values, but keying on `eventName` lets the operation gate
+        // skip every CloudTrail event with another operation without reading its raw text.
+        let text = "title: t\nlogsource:\n    product: aws\n    service: cloudtrail\ndetection:\n    sel:\n        eventSource: cloudtrail.amazonaws.com\n        eventName:\n            - StopLogging\n            - DeleteTrail\n    condition: sel\n";
+        let (set, _) = RuleSet::from_yaml("t.yml", text, &LoadOptions::default()).unwrap();
+        let idx = set.raw.get(RawSource::AwsCloudTrail.slot()).unwrap();
+        let keys = |f: usize| {
+            let mut k: Vec<String> = idx
+                .fields
+                .get(f)
+                .map(|(_, m)| m.keys().map(|k| k.0.clone()).collect())
+                .unwrap_or_default();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(0), vec!["DeleteTrail", "StopLogging"]);
+        assert!(keys(1).is_empty());
+        assert!(idx.always.is_empty());
+        // So an event whose operation (copied from `eventName` by the normalizer) is another
+        // one is decided without the raw text.
+        let mut ev = Event::new(
+            0,
+            kmswatch_model::KmsOperation::Other,
+            serde_json::value::RawValue::from_string(
+                r#"{"eventSource":"cloudtrail.amazonaws.com","eventName":"StopLogging"}"#.into(),
+            )
+            .unwrap(),
+        );
+        ev.cloud.provider = Provider::Aws;
+        ev.metadata.log_format = "aws_cloudtrail".into();
+        ev.api.operation = "Decrypt".into();
+        assert!(!set.op_gate(RawSource::AwsCloudTrail, idx, &ev));
+        ev.api.operation = "stoplogging".into();
+        assert!(set.op_gate(RawSource::AwsCloudTrail, idx, &ev));
     }
 
     #[test]
