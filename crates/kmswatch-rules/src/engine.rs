@@ -51,7 +51,8 @@
 use crate::correlation::{CorrelationType, RefFields, RuleRef};
 use crate::document::{Document, EventDocument, FieldPath, FieldValue};
 use crate::enrich::{
-    fnv1a, CalendarConfig, ConfigError, Enricher, FirstSeenState, Inventory, InventoryError,
+    fnv1a, CalendarConfig, ConfigError, Enricher, FirstSeenState, HashKeyMap, Inventory,
+    InventoryError,
 };
 use crate::ruleset::{LoadOptions, RuleId, RuleInfo, RuleSet};
 use crate::Enrichment;
@@ -62,8 +63,10 @@ use kmswatch_model::{
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 
 /// Engine configuration (the `detect:` section of kmswatch's config).
@@ -318,7 +321,39 @@ struct CorrGroups {
     free: Vec<u32>,
     gens: Vec<u32>,
     #[serde(skip)]
-    index: HashMap<Vec<String>, u32>,
+    index: hashbrown::HashMap<GroupKey, u32>,
+}
+
+/// A group key in [`CorrGroups::index`]; looked up by [`GroupKeyRef`] without building the
+/// owned key for every event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GroupKey(Vec<String>);
+
+/// A borrowed group key: hashes and compares like the [`GroupKey`] with the same strings.
+struct GroupKeyRef<'a, 'b>(&'a [Cow<'b, str>]);
+
+impl Hash for GroupKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.0.len());
+        for s in &self.0 {
+            s.as_str().hash(state);
+        }
+    }
+}
+
+impl Hash for GroupKeyRef<'_, '_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.0.len());
+        for s in self.0 {
+            s.as_ref().hash(state);
+        }
+    }
+}
+
+impl hashbrown::Equivalent<GroupKey> for GroupKeyRef<'_, '_> {
+    fn equivalent(&self, key: &GroupKey) -> bool {
+        self.0.len() == key.0.len() && self.0.iter().zip(&key.0).all(|(a, b)| a.as_ref() == b)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -353,7 +388,7 @@ pub struct EngineState {
     sources: Vec<SourceState>,
     corrs: Vec<CorrGroups>,
     timers: Vec<Timer>,
-    dedup: HashMap<u64, i64>,
+    dedup: HashKeyMap<i64>,
     buckets: Vec<Bucket>,
     first_seen: FirstSeenState,
     stats: EngineStats,
@@ -797,7 +832,7 @@ impl Engine {
             sources: &'a [SourceState],
             corrs: &'a [CorrGroups],
             timers: Vec<Timer>,
-            dedup: &'a HashMap<u64, i64>,
+            dedup: &'a HashKeyMap<i64>,
             buckets: &'a [Bucket],
             first_seen: &'a FirstSeenState,
             stats: EngineStats,
@@ -843,8 +878,12 @@ impl Engine {
                     .iter()
                     .enumerate()
                     .filter_map(|(i, g)| {
-                        g.as_ref()
-                            .map(|g| (g.key.clone(), u32::try_from(i).unwrap_or(u32::MAX)))
+                        g.as_ref().map(|g| {
+                            (
+                                GroupKey(g.key.clone()),
+                                u32::try_from(i).unwrap_or(u32::MAX),
+                            )
+                        })
                     })
                     .collect();
                 if slot.gens.len() != slot.slots.len() {
@@ -1116,7 +1155,13 @@ impl Engine {
                 None => nd.get(p),
             }
         };
-        let key: Vec<String> = group.iter().map(|p| value_text(get(p))).collect();
+        let key: Vec<Cow<'_, str>> = group
+            .iter()
+            .map(|p| match get(p) {
+                FieldValue::Str(s) => Cow::Borrowed(s),
+                v => Cow::Owned(value_text(v)),
+            })
+            .collect();
         let (value, has_value, num) = value_of(corr.kind, value, &get);
         let item = Item {
             time: event.time,
@@ -1128,7 +1173,7 @@ impl Engine {
             off_hours: enrichment.off_hours,
             payload: None,
         };
-        self.insert(ci, key, item, Some(event), out);
+        self.insert(ci, &key, item, Some(event), out);
     }
 
     fn feed_finding(&mut self, ci: u32, pos: u16, f: &Finding, out: &mut Vec<Finding>) {
@@ -1141,9 +1186,9 @@ impl Engine {
         let Some(RefFields::Correlation { group }) = corr.ref_fields.get(pos as usize) else {
             return;
         };
-        let key: Vec<String> = group
+        let key: Vec<Cow<'_, str>> = group
             .iter()
-            .map(|g| f.kmswatch.group.get(g).cloned().unwrap_or_default())
+            .map(|g| Cow::Borrowed(f.kmswatch.group.get(g).map_or("", String::as_str)))
             .collect();
         let item = Item {
             time: f.end_time,
@@ -1155,7 +1200,7 @@ impl Engine {
             off_hours: None,
             payload: Some(Payload::Finding(Box::new(f.clone()))),
         };
-        self.insert(ci, key, item, None, out);
+        self.insert(ci, &key, item, None, out);
     }
 
     /// Add `item` to its group. With `event`, the item stands for that event, which is cloned
@@ -1163,7 +1208,7 @@ impl Engine {
     fn insert(
         &mut self,
         ci: u32,
-        key: Vec<String>,
+        key: &[Cow<'_, str>],
         item: Item,
         event: Option<&Event>,
         out: &mut Vec<Finding>,
@@ -1183,23 +1228,27 @@ impl Engine {
                         | CorrelationType::ValueSum
                 )
             });
-        let live: usize = self.st.corrs.iter().map(|c| c.index.len()).sum();
-        let exists = self
+        let found = self
             .st
             .corrs
             .get(ci as usize)
-            .is_some_and(|c| c.index.contains_key(&key));
-        if !exists && live >= self.cfg.max_groups {
-            self.evict_one(out);
+            .and_then(|c| c.index.get(&GroupKeyRef(key)).copied());
+        if found.is_none() {
+            let live: usize = self.st.corrs.iter().map(|c| c.index.len()).sum();
+            if live >= self.cfg.max_groups {
+                self.evict_one(out);
+            }
         }
         let cap = self.cfg.related_events_cap;
         let max_pending = self.cfg.max_pending_events_per_group;
         let Some(cg) = self.st.corrs.get_mut(ci as usize) else {
             return;
         };
-        let slot = match cg.index.get(&key) {
-            Some(s) => *s,
+        // A group found above is still there: evicting happens only when none was found.
+        let slot = match found {
+            Some(s) => s,
             None => {
+                let key: Vec<String> = key.iter().map(|k| k.to_string()).collect();
                 let s = match cg.free.pop() {
                     Some(s) => s,
                     None => {
@@ -1218,7 +1267,7 @@ impl Engine {
                         timer: i64::MAX,
                     });
                 }
-                cg.index.insert(key, s);
+                cg.index.insert(GroupKey(key), s);
                 s
             }
         };
@@ -1326,7 +1375,6 @@ impl Engine {
             return;
         };
         let (span, delay, emits) = (meta.span_ms, meta.delay_ms, meta.emits);
-        let feeds = meta.feeds.clone();
         let Some(corr) = self
             .rules
             .correlation(crate::correlation::CorrelationId(ci))
@@ -1338,7 +1386,7 @@ impl Engine {
         let cond = corr.condition;
         let mut produced: Vec<Finding> = Vec::new();
         let mut windows: Vec<(Vec<Item>, i64, f64)> = Vec::new();
-        let key;
+        let mut key = Vec::new();
         {
             let Some(Some(g)) = self
                 .st
@@ -1348,7 +1396,6 @@ impl Engine {
             else {
                 return;
             };
-            key = g.key.clone();
             while let Some(a) = g.items.first().map(|x| x.time) {
                 let end = a.saturating_add(span);
                 if force == Force::None && end.saturating_add(delay) > w {
@@ -1369,6 +1416,9 @@ impl Engine {
                 if force == Force::One {
                     break;
                 }
+            }
+            if !windows.is_empty() {
+                key.clone_from(&g.key);
             }
         }
         for (items, a, value) in windows {
@@ -1416,7 +1466,7 @@ impl Engine {
             if free {
                 if let Some(s) = cg.slots.get_mut(slot as usize) {
                     if let Some(g) = s.take() {
-                        cg.index.remove(&g.key);
+                        cg.index.remove(&GroupKey(g.key));
                     }
                 }
                 if let Some(gen) = cg.gens.get_mut(slot as usize) {
@@ -1425,6 +1475,14 @@ impl Engine {
                 cg.free.push(slot);
             }
         }
+        if produced.is_empty() {
+            return;
+        }
+        let feeds = self
+            .corr_meta
+            .get(ci as usize)
+            .map(|m| m.feeds.clone())
+            .unwrap_or_default();
         for f in produced {
             for &(outer, pos) in &feeds {
                 self.feed_finding(outer, pos, &f, out);

@@ -103,7 +103,8 @@ pub use engine::{
     Engine, EngineConfig, EngineError, EngineState, EngineStats, LateEvent, SuppressionConfig,
 };
 pub use enrich::{
-    is_crypto_operation, CalendarConfig, ConfigError, FirstSeenState, Inventory, InventoryError,
+    is_crypto_operation, CalendarConfig, ConfigError, FirstSeenState, HashKeyHasher, HashKeyMap,
+    Inventory, InventoryError,
 };
 pub use error::{LoadError, LoadErrorKind, LoadErrors, LoadReport, Skipped};
 pub use ruleset::{

@@ -71,6 +71,23 @@ pub(crate) struct Folded(pub String);
 /// non-ASCII string that folds to the same chars), then a terminator.
 fn fold_hash<H: Hasher>(s: &str, state: &mut H) {
     let mut buf = [0u8; 64];
+    if s.is_ascii() {
+        // The same writes as the loop below: full 64-byte chunks, then the rest (an empty
+        // write for an empty string).
+        let bytes = s.as_bytes();
+        if bytes.is_empty() {
+            state.write(&[]);
+        }
+        for chunk in bytes.chunks(buf.len()) {
+            if let Some(lower) = buf.get_mut(..chunk.len()) {
+                lower.copy_from_slice(chunk);
+                lower.make_ascii_lowercase();
+                state.write(lower);
+            }
+        }
+        state.write_u8(0xff);
+        return;
+    }
     let mut n = 0usize;
     let mut push = |b: u8, state: &mut H| {
         if n == buf.len() {
@@ -82,16 +99,10 @@ fn fold_hash<H: Hasher>(s: &str, state: &mut H) {
         }
         n += 1;
     };
-    if s.is_ascii() {
-        for b in s.bytes() {
-            push(b.to_ascii_lowercase(), state);
-        }
-    } else {
-        let mut enc = [0u8; 4];
-        for c in s.chars().flat_map(char::to_lowercase) {
-            for b in c.encode_utf8(&mut enc).bytes() {
-                push(b, state);
-            }
+    let mut enc = [0u8; 4];
+    for c in s.chars().flat_map(char::to_lowercase) {
+        for b in c.encode_utf8(&mut enc).bytes() {
+            push(b, state);
         }
     }
     state.write(buf.get(..n).unwrap_or(&[]));
@@ -228,10 +239,17 @@ pub(crate) enum Pattern {
     Null,
 }
 
+/// Up to this many case-insensitive literals are compared one by one rather than looked up.
+const EXACT_CI_FEW: usize = 8;
+
 /// An OR-set of patterns, grouped for speed.
 #[derive(Debug, Default)]
 pub(crate) struct PatternSet {
     exact_ci: HashSet<Folded>,
+    /// `exact_ci` as a list when it is small: comparing a few literals in place is cheaper
+    /// than case-folding and hashing the value (same result: [`eq_fold`] is the set's
+    /// equality).
+    exact_ci_few: Vec<String>,
     exact_cs: HashSet<String>,
     contains_ci: Option<AhoCorasick>,
     contains_cs: Option<AhoCorasick>,
@@ -358,6 +376,9 @@ impl PatternSet {
             }
         }
         set.required = required.filter(|r| !r.is_empty());
+        if set.exact_ci.len() <= EXACT_CI_FEW {
+            set.exact_ci_few = set.exact_ci.iter().map(|f| f.0.clone()).collect();
+        }
         if !contains_ci.is_empty() {
             set.contains_ci = Some(build_ac(&contains_ci, true)?);
         }
@@ -460,7 +481,11 @@ impl PatternSet {
 
     /// Whether a string matches any of the string patterns.
     pub(crate) fn matches_str(&self, s: &str) -> bool {
-        if !self.exact_ci.is_empty() && self.exact_ci.contains(&FoldedRef(s)) {
+        if !self.exact_ci_few.is_empty() {
+            if self.exact_ci_few.iter().any(|x| eq_fold(x, s)) {
+                return true;
+            }
+        } else if !self.exact_ci.is_empty() && self.exact_ci.contains(&FoldedRef(s)) {
             return true;
         }
         if !self.exact_cs.is_empty() && self.exact_cs.contains(s) {
@@ -653,6 +678,33 @@ fn parse_rfc3339_prefix(s: &str) -> Option<DateTime> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folded_lookups_agree_across_ascii_and_unicode_spellings() {
+        // U+212A KELVIN SIGN lower-cases to ASCII `k`: an ASCII key and a non-ASCII spelling
+        // of it must hash alike at every length (the hash is fed in 64-byte chunks).
+        for len in [0usize, 1, 63, 64, 65, 127, 128, 129, 200] {
+            let ascii: String = (0..len)
+                .map(|i| if i % 7 == 0 { 'K' } else { 'a' })
+                .collect();
+            let mut set: HashSet<Folded> = HashSet::new();
+            set.insert(Folded(ascii.to_ascii_lowercase()));
+            assert!(set.contains(&FoldedRef(&ascii)), "{len}");
+            let kelvin = ascii.replace('K', "\u{212a}");
+            assert!(set.contains(&FoldedRef(&kelvin)), "{len}");
+            let mut set: HashSet<Folded> = HashSet::new();
+            set.insert(Folded(kelvin));
+            assert!(set.contains(&FoldedRef(&ascii)), "{len}");
+            assert!(!set.contains(&FoldedRef(&format!("{ascii}x"))), "{len}");
+        }
+        let few = PatternSet::build(vec![Pattern::Wild {
+            toks: vec![Tok::Lit("Decrypt".into())],
+            cased: false,
+        }])
+        .unwrap();
+        assert!(few.matches_str("DECRYPT"));
+        assert!(!few.matches_str("Decrypt2"));
+    }
 
     #[test]
     fn wildcard_escapes() {

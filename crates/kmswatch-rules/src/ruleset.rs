@@ -10,7 +10,7 @@ use crate::pattern::{Folded, FoldedRef};
 use crate::yaml::{self, Kind, Node};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use hashbrown::HashMap as HbMap;
-use kmswatch_model::{Event, Provider};
+use kmswatch_model::{Event, KmsOperation, Provider};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -266,6 +266,10 @@ struct TargetIndex {
     members: Vec<u32>,
     /// Raw targets: literals tested on the raw JSON text before it is parsed.
     prefilter: Option<Prefilter>,
+    /// The normalized target: the position of `kms.operation` in `fields`, and its map read
+    /// per [`KmsOperation`] (by `op as usize`), so an event's candidates by operation are one
+    /// array read instead of a case-folded hash of the operation's name.
+    by_op: Option<(usize, Vec<Vec<u32>>)>,
 }
 
 /// Up to this many distinct literals per provider logsource (a bitset on the stack).
@@ -891,6 +895,24 @@ impl RuleSet {
         for idx in &mut self.raw {
             idx.prefilter = Prefilter::build(&self.rules, &idx.members);
         }
+        let op_field = self
+            .normalized
+            .fields
+            .iter()
+            .position(|(p, _)| p.name() == "kms.operation");
+        if let Some((fi, (_, map))) =
+            op_field.and_then(|fi| self.normalized.fields.get(fi).map(|f| (fi, f)))
+        {
+            let mut table = vec![Vec::new(); KmsOperation::ALL.len()];
+            for &op in KmsOperation::ALL {
+                if let (Some(slot), Some(list)) =
+                    (table.get_mut(op as usize), map.get(&FoldedRef(op.as_str())))
+                {
+                    slot.clone_from(list);
+                }
+            }
+            self.normalized.by_op = Some((fi, table));
+        }
     }
 
     /// Number of rules loaded (including inapplicable ones).
@@ -960,7 +982,13 @@ impl RuleSet {
     pub fn matches(&self, event: &Event, enrichment: &Enrichment, out: &mut Vec<RuleId>) {
         let start = out.len();
         let doc = EventDocument { event, enrichment };
-        self.match_index(&self.normalized, &doc, out);
+        self.match_filtered(
+            &self.normalized,
+            &doc,
+            Some(event.kms.operation),
+            out,
+            &|_| true,
+        );
         if let Some(source) = RawSource::of_event(event) {
             if self.wants_raw(source) {
                 if let Some(idx) = self.raw.get(source.slot()) {
@@ -990,7 +1018,14 @@ impl RuleSet {
         out: &mut Vec<RuleId>,
     ) {
         let start = out.len();
-        self.match_index(&self.normalized, &EventDocument { event, enrichment }, out);
+        let doc = EventDocument { event, enrichment };
+        self.match_filtered(
+            &self.normalized,
+            &doc,
+            Some(event.kms.operation),
+            out,
+            &|_| true,
+        );
         finish_out(out, start);
     }
 
@@ -1032,18 +1067,19 @@ impl RuleSet {
             return;
         }
         if let Ok(raw) = serde_json::from_str::<serde_json::Value>(text) {
-            self.match_filtered(idx, &raw, out, &allow);
+            self.match_filtered(idx, &raw, None, out, &allow);
         }
     }
 
     fn match_index<D: Document + ?Sized>(&self, idx: &TargetIndex, doc: &D, out: &mut Vec<RuleId>) {
-        self.match_filtered(idx, doc, out, &|_| true);
+        self.match_filtered(idx, doc, None, out, &|_| true);
     }
 
     fn match_filtered<D: Document + ?Sized>(
         &self,
         idx: &TargetIndex,
         doc: &D,
+        op: Option<KmsOperation>,
         out: &mut Vec<RuleId>,
         allow: &dyn Fn(u32) -> bool,
     ) {
@@ -1055,9 +1091,18 @@ impl RuleSet {
                 out.push(RuleId(i));
             }
         };
-        for (path, map) in &idx.fields {
+        for (fi, (path, map)) in idx.fields.iter().enumerate() {
             if map.is_empty() {
                 continue;
+            }
+            if let (Some((op_field, table)), Some(op)) = (&idx.by_op, op) {
+                // `doc.get(path)` would be `FieldValue::Str(op.as_str())`.
+                if *op_field == fi {
+                    for &i in table.get(op as usize).map(Vec::as_slice).unwrap_or(&[]) {
+                        check(i, out);
+                    }
+                    continue;
+                }
             }
             match doc.get(path) {
                 FieldValue::Str(s) => {
@@ -1196,8 +1241,7 @@ fn finish_out(out: &mut Vec<RuleId>, start: usize) {
 
 /// A necessary condition for the rule: the value of index field `.0` must be one of `.1`
 /// (case-insensitively). `None` when no such condition can be proven.
-/// The index key of a condition: one field and the values of which one is necessary. Among
-/// several candidates, the one with the fewest values, except that the first `prefer` fields
+/// Among several candidates, the one with the fewest values, except that the first `prefer` fields
 /// (the operation fields of a raw target, see [`RawSource::op_fields`]) win over the others, so
 /// that the target's operation gate ([`RuleSet::op_gate`]) applies whenever it can.
 fn cond_keys(
