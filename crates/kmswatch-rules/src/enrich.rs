@@ -8,7 +8,7 @@
 
 use crate::pattern::{Folded, FoldedRef};
 use crate::Enrichment;
-use chrono::{Datelike, NaiveDate, NaiveTime, TimeZone, Weekday};
+use chrono::{Datelike, NaiveDate, NaiveTime, Offset, TimeZone, Weekday};
 use chrono_tz::Tz;
 use hashbrown::{HashMap, HashSet};
 use kmswatch_model::{Event, KmsOperation};
@@ -83,6 +83,10 @@ pub(crate) struct Calendar {
     start: NaiveTime,
     end: NaiveTime,
     holidays: HashSet<NaiveDate>,
+    /// The last UTC minute answered (epoch minutes) and its answer, kept only when the
+    /// minute has one whole-minute UTC offset throughout (then the answer is the same for
+    /// every instant of it, as working hours are whole minutes).
+    last: Option<(i64, bool)>,
 }
 
 impl Calendar {
@@ -125,7 +129,42 @@ impl Calendar {
             start,
             end,
             holidays,
+            last: None,
         })
+    }
+
+    /// [`Calendar::off_hours`], answered from the last minute's answer when `t` falls in it
+    /// (events come in time order, many per minute; the time zone conversion is the cost).
+    pub(crate) fn off_hours_cached(&mut self, t: i64) -> bool {
+        let minute = t.div_euclid(60_000);
+        if let Some((m, off)) = self.last {
+            if m == minute {
+                return off;
+            }
+        }
+        let off = self.off_hours(t);
+        self.last = self.uniform_minute(minute).then_some((minute, off));
+        off
+    }
+
+    /// Whether the UTC offset is the same whole number of minutes at both ends of `minute`
+    /// (no transition inside it, no seconds in the offset as some historical LMT offsets have).
+    fn uniform_minute(&self, minute: i64) -> bool {
+        let offset = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms).map(|utc| {
+                self.tz
+                    .offset_from_utc_datetime(&utc.naive_utc())
+                    .fix()
+                    .local_minus_utc()
+            })
+        };
+        let Some(first) = minute.checked_mul(60_000) else {
+            return false;
+        };
+        match (offset(first), offset(first.saturating_add(59_999))) {
+            (Some(a), Some(b)) => a == b && a % 60 == 0,
+            _ => false,
+        }
     }
 
     /// Whether epoch-ms `t` is outside business hours.
@@ -382,14 +421,17 @@ impl Enricher {
     }
 
     pub(crate) fn enrich(&mut self, e: &Event) -> Enrichment {
-        let cal = e
+        let cal = match e
             .cloud
             .account
             .uid
             .as_deref()
-            .and_then(|a| self.calendars.get(a))
-            .or(self.default_cal.as_ref());
-        let off_hours = cal.map(|c| c.off_hours(e.time));
+            .and_then(|a| self.calendars.get_mut(a))
+        {
+            Some(c) => Some(c),
+            None => self.default_cal.as_mut(),
+        };
+        let off_hours = cal.map(|c| c.off_hours_cached(e.time));
         let principal_known = match &self.inventory {
             None => None,
             Some(inv) => {
@@ -510,6 +552,43 @@ mod tests {
             "calendar"
         )
         .is_err());
+    }
+
+    #[test]
+    fn cached_calendar_answers_like_the_uncached_one() {
+        // Across a DST change and in Paris' LMT era (offset +0:09:21, before 1911), in and out
+        // of time order: the cache never answers differently from the conversion.
+        let mut cal = Calendar::compile(
+            &CalendarConfig {
+                time_zone: "Europe/Paris".into(),
+                work_start: "08:00".into(),
+                ..CalendarConfig::default()
+            },
+            "calendar",
+        )
+        .unwrap();
+        let mut times = Vec::new();
+        for base in [ms("2025-03-31T05:50:00Z"), ms("1900-01-02T07:45:00Z")] {
+            for i in 0..2400i64 {
+                // 0.5 s steps, then the same span backwards.
+                times.push(base + i * 500);
+            }
+            for i in (0..2400i64).rev() {
+                times.push(base + i * 500 + 250);
+            }
+        }
+        let mut changes = 0;
+        let mut prev = None;
+        for t in times {
+            let want = cal.off_hours(t);
+            assert_eq!(cal.off_hours_cached(t), want, "{t}");
+            if prev.is_some_and(|p| p != want) {
+                changes += 1;
+            }
+            prev = Some(want);
+        }
+        // Both spans cross 08:00 local (twice each: forwards and backwards).
+        assert!(changes >= 4, "{changes}");
     }
 
     #[test]

@@ -249,7 +249,7 @@ pub(crate) struct PatternSet {
     /// `exact_ci` as a list when it is small: comparing a few literals in place is cheaper
     /// than case-folding and hashing the value (same result: [`eq_fold`] is the set's
     /// equality).
-    exact_ci_few: Vec<String>,
+    exact_ci_few: Vec<(String, bool)>,
     exact_cs: HashSet<String>,
     contains_ci: Option<AhoCorasick>,
     contains_cs: Option<AhoCorasick>,
@@ -377,7 +377,11 @@ impl PatternSet {
         }
         set.required = required.filter(|r| !r.is_empty());
         if set.exact_ci.len() <= EXACT_CI_FEW {
-            set.exact_ci_few = set.exact_ci.iter().map(|f| f.0.clone()).collect();
+            set.exact_ci_few = set
+                .exact_ci
+                .iter()
+                .map(|f| (f.0.clone(), f.0.is_ascii()))
+                .collect();
         }
         if !contains_ci.is_empty() {
             set.contains_ci = Some(build_ac(&contains_ci, true)?);
@@ -482,7 +486,16 @@ impl PatternSet {
     /// Whether a string matches any of the string patterns.
     pub(crate) fn matches_str(&self, s: &str) -> bool {
         if !self.exact_ci_few.is_empty() {
-            if self.exact_ci_few.iter().any(|x| eq_fold(x, s)) {
+            // `eq_fold`, with the ASCII checks done once.
+            let s_ascii = s.is_ascii();
+            let hit = self.exact_ci_few.iter().any(|(x, x_ascii)| {
+                if *x_ascii && s_ascii {
+                    x.len() == s.len() && x.eq_ignore_ascii_case(s)
+                } else {
+                    eq_fold(x, s)
+                }
+            });
+            if hit {
                 return true;
             }
         } else if !self.exact_ci.is_empty() && self.exact_ci.contains(&FoldedRef(s)) {
