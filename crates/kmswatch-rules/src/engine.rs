@@ -68,6 +68,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Engine configuration (the `detect:` section of kmswatch's config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,8 +282,24 @@ pub struct EngineStats {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Payload {
-    Event(Box<Event>),
+    /// Shared by the groups of every correlation the event feeds (copied once).
+    Event(#[serde(with = "arc_event")] Arc<Event>),
     Finding(Box<Finding>),
+}
+
+/// Serde for a shared event: the event itself.
+mod arc_event {
+    use kmswatch_model::Event;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub(super) fn serialize<S: Serializer>(e: &Arc<Event>, s: S) -> Result<S::Ok, S::Error> {
+        Event::serialize(e, s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Event>, D::Error> {
+        Event::deserialize(d).map(Arc::new)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -712,6 +729,7 @@ impl Engine {
                 });
             }
             let mut raw: Option<Option<serde_json::Value>> = None;
+            let mut shared: Option<Arc<Event>> = None;
             for &id in &matched {
                 let i = id.0 as usize;
                 let Some((emits, suppress, nfeeds)) = self
@@ -732,7 +750,8 @@ impl Engine {
                     else {
                         continue;
                     };
-                    self.feed_event(ci, pos, event, &enrichment, &mut raw, out);
+                    let fed = (event, &mut shared);
+                    self.feed_event(ci, pos, fed, &enrichment, &mut raw, out);
                 }
             }
         }
@@ -1004,7 +1023,7 @@ impl Engine {
         };
         // The event is copied into the item only where it is kept as evidence.
         let with_payload = |mut item: Item| {
-            item.payload = Some(Payload::Event(Box::new(event.clone())));
+            item.payload = Some(Payload::Event(Arc::new(event.clone())));
             item
         };
         if suppress_ms <= 0 || late {
@@ -1123,7 +1142,7 @@ impl Engine {
         &mut self,
         ci: u32,
         pos: u16,
-        event: &Event,
+        (event, shared): (&Event, &mut Option<Arc<Event>>),
         enrichment: &Enrichment,
         raw: &mut Option<Option<serde_json::Value>>,
         out: &mut Vec<Finding>,
@@ -1173,7 +1192,7 @@ impl Engine {
             off_hours: enrichment.off_hours,
             payload: None,
         };
-        self.insert(ci, &key, item, Some(event), out);
+        self.insert(ci, &key, item, Some((event, shared)), out);
     }
 
     fn feed_finding(&mut self, ci: u32, pos: u16, f: &Finding, out: &mut Vec<Finding>) {
@@ -1210,7 +1229,7 @@ impl Engine {
         ci: u32,
         key: &[Cow<'_, str>],
         item: Item,
-        event: Option<&Event>,
+        event: Option<(&Event, &mut Option<Arc<Event>>)>,
         out: &mut Vec<Finding>,
     ) {
         let Some(meta) = self.corr_meta.get(ci as usize) else {
@@ -1308,8 +1327,9 @@ impl Engine {
             };
             if !keep {
                 item.payload = None;
-            } else if let Some(e) = event {
-                item.payload = Some(Payload::Event(Box::new(e.clone())));
+            } else if let Some((e, shared)) = event {
+                let e = shared.get_or_insert_with(|| Arc::new(e.clone()));
+                item.payload = Some(Payload::Event(Arc::clone(e)));
             }
         }
         g.items.insert(at, item);
