@@ -393,9 +393,9 @@ impl Walker<'_, '_> {
                 if let Some(r) = self.streamed_envelope(b, i, here) {
                     return r;
                 }
-                scan::object_fields(b, i).map(|(fields, end)| {
+                scan::object_fields_strict(b, i).map(|(fields, end, strict)| {
                     if expect_end.is_none_or(|e| e == end) {
-                        self.object(&b[i..end], &fields, here);
+                        self.object(&b[i..end], &fields, strict, here);
                     }
                     end
                 })
@@ -501,9 +501,9 @@ impl Walker<'_, '_> {
         el: &Here,
     ) -> Result<usize, scan::ScanError> {
         if b[j] == b'{' {
-            match scan::object_fields(b, j) {
-                Ok((fields, end)) => {
-                    self.object(&b[j..end], &fields, el);
+            match scan::object_fields_strict(b, j) {
+                Ok((fields, end, strict)) => {
+                    self.object(&b[j..end], &fields, strict, el);
                     Ok(end)
                 }
                 Err(e) => Err(self.cut(b, j, el, e)),
@@ -709,9 +709,14 @@ impl Walker<'_, '_> {
         }
     }
 
-    /// A delimited object: an envelope to open, or a provider record.
-    fn object(&mut self, v: &[u8], fields: &[scan::Field<'_>], here: &Here) {
-        let rec = Record { bytes: v, fields };
+    /// A delimited object: an envelope to open, or a provider record. `strict`: the scan
+    /// found it strict JSON (see [`Record::strict`]).
+    fn object(&mut self, v: &[u8], fields: &[scan::Field<'_>], strict: bool, here: &Here) {
+        let rec = Record {
+            bytes: v,
+            fields,
+            strict,
+        };
         let get = |k: &str| rec.field(k);
         let kind = |x: Option<&[u8]>| x.and_then(|x| x.first().copied());
 

@@ -13,6 +13,7 @@ fn run_bytes(n: &Normalizer, b: &[u8]) -> Result<Outcome, RecordError> {
         &Record {
             bytes: b,
             fields: &fields,
+            strict: false,
         },
     )
 }
@@ -43,6 +44,7 @@ fn eventbridge(json: &str) -> Result<Outcome, RecordError> {
         &Record {
             bytes: b,
             fields: &fields,
+            strict: false,
         },
     )
 }
@@ -553,6 +555,7 @@ fn developer_guide_examples_normalize() {
         let rec = Record {
             bytes: inner,
             fields: &fields,
+            strict: false,
         };
         match normalize(&n, &rec) {
             Ok(Outcome::Event { event, related }) => {

@@ -247,7 +247,7 @@ fn sub<'a, T: Deserialize<'a>>(raw: Option<&'a str>) -> Option<T> {
 
 fn build(
     rec: &Record<'_>,
-    raw: Box<RawValue>,
+    raw: kmswatch_model::Raw,
     entry: &LogEntry<'_>,
     a: &AuditLog<'_>,
     kind: Kind,

@@ -18,6 +18,7 @@ fn run_bytes(bytes: &[u8]) -> Result<Outcome, RecordError> {
     let rec = Record {
         bytes: &bytes[start..end],
         fields: &fields,
+        strict: false,
     };
     normalize(&normalizer(), &rec)
 }
@@ -594,6 +595,7 @@ fn looks_like_log_entries() {
         let rec = Record {
             bytes: bytes.as_bytes(),
             fields: &fields,
+            strict: false,
         };
         assert_eq!(looks_like(&rec), want, "{v}");
     }
