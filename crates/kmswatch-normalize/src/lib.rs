@@ -84,6 +84,10 @@ pub struct Record<'a> {
     /// of parsing the record again. `false` is always safe (the record is then validated by
     /// the parser, whose message a rejection carries).
     pub strict: bool,
+    /// The fields of the record's `protoPayload` object (a GCP `LogEntry`), read in the same
+    /// pass as `fields`; empty when there is none (or when not read: providers fall back to
+    /// scanning the field themselves).
+    pub nested: &'a [scan::Field<'a>],
 }
 
 impl<'a> Record<'a> {

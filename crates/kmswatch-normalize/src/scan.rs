@@ -188,6 +188,21 @@ pub fn object_fields_strict(
     b: &[u8],
     i: usize,
 ) -> Result<(Vec<Field<'_>>, usize, bool), ScanError> {
+    object_fields_strict_nested(b, i, &[], &mut Vec::new())
+}
+
+/// [`object_fields_strict`] that also reads, in the same pass, the fields of the first field
+/// whose key is one of `descend` and whose value is an object: they are put in `nested`
+/// (left empty when there is none). Used for a GCP `LogEntry`'s `protoPayload`, which holds
+/// most of the record and is read field by field.
+pub fn object_fields_strict_nested<'a>(
+    b: &'a [u8],
+    i: usize,
+    descend: &[&[u8]],
+    nested: &mut Vec<Field<'a>>,
+) -> Result<(Vec<Field<'a>>, usize, bool), ScanError> {
+    nested.clear();
+    let mut descended = false;
     let mut out = Vec::with_capacity(24);
     let mut strict = true;
     let mut j = skip_ws(b, i + 1);
@@ -219,8 +234,19 @@ pub fn object_fields_strict(
         j = skip_ws(b, j + 1);
         // A strict value must also end where the structural scan ends it (`01` is `0`
         // strictly, then garbage; structurally one token).
-        let strict_end =
-            strict_value(b, j).filter(|&e| matches!(b.get(skip_ws(b, e)), Some(b',' | b'}')));
+        let inner = if !descended && b.get(j) == Some(&b'{') && descend.contains(&key) {
+            descended = true;
+            match object_fields_strict(b, j) {
+                Ok((fields, end, inner_strict)) => {
+                    *nested = fields;
+                    Some(end).filter(|_| inner_strict)
+                }
+                Err(_) => None,
+            }
+        } else {
+            strict_value(b, j)
+        };
+        let strict_end = inner.filter(|&e| matches!(b.get(skip_ws(b, e)), Some(b',' | b'}')));
         let vend = match strict_end {
             Some(e) => e,
             None => {
@@ -633,6 +659,41 @@ mod tests {
                 object_fields_strict(bad, 0).map(|r| r.1)
             );
         }
+    }
+
+    #[test]
+    fn nested_fields_are_read_in_the_same_pass() {
+        let rec =
+            br#"{"a":1,"protoPayload":{"serviceName":"x","request":{"n":[1]}},"z":"protoPayload"}"#;
+        let mut nested = Vec::new();
+        let (fields, end, strict) =
+            object_fields_strict_nested(rec, 0, &[b"protoPayload"], &mut nested).unwrap();
+        assert_eq!((fields.clone(), end), object_fields(rec, 0).unwrap());
+        assert!(strict);
+        let pp = fields[1].1;
+        assert_eq!(nested, object_fields(pp, 0).unwrap().0);
+        // Not an object, or absent: nothing nested. Not strict inside: flag down, same fields.
+        for (doc, strict_want) in [
+            (&br#"{"protoPayload":"s"}"#[..], true),
+            (br#"{"other":{}}"#, true),
+            (br#"{"protoPayload":{"a":01}}"#, false),
+        ] {
+            let (f, e, st) =
+                object_fields_strict_nested(doc, 0, &[b"protoPayload"], &mut nested).unwrap();
+            assert_eq!((f, e), object_fields(doc, 0).unwrap());
+            assert_eq!(st, strict_want);
+            if doc.starts_with(br#"{"protoPayload":{"a""#) {
+                assert_eq!(nested.len(), 1);
+            } else {
+                assert!(nested.is_empty());
+            }
+        }
+        // A structural error inside is the structural scan's error.
+        let cut = br#"{"protoPayload":{"a":[1}"#;
+        assert_eq!(
+            object_fields_strict_nested(cut, 0, &[b"protoPayload"], &mut nested).map(|r| r.1),
+            object_fields(cut, 0).map(|r| r.1)
+        );
     }
 
     proptest::proptest! {

@@ -14,6 +14,7 @@ fn run_bytes(n: &Normalizer, b: &[u8]) -> Result<Outcome, RecordError> {
             bytes: b,
             fields: &fields,
             strict: false,
+            nested: &[],
         },
     )
 }
@@ -45,6 +46,7 @@ fn eventbridge(json: &str) -> Result<Outcome, RecordError> {
             bytes: b,
             fields: &fields,
             strict: false,
+            nested: &[],
         },
     )
 }
@@ -556,6 +558,7 @@ fn developer_guide_examples_normalize() {
             bytes: inner,
             fields: &fields,
             strict: false,
+            nested: &[],
         };
         match normalize(&n, &rec) {
             Ok(Outcome::Event { event, related }) => {

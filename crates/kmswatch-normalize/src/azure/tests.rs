@@ -12,6 +12,7 @@ fn norm(json: &str) -> Result<Outcome, RecordError> {
         bytes: b,
         fields: &fields,
         strict: false,
+        nested: &[],
     };
     normalize(&n, &rec)
 }
@@ -40,6 +41,7 @@ fn looks(json: &str) -> bool {
         bytes: b,
         fields: &fields,
         strict: false,
+        nested: &[],
     })
 }
 

@@ -19,6 +19,7 @@ fn run_bytes(bytes: &[u8]) -> Result<Outcome, RecordError> {
         bytes: &bytes[start..end],
         fields: &fields,
         strict: false,
+        nested: &[],
     };
     normalize(&normalizer(), &rec)
 }
@@ -596,6 +597,7 @@ fn looks_like_log_entries() {
             bytes: bytes.as_bytes(),
             fields: &fields,
             strict: false,
+            nested: &[],
         };
         assert_eq!(looks_like(&rec), want, "{v}");
     }
