@@ -2,9 +2,17 @@
 //! fields are, without building anything.
 //!
 //! This is what lets kmswatch decide "is this a KMS record?" without deserializing the
-//! record: it checks brackets and string boundaries (escapes included) but not the grammar of
-//! numbers and literals. Records that are kept are fully parsed (and so validated) by serde
-//! afterwards; records that are skipped as not-KMS are only structurally checked.
+//! record. Two levels:
+//! * structural ([`skip_value`], [`object_fields`]): brackets and string boundaries (escapes
+//!   included), not the grammar of numbers and literals — for envelopes and for finding
+//!   where things end;
+//! * strict ([`object_fields_strict`], [`strict_value`]): the same walk that also checks the
+//!   whole JSON grammar (RFC 8259: numbers, literals, commas and colons, escapes, no raw
+//!   control characters in strings). The document reader delimits every record with it, so a
+//!   record is validated in the pass that finds its fields, and `raw` is then a copy instead
+//!   of a second parse (UTF-8 is checked separately, with `std::str::from_utf8`). A record
+//!   that is structurally sound but not strict is still delimited the same way; it is
+//!   validated by the parser when kept, and rejected with the parser's message.
 
 use memchr::memchr2;
 
