@@ -1,8 +1,7 @@
 //! The normalized event: OCSF API Activity (class 6003) plus the `kms` extension.
 
-use crate::KmsOperation;
+use crate::{KmsOperation, Raw};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 /// OCSF class of every normalized event: API Activity.
 pub const API_ACTIVITY_CLASS_UID: u32 = 6003;
@@ -47,7 +46,7 @@ pub struct Event {
     /// The key-management extension.
     pub kms: Kms,
     /// The original provider record, untouched.
-    pub raw: Box<RawValue>,
+    pub raw: Raw,
 }
 
 impl Event {
@@ -55,7 +54,7 @@ impl Event {
     ///
     /// The builder-free constructor keeps the derived fields (`activity_id`, `type_uid`)
     /// consistent; normalizers fill in the rest.
-    pub fn new(time: i64, operation: KmsOperation, raw: Box<RawValue>) -> Event {
+    pub fn new(time: i64, operation: KmsOperation, raw: impl Into<Raw>) -> Event {
         let activity_id = operation.activity_id();
         Event {
             class_uid: API_ACTIVITY_CLASS_UID,
@@ -75,7 +74,7 @@ impl Event {
                 operation,
                 ..Kms::default()
             },
-            raw,
+            raw: raw.into(),
         }
     }
 }

@@ -13,7 +13,9 @@
 mod event;
 mod finding;
 mod operation;
+mod raw;
 
 pub use event::*;
 pub use finding::*;
 pub use operation::KmsOperation;
+pub use raw::Raw;

@@ -124,6 +124,10 @@ impl Summary {
     }
 }
 
+/// Top-level object fields whose own fields the record scan also reads (see
+/// [`Record::nested`]): a GCP `LogEntry`'s `protoPayload` (Panther spells it in lower case).
+const NESTED: &[&[u8]] = &[b"protoPayload", b"protopayload"];
+
 /// How deep envelopes may nest (a Pub/Sub push carrying a `records` batch is 2).
 const MAX_ENVELOPE_DEPTH: usize = 8;
 
@@ -393,12 +397,15 @@ impl Walker<'_, '_> {
                 if let Some(r) = self.streamed_envelope(b, i, here) {
                     return r;
                 }
-                scan::object_fields(b, i).map(|(fields, end)| {
-                    if expect_end.is_none_or(|e| e == end) {
-                        self.object(&b[i..end], &fields, here);
-                    }
-                    end
-                })
+                let mut nested = Vec::new();
+                scan::object_fields_strict_nested(b, i, NESTED, &mut nested).map(
+                    |(fields, end, strict)| {
+                        if expect_end.is_none_or(|e| e == end) {
+                            self.object(&b[i..end], &fields, &nested, strict, here);
+                        }
+                        end
+                    },
+                )
             }
             Some(b'[') => self.array(b, i, here, None),
             Some(_) => {
@@ -501,9 +508,10 @@ impl Walker<'_, '_> {
         el: &Here,
     ) -> Result<usize, scan::ScanError> {
         if b[j] == b'{' {
-            match scan::object_fields(b, j) {
-                Ok((fields, end)) => {
-                    self.object(&b[j..end], &fields, el);
+            let mut nested = Vec::new();
+            match scan::object_fields_strict_nested(b, j, NESTED, &mut nested) {
+                Ok((fields, end, strict)) => {
+                    self.object(&b[j..end], &fields, &nested, strict, el);
                     Ok(end)
                 }
                 Err(e) => Err(self.cut(b, j, el, e)),
@@ -709,9 +717,22 @@ impl Walker<'_, '_> {
         }
     }
 
-    /// A delimited object: an envelope to open, or a provider record.
-    fn object(&mut self, v: &[u8], fields: &[scan::Field<'_>], here: &Here) {
-        let rec = Record { bytes: v, fields };
+    /// A delimited object: an envelope to open, or a provider record. `strict`: the scan
+    /// found it strict JSON (see [`Record::strict`]).
+    fn object(
+        &mut self,
+        v: &[u8],
+        fields: &[scan::Field<'_>],
+        nested: &[scan::Field<'_>],
+        strict: bool,
+        here: &Here,
+    ) {
+        let rec = Record {
+            bytes: v,
+            fields,
+            nested,
+            strict,
+        };
         let get = |k: &str| rec.field(k);
         let kind = |x: Option<&[u8]>| x.and_then(|x| x.first().copied());
 

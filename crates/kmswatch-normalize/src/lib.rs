@@ -26,7 +26,7 @@ pub mod time;
 
 pub use document::{is_log_name, Item, Location, Summary};
 pub use kmswatch_model as model;
-use kmswatch_model::Event;
+use kmswatch_model::{Event, Raw};
 pub use options::{Format, Options, OptionsError};
 
 use std::borrow::Cow;
@@ -79,6 +79,15 @@ pub struct Record<'a> {
     pub bytes: &'a [u8],
     /// Top-level `(key, value)` pairs; keys as written between the quotes.
     pub fields: &'a [scan::Field<'a>],
+    /// The scanner found the record strict JSON while delimiting it
+    /// ([`scan::object_fields_strict`]): [`Record::to_raw`] then only checks UTF-8 instead
+    /// of parsing the record again. `false` is always safe (the record is then validated by
+    /// the parser, whose message a rejection carries).
+    pub strict: bool,
+    /// The fields of the record's `protoPayload` object (a GCP `LogEntry`), read in the same
+    /// pass as `fields`; empty when there is none (or when not read: providers fall back to
+    /// scanning the field themselves).
+    pub nested: &'a [scan::Field<'a>],
 }
 
 impl<'a> Record<'a> {
@@ -102,7 +111,7 @@ impl<'a> Record<'a> {
     /// The record as an owned raw JSON value (for `Event::raw`), validated. Content is kept
     /// byte for byte; only line breaks and indentation between tokens are removed when the
     /// record was pretty-printed, so that one event stays one line of JSON.
-    pub fn to_raw(&self) -> Result<Box<serde_json::value::RawValue>, RecordError> {
+    pub fn to_raw(&self) -> Result<Raw, RecordError> {
         let compact = scan::compact(self.bytes);
         let s = std::str::from_utf8(&compact).map_err(|e| {
             RecordError::new(
@@ -110,7 +119,10 @@ impl<'a> Record<'a> {
                 format!("invalid UTF-8 at byte {}", e.valid_up_to()),
             )
         })?;
-        serde_json::value::RawValue::from_string(s.to_owned()).map_err(RecordError::from_json)
+        if self.strict {
+            return Ok(Raw::from_checked(s.into()));
+        }
+        Raw::from_string(s.to_owned()).map_err(RecordError::from_json)
     }
 }
 

@@ -2,9 +2,17 @@
 //! fields are, without building anything.
 //!
 //! This is what lets kmswatch decide "is this a KMS record?" without deserializing the
-//! record: it checks brackets and string boundaries (escapes included) but not the grammar of
-//! numbers and literals. Records that are kept are fully parsed (and so validated) by serde
-//! afterwards; records that are skipped as not-KMS are only structurally checked.
+//! record. Two levels:
+//! * structural ([`skip_value`], [`object_fields`]): brackets and string boundaries (escapes
+//!   included), not the grammar of numbers and literals — for envelopes and for finding
+//!   where things end;
+//! * strict ([`object_fields_strict`], [`strict_value`]): the same walk that also checks the
+//!   whole JSON grammar (RFC 8259: numbers, literals, commas and colons, escapes, no raw
+//!   control characters in strings). The document reader delimits every record with it, so a
+//!   record is validated in the pass that finds its fields, and `raw` is then a copy instead
+//!   of a second parse (UTF-8 is checked separately, with `std::str::from_utf8`). A record
+//!   that is structurally sound but not strict is still delimited the same way; it is
+//!   validated by the parser when kept, and rejected with the parser's message.
 
 use memchr::memchr2;
 
@@ -179,6 +187,262 @@ pub fn object_fields(b: &[u8], i: usize) -> Result<(Vec<Field<'_>>, usize), Scan
     }
 }
 
+/// [`object_fields`] that also says whether the object is strict JSON (RFC 8259 grammar,
+/// strings without control characters, valid escapes; UTF-8 is not checked here). The
+/// structural result (fields, end, errors) is exactly that of [`object_fields`]; a value
+/// that is structurally sound but not strict JSON only turns the flag to false, so that the
+/// caller can reject the record with the parser's own message.
+pub fn object_fields_strict(
+    b: &[u8],
+    i: usize,
+) -> Result<(Vec<Field<'_>>, usize, bool), ScanError> {
+    object_fields_strict_nested(b, i, &[], &mut Vec::new())
+}
+
+/// [`object_fields_strict`] that also reads, in the same pass, the fields of the first field
+/// whose key is one of `descend` and whose value is an object: they are put in `nested`
+/// (left empty when there is none). Used for a GCP `LogEntry`'s `protoPayload`, which holds
+/// most of the record and is read field by field.
+pub fn object_fields_strict_nested<'a>(
+    b: &'a [u8],
+    i: usize,
+    descend: &[&[u8]],
+    nested: &mut Vec<Field<'a>>,
+) -> Result<(Vec<Field<'a>>, usize, bool), ScanError> {
+    nested.clear();
+    let mut descended = false;
+    let mut out = Vec::with_capacity(24);
+    let mut strict = true;
+    let mut j = skip_ws(b, i + 1);
+    if b.get(j) == Some(&b'}') {
+        return Ok((out, j + 1, strict));
+    }
+    loop {
+        if b.get(j) != Some(&b'"') {
+            return Err(if j >= b.len() {
+                ScanError::Eof
+            } else {
+                ScanError::Unexpected(j)
+            });
+        }
+        let key_end = match strict_string(b, j) {
+            Some(e) => e,
+            None => {
+                strict = false;
+                skip_string(b, j)?
+            }
+        };
+        let key = &b[j + 1..key_end - 1];
+        j = skip_ws(b, key_end);
+        match b.get(j) {
+            Some(b':') => {}
+            Some(_) => return Err(ScanError::Unexpected(j)),
+            None => return Err(ScanError::Eof),
+        }
+        j = skip_ws(b, j + 1);
+        // A strict value must also end where the structural scan ends it (`01` is `0`
+        // strictly, then garbage; structurally one token).
+        let inner = if !descended && b.get(j) == Some(&b'{') && descend.contains(&key) {
+            descended = true;
+            match object_fields_strict(b, j) {
+                Ok((fields, end, inner_strict)) => {
+                    *nested = fields;
+                    Some(end).filter(|_| inner_strict)
+                }
+                Err(_) => None,
+            }
+        } else {
+            strict_value(b, j)
+        };
+        let strict_end = inner.filter(|&e| matches!(b.get(skip_ws(b, e)), Some(b',' | b'}')));
+        let vend = match strict_end {
+            Some(e) => e,
+            None => {
+                strict = false;
+                skip_value(b, j)?
+            }
+        };
+        out.push((key, &b[j..vend]));
+        j = skip_ws(b, vend);
+        match b.get(j) {
+            Some(b',') => j = skip_ws(b, j + 1),
+            Some(b'}') => return Ok((out, j + 1, strict)),
+            Some(_) => return Err(ScanError::Unexpected(j)),
+            None => return Err(ScanError::Eof),
+        }
+    }
+}
+
+/// `i` is at the first byte of a value: the offset just past it when the value is strict
+/// JSON (grammar of RFC 8259, nesting up to [`MAX_DEPTH`], strings without raw control
+/// characters and with valid escapes), `None` otherwise. UTF-8 is not checked. One pass, no
+/// allocation: what lets a record be validated while it is delimited.
+pub fn strict_value(b: &[u8], i: usize) -> Option<usize> {
+    // Container kinds of the open levels, one bit each (1 = object), innermost lowest.
+    let mut kinds: u128 = 0;
+    let mut depth = 0usize;
+    let mut j = i;
+    loop {
+        // A value starts at `j`.
+        match *b.get(j)? {
+            b'"' => j = strict_string(b, j)?,
+            c @ (b'{' | b'[') => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return None;
+                }
+                let obj = c == b'{';
+                kinds = (kinds << 1) | u128::from(obj);
+                j = skip_ws(b, j + 1);
+                let close = if obj { b'}' } else { b']' };
+                if b.get(j) == Some(&close) {
+                    depth -= 1;
+                    kinds >>= 1;
+                    j += 1;
+                } else {
+                    if obj {
+                        j = strict_key(b, j)?;
+                    }
+                    continue;
+                }
+            }
+            b'-' | b'0'..=b'9' => j = strict_number(b, j)?,
+            b't' => j = literal(b, j, b"true")?,
+            b'f' => j = literal(b, j, b"false")?,
+            b'n' => j = literal(b, j, b"null")?,
+            _ => return None,
+        }
+        // After a value: commas and closing brackets.
+        loop {
+            if depth == 0 {
+                return Some(j);
+            }
+            j = skip_ws(b, j);
+            let obj = kinds & 1 == 1;
+            match *b.get(j)? {
+                b',' => {
+                    j = skip_ws(b, j + 1);
+                    if obj {
+                        j = strict_key(b, j)?;
+                    }
+                    break;
+                }
+                b'}' if obj => {}
+                b']' if !obj => {}
+                _ => return None,
+            }
+            depth -= 1;
+            kinds >>= 1;
+            j += 1;
+        }
+    }
+}
+
+/// `"key" :` at `j`; the offset of the value after it.
+#[inline]
+fn strict_key(b: &[u8], j: usize) -> Option<usize> {
+    if b.get(j) != Some(&b'"') {
+        return None;
+    }
+    let j = skip_ws(b, strict_string(b, j)?);
+    if b.get(j) != Some(&b':') {
+        return None;
+    }
+    Some(skip_ws(b, j + 1))
+}
+
+#[inline]
+fn literal(b: &[u8], j: usize, lit: &[u8]) -> Option<usize> {
+    let end = j + lit.len();
+    (b.get(j..end)? == lit).then_some(end)
+}
+
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?` at `j`.
+#[inline]
+fn strict_number(b: &[u8], mut j: usize) -> Option<usize> {
+    let digits = |b: &[u8], mut j: usize| -> Option<usize> {
+        let start = j;
+        while b.get(j).is_some_and(u8::is_ascii_digit) {
+            j += 1;
+        }
+        (j > start).then_some(j)
+    };
+    if b.get(j) == Some(&b'-') {
+        j += 1;
+    }
+    match *b.get(j)? {
+        b'0' => j += 1,
+        b'1'..=b'9' => j = digits(b, j)?,
+        _ => return None,
+    }
+    if b.get(j) == Some(&b'.') {
+        j = digits(b, j + 1)?;
+    }
+    if matches!(b.get(j), Some(b'e' | b'E')) {
+        j += 1;
+        if matches!(b.get(j), Some(b'+' | b'-')) {
+            j += 1;
+        }
+        j = digits(b, j)?;
+    }
+    Some(j)
+}
+
+/// `i` is at an opening quote: the offset past the closing quote when the string has no raw
+/// control character and only valid escapes.
+#[inline]
+pub fn strict_string(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    loop {
+        let p = j + special(b.get(j..)?)?;
+        match b[p] {
+            b'"' => return Some(p + 1),
+            b'\\' => {}
+            _ => return None, // a control character
+        }
+        match *b.get(p + 1)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j = p + 2,
+            b'u' => {
+                if !b.get(p + 2..p + 6)?.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                j = p + 6;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Offset of the first `"`, `\` or control character (< 0x20) in `s`: eight bytes at a time
+/// (SWAR), one pass for the three tests.
+#[inline]
+fn special(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut k = 0;
+    for chunk in s.chunks_exact(8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        // "has a zero byte" / "has a byte below 0x20": exact for the lowest flagged byte,
+        // which is the one used (bytes >= 0x80 never flag: `!x` clears their high bit).
+        let hit = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(ONES * 0x20) & !x);
+        let hit = hit & HIGH;
+        if hit != 0 {
+            return Some(k + (hit.trailing_zeros() / 8) as usize);
+        }
+        k += 8;
+    }
+    s[k..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|p| k + p)
+}
+
 /// The value of a JSON string token (`"..."`) without its quotes, when it has no escapes.
 /// Returns `None` for non-strings and for strings with escapes (decode those with serde).
 pub fn plain_str(v: &[u8]) -> Option<&str> {
@@ -317,5 +581,157 @@ mod tests {
             skip_value(deep.as_bytes(), 0),
             Err(ScanError::TooDeep(_))
         ));
+    }
+
+    /// strict JSON per the parser: the whole input is one value (no surrounding whitespace).
+    fn serde_accepts(b: &[u8]) -> bool {
+        let trimmed =
+            !b.is_empty() && !b[0].is_ascii_whitespace() && !b[b.len() - 1].is_ascii_whitespace();
+        trimmed && serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+    }
+
+    #[test]
+    fn strict_values_agree_with_the_parser() {
+        let valid: &[&str] = &[
+            r#"{}"#,
+            r#"[]"#,
+            r#"{"a":[1,-0.5e+3,true,false,null,"x\"\\\/\b\f\n\r\t\u00e9"],"b":{}}"#,
+            r#"[ 0 , -1 , 1.25 , 3E7 , [ [ ] ] , { "k" : "v" } ]"#,
+            r#""s""#,
+            "0",
+            "-0",
+            "1e-2",
+            "{\"a\":\n\t[1]\r}",
+        ];
+        for v in valid {
+            assert_eq!(strict_value(v.as_bytes(), 0), Some(v.len()), "{v}");
+            assert!(serde_accepts(v.as_bytes()), "{v}");
+        }
+        let invalid: &[&str] = &[
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":-}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":nul}"#,
+            r#"{"a":True}"#,
+            r#"{"a" 1}"#,
+            r#"{"a":1,}"#,
+            r#"[1,]"#,
+            r#"[1 2]"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":"\u12g4"}"#,
+            "{\"a\":\"x\ty\"}",
+            r#"{a:1}"#,
+            r#"{"a":[}"#,
+            r#"{"a":1]"#,
+            r#"["a":1]"#,
+            r#"{,}"#,
+            r#"{"a":+1}"#,
+            r#"{"a":"x"#,
+            r#"{"a":[1"#,
+        ];
+        for v in invalid {
+            assert_eq!(strict_value(v.as_bytes(), 0), None, "{v}");
+            assert!(!serde_accepts(v.as_bytes()), "{v}");
+        }
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert_eq!(strict_value(deep.as_bytes(), 0), Some(deep.len()));
+        let deeper = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert_eq!(strict_value(deeper.as_bytes(), 0), None);
+    }
+
+    #[test]
+    fn strict_object_fields_match_the_structural_ones() {
+        let ok = br#"{"a": "x", "b" : [1, {"c": null}], "d": -1.5e3} tail"#;
+        let (f1, e1) = object_fields(ok, 0).unwrap();
+        let (f2, e2, strict) = object_fields_strict(ok, 0).unwrap();
+        assert_eq!((f1, e1), (f2, e2));
+        assert!(strict);
+        // Structurally sound, not strict: same fields, flag down.
+        let loose = br#"{"a": 01, "b": "x	y", "c": [1 2]}"#;
+        let (f1, e1) = object_fields(loose, 0).unwrap();
+        let (f2, e2, strict) = object_fields_strict(loose, 0).unwrap();
+        assert_eq!((f1, e1), (f2, e2));
+        assert!(!strict);
+        // Structural errors are the same errors.
+        for bad in [
+            &br#"{"a" 1}"#[..],
+            br#"{a: 1}"#,
+            br#"{"a": [1"#,
+            br#"{"a": 1 "b"}"#,
+        ] {
+            assert_eq!(
+                object_fields(bad, 0).map(|r| r.1),
+                object_fields_strict(bad, 0).map(|r| r.1)
+            );
+        }
+    }
+
+    #[test]
+    fn nested_fields_are_read_in_the_same_pass() {
+        let rec =
+            br#"{"a":1,"protoPayload":{"serviceName":"x","request":{"n":[1]}},"z":"protoPayload"}"#;
+        let mut nested = Vec::new();
+        let (fields, end, strict) =
+            object_fields_strict_nested(rec, 0, &[b"protoPayload"], &mut nested).unwrap();
+        assert_eq!((fields.clone(), end), object_fields(rec, 0).unwrap());
+        assert!(strict);
+        let pp = fields[1].1;
+        assert_eq!(nested, object_fields(pp, 0).unwrap().0);
+        // Not an object, or absent: nothing nested. Not strict inside: flag down, same fields.
+        for (doc, strict_want) in [
+            (&br#"{"protoPayload":"s"}"#[..], true),
+            (br#"{"other":{}}"#, true),
+            (br#"{"protoPayload":{"a":01}}"#, false),
+        ] {
+            let (f, e, st) =
+                object_fields_strict_nested(doc, 0, &[b"protoPayload"], &mut nested).unwrap();
+            assert_eq!((f, e), object_fields(doc, 0).unwrap());
+            assert_eq!(st, strict_want);
+            if doc.starts_with(br#"{"protoPayload":{"a""#) {
+                assert_eq!(nested.len(), 1);
+            } else {
+                assert!(nested.is_empty());
+            }
+        }
+        // A structural error inside is the structural scan's error.
+        let cut = br#"{"protoPayload":{"a":[1}"#;
+        assert_eq!(
+            object_fields_strict_nested(cut, 0, &[b"protoPayload"], &mut nested).map(|r| r.1),
+            object_fields(cut, 0).map(|r| r.1)
+        );
+    }
+
+    proptest::proptest! {
+        /// The eight-bytes-at-a-time search finds what a byte loop finds.
+        #[test]
+        fn special_bytes_found_like_a_byte_loop(s in proptest::collection::vec(
+            proptest::prop_oneof![proptest::num::u8::ANY, proptest::sample::select(b"\"\\\x1f\x20\x00\x80\xff".to_vec())],
+            0..80,
+        )) {
+            let naive = s.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+            proptest::prop_assert_eq!(special(&s), naive);
+        }
+
+        /// Mutated JSON: the strict scan accepts exactly what the parser accepts.
+        #[test]
+        fn strict_scan_is_the_parser(
+            base in proptest::sample::select(vec![
+                r#"{"a":[1,-2.5e3,true,null],"b":{"c":"d\"e\u00e9"},"f":"g"}"#,
+                r#"[{"k":0},[],{},"s",false,-0.0]"#,
+            ]),
+            edits in proptest::collection::vec((0usize..64, proptest::sample::select(
+                b"{}[]:,\"\\ 0123456789-+.eEtrufalsn\tx".to_vec())), 0..4),
+        ) {
+            let mut b = base.as_bytes().to_vec();
+            for (at, c) in edits {
+                let at = at % (b.len() + 1);
+                if at % 2 == 0 && at < b.len() { b[at] = c; } else { b.insert(at, c); }
+            }
+            let strict = strict_value(&b, 0) == Some(b.len());
+            proptest::prop_assert_eq!(strict, serde_accepts(&b), "{}", String::from_utf8_lossy(&b));
+        }
     }
 }

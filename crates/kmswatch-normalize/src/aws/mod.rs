@@ -361,7 +361,7 @@ fn nonempty<'a>(s: &'a Option<Cow<'_, str>>) -> Option<&'a str> {
 
 fn build(
     n: &Normalizer,
-    raw: Box<RawValue>,
+    raw: kmswatch_model::Raw,
     ct: &CtRecord<'_>,
     kind: Kind,
 ) -> Result<Outcome, RecordError> {
@@ -664,6 +664,9 @@ pub fn normalize_eventbridge(n: &Normalizer, rec: &Record<'_>) -> Result<Outcome
             &Record {
                 bytes,
                 fields: &fields,
+                // `detail` was read by the parser as a borrowed RawValue: valid JSON, UTF-8.
+                strict: true,
+                nested: &[],
             },
         );
     }

@@ -13,6 +13,8 @@ fn run_bytes(n: &Normalizer, b: &[u8]) -> Result<Outcome, RecordError> {
         &Record {
             bytes: b,
             fields: &fields,
+            strict: false,
+            nested: &[],
         },
     )
 }
@@ -43,6 +45,8 @@ fn eventbridge(json: &str) -> Result<Outcome, RecordError> {
         &Record {
             bytes: b,
             fields: &fields,
+            strict: false,
+            nested: &[],
         },
     )
 }
@@ -553,6 +557,8 @@ fn developer_guide_examples_normalize() {
         let rec = Record {
             bytes: inner,
             fields: &fields,
+            strict: false,
+            nested: &[],
         };
         match normalize(&n, &rec) {
             Ok(Outcome::Event { event, related }) => {

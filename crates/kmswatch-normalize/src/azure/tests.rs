@@ -11,6 +11,8 @@ fn norm(json: &str) -> Result<Outcome, RecordError> {
     let rec = Record {
         bytes: b,
         fields: &fields,
+        strict: false,
+        nested: &[],
     };
     normalize(&n, &rec)
 }
@@ -38,6 +40,8 @@ fn looks(json: &str) -> bool {
     looks_like(&Record {
         bytes: b,
         fields: &fields,
+        strict: false,
+        nested: &[],
     })
 }
 

@@ -87,7 +87,7 @@ pub fn normalize(_n: &Normalizer, rec: &Record<'_>) -> Result<Outcome, RecordErr
             SkipReason::NotAuditRecord
         }));
     };
-    let Some((kind, pp_fields)) = triage(rec.bytes, pp) else {
+    let Some((kind, pp_fields)) = triage(rec.bytes, pp, rec.nested) else {
         return Ok(Outcome::Skip(SkipReason::NotKms));
     };
     // One validating pass over the whole record (JSON syntax and UTF-8), which also yields
@@ -132,7 +132,12 @@ const LOGGING_CHANGES: &[&str] = &[
 
 /// Decide from bytes and the top-level fields of `protoPayload`, without deserializing.
 /// Also returns those fields, read again to build the event.
-fn triage<'a>(bytes: &[u8], pp: &'a [u8]) -> Option<(Kind, Vec<crate::scan::Field<'a>>)> {
+/// `nested`: `protoPayload`'s fields when the record scan read them (else scanned here).
+fn triage<'a>(
+    bytes: &[u8],
+    pp: &'a [u8],
+    nested: &'a [crate::scan::Field<'a>],
+) -> Option<(Kind, Cow<'a, [crate::scan::Field<'a>]>)> {
     static KMS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KMS_SERVICE));
     static LOGGING: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("ConfigServiceV2"));
     static AUDIT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("auditConfig"));
@@ -147,7 +152,14 @@ fn triage<'a>(bytes: &[u8], pp: &'a [u8]) -> Option<(Kind, Vec<crate::scan::Fiel
     if pp.first() != Some(&b'{') {
         return None;
     }
-    let (fields, _) = crate::scan::object_fields(pp, 0).ok()?;
+    let within = |f: &crate::scan::Field<'_>| {
+        let (p, k) = (pp.as_ptr() as usize, f.0.as_ptr() as usize);
+        k > p && k < p + pp.len()
+    };
+    let fields: Cow<'a, [crate::scan::Field<'a>]> = match nested.first() {
+        Some(f) if within(f) => Cow::Borrowed(nested),
+        _ => Cow::Owned(crate::scan::object_fields(pp, 0).ok()?.0),
+    };
     let get = |key: &str| -> Option<Cow<'_, str>> {
         let v = fields.iter().find(|(k, _)| *k == key.as_bytes())?.1;
         match crate::scan::plain_str(v) {
@@ -247,7 +259,7 @@ fn sub<'a, T: Deserialize<'a>>(raw: Option<&'a str>) -> Option<T> {
 
 fn build(
     rec: &Record<'_>,
-    raw: Box<RawValue>,
+    raw: kmswatch_model::Raw,
     entry: &LogEntry<'_>,
     a: &AuditLog<'_>,
     kind: Kind,

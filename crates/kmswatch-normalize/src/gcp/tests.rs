@@ -18,6 +18,8 @@ fn run_bytes(bytes: &[u8]) -> Result<Outcome, RecordError> {
     let rec = Record {
         bytes: &bytes[start..end],
         fields: &fields,
+        strict: false,
+        nested: &[],
     };
     normalize(&normalizer(), &rec)
 }
@@ -594,6 +596,8 @@ fn looks_like_log_entries() {
         let rec = Record {
             bytes: bytes.as_bytes(),
             fields: &fields,
+            strict: false,
+            nested: &[],
         };
         assert_eq!(looks_like(&rec), want, "{v}");
     }
