@@ -443,6 +443,59 @@ fn special(s: &[u8]) -> Option<usize> {
         .map(|p| k + p)
 }
 
+/// The values of `keys` among the top-level fields of the object `obj` (first occurrence
+/// wins), in one structural pass and without allocating. Anything that is not an object
+/// (or is cut short) yields what was found before the problem.
+pub fn find_fields<'a, const N: usize>(obj: &'a [u8], keys: [&[u8]; N]) -> [Option<&'a [u8]>; N] {
+    let mut out = [None; N];
+    let mut j = skip_ws(obj, 0);
+    if obj.get(j) != Some(&b'{') {
+        return out;
+    }
+    j = skip_ws(obj, j + 1);
+    while obj.get(j) == Some(&b'"') {
+        let Ok(key_end) = skip_string(obj, j) else {
+            break;
+        };
+        let key = &obj[j + 1..key_end - 1];
+        j = skip_ws(obj, key_end);
+        if obj.get(j) != Some(&b':') {
+            break;
+        }
+        j = skip_ws(obj, j + 1);
+        let Ok(vend) = skip_value(obj, j) else {
+            break;
+        };
+        if let Some(slot) = keys
+            .iter()
+            .position(|k| *k == key)
+            .and_then(|p| out.get_mut(p))
+        {
+            slot.get_or_insert(&obj[j..vend]);
+        }
+        j = skip_ws(obj, vend);
+        if obj.get(j) != Some(&b',') {
+            break;
+        }
+        j = skip_ws(obj, j + 1);
+    }
+    out
+}
+
+/// A JSON string token's value, decoded (borrowed when it has no escapes); `None` for
+/// anything else (`null`, numbers, objects, a broken token).
+pub fn string_value(v: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    if v.first() != Some(&b'"') {
+        return None;
+    }
+    if let Some(s) = plain_str(v) {
+        return Some(std::borrow::Cow::Borrowed(s));
+    }
+    serde_json::from_slice::<String>(v)
+        .ok()
+        .map(std::borrow::Cow::Owned)
+}
+
 /// The value of a JSON string token (`"..."`) without its quotes, when it has no escapes.
 /// Returns `None` for non-strings and for strings with escapes (decode those with serde).
 pub fn plain_str(v: &[u8]) -> Option<&str> {
@@ -667,6 +720,22 @@ mod tests {
                 object_fields_strict(bad, 0).map(|r| r.1)
             );
         }
+    }
+
+    #[test]
+    fn find_fields_first_occurrence_without_allocating() {
+        let obj = br#" {"a": 1, "b": {"a": 2}, "c": "x\"y", "a": 3} "#;
+        let [a, c, z] = find_fields(obj, [b"a", b"c", b"z"]);
+        assert_eq!(a, Some(&b"1"[..]));
+        assert_eq!(c.and_then(string_value).as_deref(), Some("x\"y"));
+        assert_eq!(z, None);
+        assert_eq!(find_fields(b"[1]", [b"a"]), [None]);
+        assert_eq!(
+            find_fields(br#"{"a": 1, "b": [2"#, [b"a", b"b"]),
+            [Some(&b"1"[..]), None]
+        );
+        assert_eq!(string_value(b"12"), None);
+        assert_eq!(string_value(br#""plain""#).as_deref(), Some("plain"));
     }
 
     #[test]

@@ -482,6 +482,16 @@ fn value_num(v: FieldValue<'_>) -> Option<f64> {
     }
 }
 
+/// What [`Engine::begin`] found out about an event, for [`Engine::finish`].
+#[derive(Debug)]
+struct Begun {
+    si: usize,
+    src_wm: i64,
+    late: bool,
+    enrichment: Enrichment,
+    matched: Vec<RuleId>,
+}
+
 impl Engine {
     /// Build an engine over loaded rules. Reads the identity inventory when one is configured.
     pub fn new(rules: RuleSet, config: EngineConfig) -> Result<Engine, EngineError> {
@@ -689,6 +699,29 @@ impl Engine {
     /// suppression) are appended at once; correlation and suppressed findings when the
     /// watermark passes their window.
     pub fn process(&mut self, event: &Event, source: &str, out: &mut Vec<Finding>) {
+        if let Some(pre) = self.begin(event, source) {
+            self.finish(event, pre, None, source, out);
+        }
+    }
+
+    /// [`Engine::process`] for an event the caller has no further use for: an event kept as
+    /// evidence (by a correlation window, a suppression period or a finding) is moved, not
+    /// copied. What the offline scan uses.
+    pub fn process_owned(&mut self, event: Box<Event>, source: &str, out: &mut Vec<Finding>) {
+        let Some(pre) = self.begin(&event, source) else {
+            return;
+        };
+        if pre.matched.is_empty() {
+            self.finish(&event, pre, None, source, out);
+        } else {
+            let shared: Arc<Event> = Arc::from(event);
+            self.finish(&shared, pre, Some(Arc::clone(&shared)), source, out);
+        }
+    }
+
+    /// First half of [`Engine::process`]: duplicates, enrichment, matching rules. `None` for
+    /// a duplicate (nothing more to do).
+    fn begin(&mut self, event: &Event, source: &str) -> Option<Begun> {
         self.st.stats.events += 1;
         let si = self.source_index(source);
         let (src_wm, late) = match self.st.sources.get(si) {
@@ -704,13 +737,39 @@ impl Engine {
             if self.st.dedup.insert(h, event.time).is_some() {
                 self.st.stats.duplicates += 1;
                 self.scratch.clear();
-                return;
+                return None;
             }
         }
         let enrichment = self.enricher.enrich(event);
         let mut matched = std::mem::take(&mut self.scratch);
         matched.clear();
         self.rules.matches(event, &enrichment, &mut matched);
+        Some(Begun {
+            si,
+            src_wm,
+            late,
+            enrichment,
+            matched,
+        })
+    }
+
+    /// Second half of [`Engine::process`]: findings, correlation windows, the watermark.
+    /// `shared`: the event already in an `Arc` (kept as evidence without a copy).
+    fn finish(
+        &mut self,
+        event: &Event,
+        pre: Begun,
+        mut shared: Option<Arc<Event>>,
+        source: &str,
+        out: &mut Vec<Finding>,
+    ) {
+        let Begun {
+            si,
+            src_wm,
+            late,
+            enrichment,
+            matched,
+        } = pre;
         if late {
             self.st.stats.late += 1;
         }
@@ -729,7 +788,6 @@ impl Engine {
                 });
             }
             let mut raw: Option<Option<serde_json::Value>> = None;
-            let mut shared: Option<Arc<Event>> = None;
             for &id in &matched {
                 let i = id.0 as usize;
                 let Some((emits, suppress, nfeeds)) = self
@@ -740,7 +798,7 @@ impl Engine {
                     continue;
                 };
                 if emits {
-                    self.single(id, event, &enrichment, suppress, late, out);
+                    self.single(id, (event, &mut shared), &enrichment, suppress, late, out);
                 }
                 if late {
                     continue;
@@ -996,7 +1054,7 @@ impl Engine {
     fn single(
         &mut self,
         id: RuleId,
-        event: &Event,
+        (event, shared): (&Event, &mut Option<Arc<Event>>),
         enrichment: &Enrichment,
         suppress_ms: i64,
         late: bool,
@@ -1022,8 +1080,9 @@ impl Engine {
             payload: None,
         };
         // The event is copied into the item only where it is kept as evidence.
-        let with_payload = |mut item: Item| {
-            item.payload = Some(Payload::Event(Arc::new(event.clone())));
+        let mut with_payload = |mut item: Item| {
+            let e = shared.get_or_insert_with(|| Arc::new(event.clone()));
+            item.payload = Some(Payload::Event(Arc::clone(e)));
             item
         };
         if suppress_ms <= 0 || late {

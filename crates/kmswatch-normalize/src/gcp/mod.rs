@@ -270,8 +270,7 @@ fn build(
         .as_deref()
         .filter(|m| !m.is_empty())
         .ok_or_else(|| RecordError::missing("protoPayload.methodName"))?;
-    let resource: Option<MonitoredResource<'_>> = sub(entry.resource);
-    let labels = resource.and_then(|r| r.labels).unwrap_or_default();
+    let labels = entry.resource.map(Labels::read).unwrap_or_default();
     let request: Option<KmsRequest<'_>> = if kind == Kind::Kms {
         sub(a.request)
     } else {
@@ -339,14 +338,19 @@ fn build(
         .map(str::to_owned);
 
     // actor
-    let meta: Option<RequestMetadata<'_>> = sub(a.request_metadata);
-    if let Some(m) = meta {
-        ev.src_endpoint.ip = m
-            .caller_ip
-            .or(m.caller_ip_upper)
+    if let Some(m) = a.request_metadata {
+        // Read field by field from the validated text (a field of another type reads as
+        // absent); `callerIP` is Panther's spelling.
+        let [ip, ip_upper, ua] = crate::scan::find_fields(
+            m.as_bytes(),
+            [b"callerIp", b"callerIP", b"callerSuppliedUserAgent"],
+        )
+        .map(|v| v.and_then(crate::scan::string_value));
+        ev.src_endpoint.ip = ip
+            .or(ip_upper)
             .filter(|s| !s.is_empty())
             .map(Cow::into_owned);
-        ev.http_request.user_agent = m.user_agent.filter(|s| !s.is_empty()).map(Cow::into_owned);
+        ev.http_request.user_agent = ua.filter(|s| !s.is_empty()).map(Cow::into_owned);
     }
     let caller_project = fill_actor(&mut ev, sub(a.authentication_info));
 
@@ -718,24 +722,44 @@ fn str_value<'a>(v: &'a [u8], key: &[u8]) -> Result<Option<Cow<'a, str>>, Record
         })
 }
 
-#[derive(Debug, Deserialize)]
-struct MonitoredResource<'a> {
-    #[serde(borrow)]
-    labels: Option<Labels<'a>>,
+/// `resource.labels` of a `LogEntry` (a `MonitoredResource`), the labels that are read.
+#[derive(Debug, Default)]
+struct Labels<'a> {
+    project_id: Option<Cow<'a, str>>,
+    location: Option<Cow<'a, str>>,
+    key_ring_id: Option<Cow<'a, str>>,
+    crypto_key_id: Option<Cow<'a, str>>,
+    crypto_key_version_id: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct Labels<'a> {
-    #[serde(borrow)]
-    project_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    location: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    key_ring_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    crypto_key_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    crypto_key_version_id: Option<Cow<'a, str>>,
+impl<'a> Labels<'a> {
+    /// From the validated text of `resource`, label by label (one that is not a string reads
+    /// as absent).
+    fn read(resource: &'a str) -> Labels<'a> {
+        let [labels] = crate::scan::find_fields(resource.as_bytes(), [b"labels"]);
+        let Some(labels) = labels else {
+            return Labels::default();
+        };
+        let [project_id, location, key_ring_id, crypto_key_id, crypto_key_version_id] =
+            crate::scan::find_fields(
+                labels,
+                [
+                    b"project_id",
+                    b"location",
+                    b"key_ring_id",
+                    b"crypto_key_id",
+                    b"crypto_key_version_id",
+                ],
+            )
+            .map(|v| v.and_then(crate::scan::string_value));
+        Labels {
+            project_id,
+            location,
+            key_ring_id,
+            crypto_key_id,
+            crypto_key_version_id,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -748,17 +772,6 @@ struct ResourceLocation<'a> {
 #[derive(Debug, Deserialize)]
 struct RpcStatus {
     code: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestMetadata<'a> {
-    #[serde(borrow, rename = "callerIp")]
-    caller_ip: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "callerIP")]
-    caller_ip_upper: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "callerSuppliedUserAgent")]
-    user_agent: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -197,7 +197,7 @@ fn scan(a: ScanArgs) -> Result<ExitCode> {
                 records += 1;
                 if let Item::Event { event, .. } = item {
                     events += 1;
-                    engine.process(&event, &origin, &mut findings);
+                    engine.process_owned(event, &origin, &mut findings);
                 }
             });
             engine.end_source(&origin, &mut findings);

@@ -203,7 +203,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             summary.add(&item);
             match item {
                 Item::Event { event, .. } => {
-                    engine.process(&event, &origin, &mut findings);
+                    engine.process_owned(event, &origin, &mut findings);
                 }
                 Item::Rejected {
                     error,
