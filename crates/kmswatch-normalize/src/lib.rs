@@ -112,17 +112,38 @@ impl<'a> Record<'a> {
     /// byte for byte; only line breaks and indentation between tokens are removed when the
     /// record was pretty-printed, so that one event stays one line of JSON.
     pub fn to_raw(&self) -> Result<Raw, RecordError> {
-        let compact = scan::compact(self.bytes);
-        let s = std::str::from_utf8(&compact).map_err(|e| {
+        self.to_raw_from(self.text()?)
+    }
+
+    /// The record's bytes as text (checked UTF-8).
+    pub fn text(&self) -> Result<&'a str, RecordError> {
+        std::str::from_utf8(self.bytes).map_err(|e| {
             RecordError::new(
                 RejectReason::InvalidUtf8,
                 format!("invalid UTF-8 at byte {}", e.valid_up_to()),
             )
-        })?;
+        })
+    }
+
+    /// [`Record::to_raw`] from the record's text (from [`Record::text`]), for a provider that
+    /// also reads the text itself: UTF-8 is checked once.
+    pub fn to_raw_from(&self, text: &str) -> Result<Raw, RecordError> {
+        // Compacting drops whitespace between tokens only (ASCII), so the text stays UTF-8.
+        let s: Box<str> = match scan::compact(text.as_bytes()) {
+            std::borrow::Cow::Borrowed(_) => text.into(),
+            std::borrow::Cow::Owned(v) => String::from_utf8(v)
+                .map_err(|e| {
+                    RecordError::new(
+                        RejectReason::InvalidUtf8,
+                        format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+                    )
+                })?
+                .into_boxed_str(),
+        };
         if self.strict {
-            return Ok(Raw::from_checked(s.into()));
+            return Ok(Raw::from_checked(s));
         }
-        Raw::from_string(s.to_owned()).map_err(RecordError::from_json)
+        Raw::from_string(s.into()).map_err(RecordError::from_json)
     }
 }
 

@@ -92,8 +92,9 @@ pub fn normalize(_n: &Normalizer, rec: &Record<'_>) -> Result<Outcome, RecordErr
     };
     // One validating pass over the whole record (JSON syntax and UTF-8), which also yields
     // `raw`; then the fields are read from the structural scan, no second parse.
-    let raw = rec.to_raw()?;
-    let entry = LogEntry::from_record(rec, pp, &pp_fields)?;
+    let text = rec.text()?;
+    let raw = rec.to_raw_from(text)?;
+    let entry = LogEntry::from_record(rec, text, pp, &pp_fields)?;
     let audit = &entry.audit;
     if kind == Kind::AuditConfig && !changes_audit_config(audit) {
         return Ok(Outcome::Skip(SkipReason::NotKms));
@@ -616,10 +617,12 @@ impl<'a> LogEntry<'a> {
     /// must already be validated as JSON and UTF-8 (see [`normalize`]).
     fn from_record(
         rec: &Record<'a>,
+        text: &'a str,
         pp: &'a [u8],
         pp_fields: &[crate::scan::Field<'a>],
     ) -> Result<LogEntry<'a>, RecordError> {
-        let pp_text = utf8(pp)?;
+        // `pp` is a sub-slice of the record, whose text is already checked UTF-8.
+        let pp_text = sub_text(text, rec.bytes, pp)?;
         let mut audit = AuditLog::default();
         for &(k, v) in pp_fields {
             let slot = match k {
