@@ -276,7 +276,8 @@ pub struct EngineStats {
     pub pending_events: u64,
     /// The engine's watermark (epoch ms; `i64::MIN` before any event).
     pub watermark: i64,
-    /// Approximate bytes of window and suppression state.
+    /// Approximate bytes of the engine state: windows, suppression periods, the duplicate
+    /// set and the first-seen baseline.
     pub state_bytes: u64,
 }
 
@@ -881,6 +882,9 @@ impl Engine {
                 std::mem::size_of::<Bucket>() + b.items.iter().map(payload_bytes).sum::<usize>();
         }
         bytes += self.st.dedup.capacity() * 24;
+        // The first-seen baseline: (principal, key) hash -> day, one control byte per slot.
+        bytes +=
+            self.enricher.first_seen.last_day.capacity() * (std::mem::size_of::<(u64, i32)>() + 1);
         bytes += self.heap.capacity() * std::mem::size_of::<Timer>();
         s.groups = groups;
         s.pending_events = pending;

@@ -32,13 +32,16 @@ use std::time::{Duration, Instant};
 /// other processes held the core, which differs between the two phases).
 ///
 /// Measured on the 2-core development machine, 1,080,374 records, 45 rules, 141 findings
-/// (identical findings at every step):
-///   8050d88  wall: parse-only 149,906 rec/s  scan  72,840 rec/s  0.49x  104 MiB (loaded machine)
-///   4a46bc3  wall: parse-only 207,678 rec/s  scan 125,092 rec/s  0.60x  101 MiB
-///   4a46bc3  CPU:  parse-only 218,310 rec/s  scan 164,856 rec/s  0.76x
-/// Not yet at 1.00x. Where the rest goes (callgrind, GCP scan phase): RawValue's validating
-/// parse in `Record::to_raw` (~23%), the structural scan (~19%, protoPayload walked twice),
-/// `Engine::process` (~22%), serde parses of LogEntry sub-objects (~13%).
+/// (identical findings at every step), thread CPU time:
+///   8050d88  parse-only 149,906 rec/s  scan  72,840 rec/s  0.49x  104 MiB (wall, loaded machine)
+///   ece0543  parse-only 179,252 rec/s  scan 111,249 rec/s  0.62x  101 MiB (quiet machine)
+///   after the strict scan (raw without a second parse), jemalloc, the cheaper engine and
+///   process_owned, five consecutive runs on a quiet machine: 0.93x-1.09x, median ~0.97x,
+///   ~107-112 MiB. Per cloud: AWS ~1.4x, Azure ~1.0x, GCP ~0.75x.
+/// Not yet steadily at 1.00x. Where GCP's time goes now (perf): the strict record scan ~20%
+/// of the scan phase, building the event (serde reads of request/authenticationInfo, key
+/// names, actor) ~30%, `Engine::process` ~30% (first-seen and duplicate lookups, rule
+/// evaluation, enrichment).
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
