@@ -276,9 +276,13 @@ pub struct EngineStats {
     pub pending_events: u64,
     /// The engine's watermark (epoch ms; `i64::MIN` before any event).
     pub watermark: i64,
-    /// Approximate bytes of the engine state: windows, suppression periods, the duplicate
-    /// set and the first-seen baseline.
+    /// Approximate bytes of window and suppression state and of the duplicate set (bounded
+    /// by the windows and the allowed lateness).
     pub state_bytes: u64,
+    /// Approximate bytes of the first-seen baseline (bounded by its lookback, not by the
+    /// windows). Absent from snapshots written before it existed.
+    #[serde(default)]
+    pub baseline_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -882,13 +886,13 @@ impl Engine {
                 std::mem::size_of::<Bucket>() + b.items.iter().map(payload_bytes).sum::<usize>();
         }
         bytes += self.st.dedup.capacity() * 24;
-        // The first-seen baseline: (principal, key) hash -> day, one control byte per slot.
-        bytes +=
-            self.enricher.first_seen.last_day.capacity() * (std::mem::size_of::<(u64, i32)>() + 1);
         bytes += self.heap.capacity() * std::mem::size_of::<Timer>();
         s.groups = groups;
         s.pending_events = pending;
         s.state_bytes = bytes as u64;
+        // (principal, key) hash -> day, one control byte per slot.
+        s.baseline_bytes = (self.enricher.first_seen.last_day.capacity()
+            * (std::mem::size_of::<(u64, i32)>() + 1)) as u64;
         s.watermark = self.watermark;
         s
     }

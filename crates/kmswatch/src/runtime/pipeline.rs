@@ -637,8 +637,12 @@ impl Detector {
         self.last_checkpoint = Instant::now();
         self.dedup.expire(now_ms());
         let stats = self.engine.stats();
-        self.metrics
-            .set("kmswatch_engine_state_bytes", &[], stats.state_bytes as f64);
+        // Windows, suppression, duplicates and the first-seen baseline.
+        self.metrics.set(
+            "kmswatch_engine_state_bytes",
+            &[],
+            (stats.state_bytes + stats.baseline_bytes) as f64,
+        );
         self.metrics
             .set("kmswatch_dedup_entries", &[], self.dedup.len() as f64);
         self.metrics.set(
