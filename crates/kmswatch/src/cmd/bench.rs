@@ -36,8 +36,9 @@ use std::time::{Duration, Instant};
 ///   8050d88  parse-only 149,906 rec/s  scan  72,840 rec/s  0.49x  104 MiB (wall, loaded machine)
 ///   ece0543  parse-only 179,252 rec/s  scan 111,249 rec/s  0.62x  101 MiB (quiet machine)
 ///   after the strict scan (raw without a second parse), jemalloc, the cheaper engine and
-///   process_owned, five consecutive runs on a quiet machine: 0.93x-1.09x, median ~0.97x,
-///   ~107-112 MiB. Per cloud: AWS ~1.4x, Azure ~1.0x, GCP ~0.75x.
+///   process_owned, 14 runs on a quiet machine: 0.93x-1.21x, median ~0.97x (scan ~230,000
+///   rec/s, parse-only ~240,000), 107-112 MiB. Per cloud: AWS ~1.4x, Azure ~1.0x, GCP ~0.75x.
+///   The first run after an idle machine reads high (1.09x-1.21x: the scan phase runs first).
 /// Not yet steadily at 1.00x. Where GCP's time goes now (perf): the strict record scan ~20%
 /// of the scan phase, building the event (serde reads of request/authenticationInfo, key
 /// names, actor) ~30%, `Engine::process` ~30% (first-seen and duplicate lookups, rule
