@@ -117,12 +117,7 @@ impl<'a> Record<'a> {
 
     /// The record's bytes as text (checked UTF-8).
     pub fn text(&self) -> Result<&'a str, RecordError> {
-        std::str::from_utf8(self.bytes).map_err(|e| {
-            RecordError::new(
-                RejectReason::InvalidUtf8,
-                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-            )
-        })
+        std::str::from_utf8(self.bytes).map_err(RecordError::invalid_utf8)
     }
 
     /// [`Record::to_raw`] from the record's text (from [`Record::text`]), for a provider that
@@ -132,12 +127,7 @@ impl<'a> Record<'a> {
         let s: Box<str> = match scan::compact(text.as_bytes()) {
             std::borrow::Cow::Borrowed(_) => text.into(),
             std::borrow::Cow::Owned(v) => String::from_utf8(v)
-                .map_err(|e| {
-                    RecordError::new(
-                        RejectReason::InvalidUtf8,
-                        format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
-                    )
-                })?
+                .map_err(|e| RecordError::invalid_utf8(e.utf8_error()))?
                 .into_boxed_str(),
         };
         if self.strict {
@@ -255,6 +245,14 @@ impl RecordError {
             reason,
             detail: detail.into(),
         }
+    }
+
+    /// Bytes that are not UTF-8, with where they stop being.
+    pub fn invalid_utf8(e: std::str::Utf8Error) -> RecordError {
+        RecordError::new(
+            RejectReason::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        )
     }
 
     /// Classify a serde_json error: EOF → truncated, data errors (missing field, wrong type)

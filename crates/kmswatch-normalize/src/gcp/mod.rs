@@ -669,7 +669,7 @@ impl<'a> LogEntry<'a> {
         };
         let receive_timestamp = get("receiveTimestamp", "receivetimestamp")?;
         let resource = match rec.field("resource") {
-            Some(v) if v != b"null" => Some(utf8(v)?),
+            Some(v) if v != b"null" => Some(sub_text(text, rec.bytes, v)?),
             _ => None,
         };
         Ok(LogEntry {
@@ -683,17 +683,8 @@ impl<'a> LogEntry<'a> {
     }
 }
 
-/// Bytes of a validated record as text.
-fn utf8(v: &[u8]) -> Result<&str, RecordError> {
-    std::str::from_utf8(v).map_err(|e| {
-        RecordError::new(
-            RejectReason::InvalidUtf8,
-            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-        )
-    })
-}
-
-/// The text of `v`, a sub-slice of `base` whose text is `text`, without validating again.
+/// The text of `v`, a sub-slice of `base` whose (checked) text is `text`, without checking
+/// UTF-8 again.
 fn sub_text<'a>(text: &'a str, base: &[u8], v: &[u8]) -> Result<&'a str, RecordError> {
     let off = (v.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
     // Always a sub-slice at token boundaries (the scanner's fields); checked, not assumed.
@@ -702,7 +693,7 @@ fn sub_text<'a>(text: &'a str, base: &[u8], v: &[u8]) -> Result<&'a str, RecordE
         .ok_or_else(|| {
             RecordError::new(
                 RejectReason::MalformedJson,
-                "protoPayload field outside protoPayload",
+                "a field outside the object it was read from",
             )
         })
 }
