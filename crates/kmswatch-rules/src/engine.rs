@@ -52,7 +52,7 @@ use crate::correlation::{CorrelationType, RefFields, RuleRef};
 use crate::document::{Document, EventDocument, FieldPath, FieldValue};
 use crate::enrich::{
     fnv1a, CalendarConfig, ConfigError, Enricher, FirstSeenState, HashKeyMap, Inventory,
-    InventoryError,
+    InventoryError, KeyHash,
 };
 use crate::ruleset::{LoadOptions, RuleId, RuleInfo, RuleSet};
 use crate::Enrichment;
@@ -415,6 +415,9 @@ pub struct EngineState {
     first_seen: FirstSeenState,
     stats: EngineStats,
     late: Vec<LateEvent>,
+    /// The hash of `dedup` and `first_seen` (absent in older snapshots: FNV-1a).
+    #[serde(default)]
+    key_hash: KeyHash,
 }
 
 #[derive(Debug, Clone)]
@@ -644,6 +647,7 @@ impl Engine {
                 watermark: i64::MIN,
                 ..EngineStats::default()
             },
+            key_hash: KeyHash::CURRENT,
             ..EngineState::default()
         };
         Ok(Engine {
@@ -669,7 +673,7 @@ impl Engine {
 
     /// The enrichment the engine computes for `event` (updates the first-seen baseline).
     pub fn enrich(&mut self, event: &Event) -> Enrichment {
-        self.enricher.enrich(event)
+        self.enricher.enrich(event, self.st.key_hash)
     }
 
     fn source_index(&mut self, source: &str) -> usize {
@@ -738,14 +742,17 @@ impl Engine {
         };
         // Duplicates: same metadata.uid and time.
         if !event.metadata.uid.is_empty() {
-            let h = fnv1a(&[event.metadata.uid.as_bytes(), &event.time.to_le_bytes()]);
+            let h = self
+                .st
+                .key_hash
+                .hash(&[event.metadata.uid.as_bytes(), &event.time.to_le_bytes()]);
             if self.st.dedup.insert(h, event.time).is_some() {
                 self.st.stats.duplicates += 1;
                 self.scratch.clear();
                 return None;
             }
         }
-        let enrichment = self.enricher.enrich(event);
+        let enrichment = self.enricher.enrich(event, self.st.key_hash);
         let mut matched = std::mem::take(&mut self.scratch);
         matched.clear();
         self.rules.matches(event, &enrichment, &mut matched);
@@ -922,6 +929,7 @@ impl Engine {
             first_seen: &'a FirstSeenState,
             stats: EngineStats,
             late: &'a [LateEvent],
+            key_hash: KeyHash,
         }
         let mut timers: Vec<Timer> = self.heap.iter().map(|Reverse(t)| *t).collect();
         timers.sort_unstable();
@@ -934,6 +942,7 @@ impl Engine {
             first_seen: &self.enricher.first_seen,
             stats: self.stats(),
             late: &self.st.late,
+            key_hash: self.st.key_hash,
         })
     }
 

@@ -104,7 +104,7 @@ pub use engine::{
 };
 pub use enrich::{
     is_crypto_operation, CalendarConfig, ConfigError, FirstSeenState, HashKeyHasher, HashKeyMap,
-    Inventory, InventoryError,
+    Inventory, InventoryError, KeyHash,
 };
 pub use error::{LoadError, LoadErrorKind, LoadErrors, LoadReport, Skipped};
 pub use ruleset::{

@@ -1067,3 +1067,60 @@ fn first_seen_waits_for_its_learning_period() {
         Some("c")
     );
 }
+
+/// A snapshot written before the state recorded its hash (no `key_hash`: FNV-1a rows) keeps
+/// working after an upgrade: a replayed event is still a duplicate and a known (principal,
+/// key) pair is still not first seen; a fresh engine records the current hash.
+#[test]
+fn snapshot_without_key_hash_restores_with_fnv1a() {
+    let yaml = "title: first use\nlogsource: {product: kms}\ndetection:\n    sel:\n        kmswatch.first_seen: true\n    condition: sel\n";
+    let cfg = || EngineConfig {
+        first_seen_learning_days: 0,
+        ..EngineConfig::default()
+    };
+    let mut a = Engine::new(rules(yaml), cfg()).unwrap();
+    let mut out = Vec::new();
+    a.process(&decrypt(1, T0, "alice"), "s", &mut out);
+    assert_eq!(out.len(), 1, "first use");
+    let mut state: serde_json::Value = serde_json::to_value(a.snapshot()).unwrap();
+    assert_eq!(
+        state["key_hash"], "fold64",
+        "a fresh state records its hash"
+    );
+
+    // The same history written by the old hash, as an older release would have saved it.
+    let mut old = Engine::new(rules(yaml), cfg()).unwrap();
+    let mut legacy: serde_json::Value = serde_json::to_value(old.snapshot()).unwrap();
+    legacy.as_object_mut().unwrap().remove("key_hash");
+    old.restore(serde_json::from_value(legacy).unwrap())
+        .unwrap();
+    let mut old_out = Vec::new();
+    old.process(&decrypt(1, T0, "alice"), "s", &mut old_out);
+    assert_eq!(old_out.len(), 1);
+    let mut legacy: serde_json::Value = serde_json::to_value(old.snapshot()).unwrap();
+    assert_eq!(legacy["key_hash"], "fnv1a");
+    legacy.as_object_mut().unwrap().remove("key_hash");
+    let fold_rows = state["first_seen"]["last_day"].as_object().unwrap().clone();
+    let fnv_rows = legacy["first_seen"]["last_day"]
+        .as_object()
+        .unwrap()
+        .clone();
+    assert_ne!(
+        fold_rows.keys().next(),
+        fnv_rows.keys().next(),
+        "different hashes"
+    );
+
+    for (json, what) in [(&mut state, "fold64"), (&mut legacy, "legacy")] {
+        let mut b = Engine::new(rules(yaml), cfg()).unwrap();
+        b.restore(serde_json::from_value(json.take()).unwrap())
+            .unwrap();
+        let mut out = Vec::new();
+        b.process(&decrypt(1, T0, "alice"), "s", &mut out);
+        assert_eq!(b.stats().duplicates, 1, "{what}: replay is a duplicate");
+        b.process(&decrypt(2, T0 + MIN, "alice"), "s", &mut out);
+        assert!(out.is_empty(), "{what}: alice is not first seen again");
+        b.process(&decrypt(3, T0 + 2 * MIN, "bob"), "s", &mut out);
+        assert_eq!(out.len(), 1, "{what}: bob is");
+    }
+}

@@ -227,6 +227,133 @@ struct Evidence<'a> {
     role_assignment_scope: Text<'a>,
 }
 
+/// An identity object read in one pass: the members of `claim` and of `claims`, the object's
+/// own scalar members (a flat claim set), and `authorization.evidence`. A `claim`, `claims`
+/// or `authorization` that is a scalar counts as a flat member, as any other scalar.
+#[derive(Debug, Default)]
+struct Identity<'a> {
+    claim: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    claims: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    flat: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    authorization: Authorization<'a>,
+}
+
+impl<'a> Identity<'a> {
+    /// Every claim, in the order they are absorbed: `claim`, `claims`, then the flat ones.
+    fn pairs(self) -> impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> {
+        self.claim.into_iter().chain(self.claims).chain(self.flat)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Identity<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, Visitor};
+        use std::marker::PhantomData;
+
+        /// An object member's value: an object read as `T`, or a scalar as text.
+        enum Member<'a, T> {
+            Object(T),
+            Scalar(Text<'a>),
+        }
+        struct MemberVisitor<'a, T>(PhantomData<(&'a (), T)>);
+        impl<'de: 'a, 'a, T: Deserialize<'de>> Visitor<'de> for MemberVisitor<'a, T> {
+            type Value = Member<'a, T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(a)).map(Member::Object)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Member::Scalar(Text(None)))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Member::Scalar(Text(Some(Cow::Borrowed(v)))))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Text::deserialize(serde::de::value::StrDeserializer::<E>::new(v))
+                    .map(Member::Scalar)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Text::deserialize(serde::de::value::I64Deserializer::<E>::new(v))
+                    .map(Member::Scalar)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Text::deserialize(serde::de::value::U64Deserializer::<E>::new(v))
+                    .map(Member::Scalar)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Text::deserialize(serde::de::value::F64Deserializer::<E>::new(v))
+                    .map(Member::Scalar)
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Text::deserialize(serde::de::value::BoolDeserializer::<E>::new(v))
+                    .map(Member::Scalar)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Member::Scalar(Text(None)))
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Member::Scalar(Text(None)))
+            }
+        }
+        impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for Member<'a, T> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(MemberVisitor(PhantomData))
+            }
+        }
+
+        struct IdentityVisitor<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for IdentityVisitor<'a> {
+            type Value = Identity<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an identity object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                let mut out = Identity::default();
+                while let Some(k) = a.next_key::<Text<'a>>()? {
+                    let Some(k) = k.0 else {
+                        a.next_value::<IgnoredAny>()?;
+                        continue;
+                    };
+                    let scalar = match k.as_ref() {
+                        "claim" | "claims" => match a.next_value::<Member<'a, Pairs<'a>>>()? {
+                            Member::Object(p) if k == "claim" => {
+                                out.claim.extend(p.0);
+                                continue;
+                            }
+                            Member::Object(p) => {
+                                out.claims.extend(p.0);
+                                continue;
+                            }
+                            Member::Scalar(t) => t,
+                        },
+                        "authorization" => {
+                            match a.next_value::<Member<'a, Authorization<'a>>>()? {
+                                Member::Object(auth) => {
+                                    out.authorization = auth;
+                                    continue;
+                                }
+                                Member::Scalar(t) => t,
+                            }
+                        }
+                        _ => a.next_value::<Text<'a>>()?,
+                    };
+                    if let Some(v) = scalar.0 {
+                        out.flat.push((k, v));
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(IdentityVisitor(PhantomData))
+    }
+}
+
 /// Claims from an identity object (`identity`, `Identity`): `{"claim":{..}}`, `{"claims":{..}}`
 /// or the claims themselves. Also accepts the object JSON-encoded in a string (Log Analytics
 /// `dynamic` columns as some exporters write them).
@@ -246,9 +373,8 @@ fn identity_into<'a>(
         if !s.trim_start().starts_with('{') {
             return Ok(());
         }
-        let obj: IdentityObj<'_> = serde_json::from_str(&s).unwrap_or_default();
-        let flat: Pairs<'_> = serde_json::from_str(&s).unwrap_or_default();
-        for (k, v) in obj.claim.0.into_iter().chain(obj.claims.0).chain(flat.0) {
+        let obj: Identity<'_> = serde_json::from_str(&s).unwrap_or_default();
+        for (k, v) in obj.pairs() {
             claims.absorb(&k, Cow::Owned(v.into_owned()));
         }
         return Ok(());
@@ -256,12 +382,12 @@ fn identity_into<'a>(
     if v.first() != Some(&b'{') {
         return Ok(());
     }
-    let obj: IdentityObj<'a> = nested(rec, key)?;
-    let flat: Pairs<'a> = nested(rec, key)?;
-    for (k, v) in obj.claim.0.into_iter().chain(obj.claims.0).chain(flat.0) {
+    // One parse: the claim sets, the flat claims and the authorization evidence together.
+    let mut obj: Identity<'a> = nested(rec, key)?;
+    let ev = std::mem::take(&mut obj.authorization.evidence);
+    for (k, v) in obj.pairs() {
         claims.absorb(&k, v);
     }
-    let ev = obj.authorization.evidence;
     if hints.principal_type.is_none() {
         hints.principal_type = ev.principal_type.get();
     }

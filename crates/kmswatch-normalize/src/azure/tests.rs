@@ -698,3 +698,50 @@ fn storage_cmk_switch_in_other_activity_shapes() {
     );
     assert!(related_event(&la_text).kms.key.is_some());
 }
+
+/// The one-pass identity reader gives the claims and evidence the two parses it replaced gave
+/// (`IdentityObj` for `claim`/`claims`/`authorization`, `Pairs` for the flat members).
+#[test]
+fn identity_one_pass_matches_two_parses() {
+    let shapes = [
+        r#"{"claim":{"oid":"1","appid":"a","upn":"u@x"}}"#,
+        r#"{"claims":{"oid":"2","http://schemas.microsoft.com/identity/claims/objectidentifier":"o"}}"#,
+        r#"{"oid":"3","upn":"flat@x","n":7,"f":2.0,"b":true,"z":null,"arr":[1,{"q":2}],"o":{"k":"v"}}"#,
+        r#"{"claim":{"oid":"4"},"claims":{"appid":"b"},"upn":"x@y","authorization":{"scope":"/s","evidence":{"principalType":"User","principalId":"p4","roleAssignmentScope":"/s"}}}"#,
+        r#"{"authorization":{"evidence":{"principalType":"ServicePrincipal","principalId":"p5"}},"claims":{"x":"a\"b\u00e9"}}"#,
+        r#"{"claim":null,"claims":[],"authorization":{},"k\u0065y":"esc"}"#,
+        r#"{}"#,
+    ];
+    for s in shapes {
+        let one: Identity<'_> = serde_json::from_str(s).unwrap();
+        let ev = (
+            one.authorization.evidence.principal_type.0.clone(),
+            one.authorization.evidence.principal_id.0.clone(),
+        );
+        let got: Vec<(String, String)> = one
+            .pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let obj: IdentityObj<'_> = serde_json::from_str(s).unwrap();
+        let flat: Pairs<'_> = serde_json::from_str(s).unwrap();
+        let want_ev = (
+            obj.authorization.evidence.principal_type.0.clone(),
+            obj.authorization.evidence.principal_id.0.clone(),
+        );
+        let want: Vec<(String, String)> = obj
+            .claim
+            .0
+            .into_iter()
+            .chain(obj.claims.0)
+            .chain(flat.0)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        assert_eq!(got, want, "{s}");
+        assert_eq!(ev, want_ev, "{s}");
+    }
+    // A scalar where an object is expected is a flat member (the struct parse rejected it).
+    let one: Identity<'_> =
+        serde_json::from_str(r#"{"authorization":"none","claim":"c"}"#).unwrap();
+    let got: Vec<_> = one.pairs().collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+}

@@ -272,16 +272,14 @@ fn build(
         .filter(|m| !m.is_empty())
         .ok_or_else(|| RecordError::missing("protoPayload.methodName"))?;
     let labels = entry.resource.map(Labels::read).unwrap_or_default();
-    let request: Option<KmsRequest<'_>> = if kind == Kind::Kms {
-        sub(a.request)
-    } else {
-        None
-    };
-    let request = request.unwrap_or_default();
-    let response: KmsResponse<'_> = if kind == Kind::Kms {
-        sub(a.response).unwrap_or_default()
-    } else {
-        KmsResponse::default()
+    // `request`, `response`, `status` and `authenticationInfo` are read field by field from
+    // the validated text (no second parse); a field of another type reads as absent.
+    let (request, response) = match kind {
+        Kind::Kms => (
+            a.request.map(KmsRequest::read).unwrap_or_default(),
+            a.response.map(KmsResponse::read).unwrap_or_default(),
+        ),
+        Kind::Logging | Kind::AuditConfig => (KmsRequest::default(), KmsResponse::default()),
     };
 
     let operation = match kind {
@@ -305,8 +303,7 @@ fn build(
     ev.api.service.name = a.service_name.as_deref().unwrap_or_default().to_owned();
 
     // status
-    let status: Option<RpcStatus> = sub(a.status);
-    if let Some(code) = status.and_then(|s| s.code).filter(|c| *c != 0) {
+    if let Some(code) = a.status.and_then(status_code).filter(|c| *c != 0) {
         ev.status = Status::Failure;
         ev.status_detail = Some(code_name(code));
     }
@@ -353,7 +350,10 @@ fn build(
             .map(Cow::into_owned);
         ev.http_request.user_agent = ua.filter(|s| !s.is_empty()).map(Cow::into_owned);
     }
-    let caller_project = fill_actor(&mut ev, sub(a.authentication_info));
+    let caller_project = fill_actor(
+        &mut ev,
+        a.authentication_info.and_then(AuthenticationInfo::read),
+    );
 
     // kms
     if let Some(n) = name {
@@ -492,6 +492,7 @@ fn fill_actor(ev: &mut Event, auth: Option<AuthenticationInfo<'_>>) -> Option<St
     // Impersonation: the first (original) principal of the delegation chain.
     let first = auth
         .service_account_delegation_info
+        .and_then(|d| serde_json::from_str::<Vec<Delegation<'_>>>(d).ok())
         .unwrap_or_default()
         .into_iter()
         .find_map(|d| {
@@ -763,20 +764,53 @@ struct ResourceLocation<'a> {
     current_locations: Vec<Cow<'a, str>>,
 }
 
-#[derive(Debug, Deserialize)]
-struct RpcStatus {
-    code: Option<i64>,
+/// The `code` of a `google.rpc.Status`, from its validated text; `None` when absent or not
+/// an integer.
+fn status_code(status: &str) -> Option<i64> {
+    let [code] = crate::scan::find_fields(status.as_bytes(), [b"code"]);
+    std::str::from_utf8(code?).ok()?.parse().ok()
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// String fields of a validated JSON object's text, read field by field: absent, `null` or
+/// not a string reads as `None`.
+fn strings<'a, const N: usize>(obj: &'a str, keys: [&[u8]; N]) -> [Option<Cow<'a, str>>; N] {
+    crate::scan::find_fields(obj.as_bytes(), keys).map(|v| v.and_then(crate::scan::string_value))
+}
+
+/// Fields of a validated JSON object's text as JSON text (`null` reads as `None`).
+fn values<'a, const N: usize>(obj: &'a str, keys: [&[u8]; N]) -> [Option<&'a str>; N] {
+    crate::scan::find_fields(obj.as_bytes(), keys).map(|v| {
+        v.filter(|v| *v != b"null")
+            .and_then(|v| sub_text(obj, obj.as_bytes(), v).ok())
+    })
+}
+
+/// The text when it is a JSON object's.
+fn object(text: &str) -> Option<&str> {
+    text.starts_with('{').then_some(text)
+}
+
+#[derive(Debug)]
 struct AuthenticationInfo<'a> {
-    #[serde(borrow)]
     principal_email: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     principal_subject: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    service_account_delegation_info: Option<Vec<Delegation<'a>>>,
+    /// JSON text, parsed only when present.
+    service_account_delegation_info: Option<&'a str>,
+}
+
+impl<'a> AuthenticationInfo<'a> {
+    /// From the validated text of `authenticationInfo`; `None` when it is not an object.
+    fn read(text: &'a str) -> Option<AuthenticationInfo<'a>> {
+        let text = object(text)?;
+        let [principal_email, principal_subject] =
+            strings(text, [b"principalEmail", b"principalSubject"]);
+        let [service_account_delegation_info] = values(text, [b"serviceAccountDelegationInfo"]);
+        Some(AuthenticationInfo {
+            principal_email,
+            principal_subject,
+            service_account_delegation_info,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -796,37 +830,63 @@ struct FirstPartyPrincipal<'a> {
 }
 
 /// The request fields of Cloud KMS methods that are read.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default)]
 struct KmsRequest<'a> {
-    #[serde(borrow)]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     parent: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     resource: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    update_mask: Option<&'a RawValue>,
-    #[serde(borrow)]
+    /// JSON text.
+    update_mask: Option<&'a str>,
     crypto_key: Option<CryptoKey<'a>>,
-    #[serde(borrow)]
     crypto_key_version: Option<CryptoKeyVersion<'a>>,
 }
 
-impl KmsRequest<'_> {
+impl<'a> KmsRequest<'a> {
+    /// From the validated text of `request` (not an object: nothing is read).
+    fn read(text: &'a str) -> KmsRequest<'a> {
+        let Some(text) = object(text) else {
+            return KmsRequest::default();
+        };
+        let [name, parent, resource] = strings(text, [b"name", b"parent", b"resource"]);
+        let [update_mask, crypto_key, crypto_key_version] =
+            values(text, [b"updateMask", b"cryptoKey", b"cryptoKeyVersion"]);
+        KmsRequest {
+            name,
+            parent,
+            resource,
+            update_mask,
+            crypto_key: crypto_key.and_then(object).map(|k| {
+                let [name, destroy_scheduled_duration] =
+                    strings(k, [b"name", b"destroyScheduledDuration"]);
+                let [rotation_period, next_rotation_time] =
+                    values(k, [b"rotationPeriod", b"nextRotationTime"]);
+                CryptoKey {
+                    name,
+                    rotation_period,
+                    next_rotation_time,
+                    destroy_scheduled_duration,
+                }
+            }),
+            crypto_key_version: crypto_key_version.and_then(object).map(|v| {
+                let [name, state] = strings(v, [b"name", b"state"]);
+                CryptoKeyVersion { name, state }
+            }),
+        }
+    }
+
     fn hints(&self) -> mapping::RequestHints<'_> {
-        let mask = self.update_mask.map(RawValue::get).unwrap_or("");
+        let mask = self.update_mask.unwrap_or("");
         let has = |a: &str, b: &str| mask.contains(a) || mask.contains(b);
         mapping::RequestHints {
-            has_update_mask: self.update_mask.is_some_and(non_empty),
+            has_update_mask: self.update_mask.is_some_and(non_empty_str),
             mask_names_rotation: has("rotationPeriod", "rotation_period")
                 || has("nextRotationTime", "next_rotation_time"),
             mask_names_state: mask
                 .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .any(|w| w == "state"),
             sets_rotation: self.crypto_key.as_ref().is_some_and(|k| {
-                k.rotation_period.is_some_and(non_empty)
-                    || k.next_rotation_time.is_some_and(non_empty)
+                k.rotation_period.is_some_and(non_empty_str)
+                    || k.next_rotation_time.is_some_and(non_empty_str)
             }),
             version_state: self
                 .crypto_key_version
@@ -836,37 +896,44 @@ impl KmsRequest<'_> {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default)]
 struct CryptoKey<'a> {
-    #[serde(borrow)]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    rotation_period: Option<&'a RawValue>,
-    #[serde(borrow)]
-    next_rotation_time: Option<&'a RawValue>,
-    #[serde(borrow)]
+    /// JSON text.
+    rotation_period: Option<&'a str>,
+    /// JSON text.
+    next_rotation_time: Option<&'a str>,
     destroy_scheduled_duration: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 struct CryptoKeyVersion<'a> {
-    #[serde(borrow)]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     state: Option<Cow<'a, str>>,
 }
 
 /// The response fields of Cloud KMS methods that are read.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default)]
 struct KmsResponse<'a> {
-    #[serde(borrow)]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     destroy_time: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     destroy_scheduled_duration: Option<Cow<'a, str>>,
+}
+
+impl<'a> KmsResponse<'a> {
+    /// From the validated text of `response` (not an object: nothing is read).
+    fn read(text: &'a str) -> KmsResponse<'a> {
+        let Some(text) = object(text) else {
+            return KmsResponse::default();
+        };
+        let [name, destroy_time, destroy_scheduled_duration] =
+            strings(text, [b"name", b"destroyTime", b"destroyScheduledDuration"]);
+        KmsResponse {
+            name,
+            destroy_time,
+            destroy_scheduled_duration,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
