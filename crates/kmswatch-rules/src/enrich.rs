@@ -427,21 +427,15 @@ pub(crate) struct Enricher {
     lookback_days: i32,
     learning_days: i32,
     pub(crate) first_seen: FirstSeenState,
-    /// The last principal looked up in the inventory and the answer: events come in runs
-    /// by one principal, and comparing two strings is cheaper than two case-folded lookups.
-    last_principal: Option<(Option<String>, Option<String>, bool)>,
+    /// Inventory answers by (uid, name) fingerprint ([`fold64`]): principals recur, and one
+    /// word-at-a-time hash is much cheaper than two case-folded lookups. Emptied when it
+    /// reaches [`KNOWN_CACHE_MAX`] entries.
+    known_cache: HashKeyMap<bool>,
 }
 
 /// Set `slot` to `v`, reusing its buffer.
-fn set_opt(slot: &mut Option<String>, v: Option<&str>) {
-    match (slot.as_mut(), v) {
-        (Some(s), Some(v)) => {
-            s.clear();
-            s.push_str(v);
-        }
-        (_, v) => *slot = v.map(str::to_string),
-    }
-}
+/// Bound of the inventory answer cache (about 1.2 MB when full).
+const KNOWN_CACHE_MAX: usize = 65_536;
 
 impl Enricher {
     pub(crate) fn new(
@@ -469,7 +463,7 @@ impl Enricher {
             lookback_days: i32::try_from(lookback_days).unwrap_or(i32::MAX),
             learning_days: i32::try_from(learning_days).unwrap_or(i32::MAX),
             first_seen: FirstSeenState::default(),
-            last_principal: None,
+            known_cache: HashKeyMap::default(),
         })
     }
 
@@ -493,31 +487,24 @@ impl Enricher {
                 if uid.is_none() && name.is_none() {
                     None
                 } else {
-                    match &mut self.last_principal {
-                        Some((u, n, known)) if u.as_deref() == uid && n.as_deref() == name => {
-                            Some(*known)
+                    let present = [u8::from(uid.is_some()), u8::from(name.is_some())];
+                    let fp = fold64(&[
+                        &present,
+                        uid.unwrap_or("").as_bytes(),
+                        name.unwrap_or("").as_bytes(),
+                    ]);
+                    if let Some(known) = self.known_cache.get(&fp) {
+                        Some(*known)
+                    } else {
+                        // The name is looked up only when it differs from the uid (GCP and
+                        // many AWS principals have the same for both).
+                        let known = uid.is_some_and(|u| inv.contains(u))
+                            || name.is_some_and(|n| uid != Some(n) && inv.contains(n));
+                        if self.known_cache.len() >= KNOWN_CACHE_MAX {
+                            self.known_cache.clear();
                         }
-                        last => {
-                            // The name is looked up only when it differs from the uid
-                            // (GCP and many AWS principals have the same for both).
-                            let known = uid.is_some_and(|u| inv.contains(u))
-                                || name.is_some_and(|n| uid != Some(n) && inv.contains(n));
-                            match last {
-                                Some((u, n, k)) => {
-                                    set_opt(u, uid);
-                                    set_opt(n, name);
-                                    *k = known;
-                                }
-                                None => {
-                                    *last = Some((
-                                        uid.map(str::to_string),
-                                        name.map(str::to_string),
-                                        known,
-                                    ))
-                                }
-                            }
-                            Some(known)
-                        }
+                        self.known_cache.insert(fp, known);
+                        Some(known)
                     }
                 }
             }

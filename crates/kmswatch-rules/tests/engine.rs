@@ -1124,3 +1124,39 @@ fn snapshot_without_key_hash_restores_with_fnv1a() {
         assert_eq!(out.len(), 1, "{what}: bob is");
     }
 }
+
+/// `kmswatch.principal_known` answers are cached by (uid, name): the cache never mixes up a
+/// uid with a name, an absent field with an empty one, or one principal with another,
+/// however often each recurs.
+#[test]
+fn principal_known_cache_keeps_answers_apart() {
+    let inv = Inventory::parse("Alice@Example.com\nsvc-name\n").unwrap();
+    let mut e =
+        Engine::with_inventory(rules(DECRYPT_ONLY), EngineConfig::default(), Some(inv)).unwrap();
+    let who = |uid: Option<&str>, name: Option<&str>| {
+        let mut ev = decrypt(1, T0, "x");
+        ev.actor.user.uid = uid.map(str::to_string);
+        ev.actor.user.name = name.map(str::to_string);
+        ev
+    };
+    let cases = [
+        (Some("alice@example.com"), None, Some(true)),
+        (Some("bob@example.com"), None, Some(false)),
+        (Some("bob@example.com"), Some("svc-name"), Some(true)),
+        (Some("svc-name"), Some("bob@example.com"), Some(true)),
+        (None, Some("bob@example.com"), Some(false)),
+        (None, Some("ALICE@EXAMPLE.COM"), Some(true)),
+        (Some(""), None, Some(false)),
+        (None, Some(""), Some(false)),
+        (None, None, None),
+    ];
+    for round in 0..3 {
+        for (uid, name, want) in cases {
+            let got = e.enrich(&who(uid, name)).principal_known;
+            assert_eq!(got, want, "round {round}: uid {uid:?} name {name:?}");
+        }
+    }
+}
+
+const DECRYPT_ONLY: &str =
+    "title: d\nlogsource: {product: kms}\ndetection:\n    sel:\n        kms.operation: Decrypt\n    condition: sel\n";
