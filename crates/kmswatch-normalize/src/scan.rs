@@ -55,20 +55,32 @@ pub fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// `i` is at an opening quote; return the offset just past the closing quote.
 #[inline]
 pub fn skip_string(b: &[u8], i: usize) -> Result<usize, ScanError> {
+    // The first 32 bytes eight at a time ([`special`]): most strings are short, where a SIMD
+    // search costs more to set up than it saves; the rest of a long one with `memchr2`. A
+    // control character (not JSON, but this scan is only structural) is passed over like any
+    // other byte.
+    const HEAD: usize = 32;
     let mut j = i + 1;
     loop {
-        match memchr2(b'"', b'\\', &b[j.min(b.len())..]) {
-            None => return Err(ScanError::Eof),
-            Some(k) => {
-                let p = j + k;
-                if b[p] == b'"' {
-                    return Ok(p + 1);
-                }
-                j = p + 2; // backslash: skip the escaped byte
+        let rest = &b[j.min(b.len())..];
+        let k = match special(&rest[..rest.len().min(HEAD)]) {
+            Some(k) => k,
+            None if rest.len() <= HEAD => return Err(ScanError::Eof),
+            None => match memchr2(b'"', b'\\', &rest[HEAD..]) {
+                Some(k) => HEAD + k,
+                None => return Err(ScanError::Eof),
+            },
+        };
+        let p = j + k;
+        match b[p] {
+            b'"' => return Ok(p + 1),
+            b'\\' => {
+                j = p + 2; // skip the escaped byte
                 if j > b.len() {
                     return Err(ScanError::Eof);
                 }
             }
+            _ => j = p + 1,
         }
     }
 }
@@ -496,6 +508,35 @@ pub fn string_value(v: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
         .map(std::borrow::Cow::Owned)
 }
 
+/// [`string_value`] of a token `v` that lies inside `within`, text already checked as UTF-8:
+/// the string is cut from it instead of being checked again.
+pub fn string_value_in<'a>(within: &'a str, v: &'a [u8]) -> Option<std::borrow::Cow<'a, str>> {
+    if v.first() != Some(&b'"') {
+        return None;
+    }
+    if let Some(s) = plain_str_in(within, v) {
+        return Some(std::borrow::Cow::Borrowed(s));
+    }
+    string_value(v)
+}
+
+/// [`plain_str`] of a token `v` that lies inside `within`, text already checked as UTF-8 (a
+/// token outside it is checked as [`plain_str`] does).
+pub fn plain_str_in<'a>(within: &'a str, v: &'a [u8]) -> Option<&'a str> {
+    if v.len() < 2 || v[0] != b'"' || v[v.len() - 1] != b'"' {
+        return None;
+    }
+    let inner = &v[1..v.len() - 1];
+    if memchr::memchr(b'\\', inner).is_some() {
+        return None;
+    }
+    let off = (inner.as_ptr() as usize).wrapping_sub(within.as_ptr() as usize);
+    match within.get(off..off.saturating_add(inner.len())) {
+        Some(s) if s.as_ptr() == inner.as_ptr() && s.len() == inner.len() => Some(s),
+        _ => std::str::from_utf8(inner).ok(),
+    }
+}
+
 /// The value of a JSON string token (`"..."`) without its quotes, when it has no escapes.
 /// Returns `None` for non-strings and for strings with escapes (decode those with serde).
 pub fn plain_str(v: &[u8]) -> Option<&str> {
@@ -782,6 +823,51 @@ mod tests {
         )) {
             let naive = s.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
             proptest::prop_assert_eq!(special(&s), naive);
+        }
+
+        /// The string skip finds the end a byte loop finds, for short and long strings with
+        /// escapes, control characters and no end.
+        #[test]
+        fn skip_string_is_a_byte_loop(s in proptest::collection::vec(
+            proptest::prop_oneof![
+                4 => proptest::num::u8::ANY,
+                1 => proptest::sample::select(b"\"\\\x01\n".to_vec()),
+            ],
+            0..120,
+        )) {
+            let mut b = vec![b'"'];
+            b.extend_from_slice(&s);
+            let naive = {
+                let mut j = 1;
+                loop {
+                    match b.get(j) {
+                        None => break Err(ScanError::Eof),
+                        Some(b'"') => break Ok(j + 1),
+                        Some(b'\\') if j + 2 > b.len() => break Err(ScanError::Eof),
+                        Some(b'\\') => j += 2,
+                        Some(_) => j += 1,
+                    }
+                }
+            };
+            proptest::prop_assert_eq!(skip_string(&b, 0), naive);
+        }
+
+        /// A string cut from checked text is the string checked on its own, for tokens inside
+        /// the text (at any offset, including inside a multi-byte char) and outside it.
+        #[test]
+        fn string_in_checked_text_is_the_string(
+            s in "[a-z\u{e9}\u{4e2d}\"\\\\ ]{0,24}",
+            start in 0usize..40,
+            len in 0usize..40,
+        ) {
+            let text = format!("{{\"k\":{}}}", serde_json::to_string(&s).unwrap_or_default());
+            let b = text.as_bytes();
+            let start = start.min(b.len());
+            let v = &b[start..(start + len).min(b.len())];
+            proptest::prop_assert_eq!(plain_str_in(&text, v), plain_str(v));
+            proptest::prop_assert_eq!(string_value_in(&text, v), string_value(v));
+            let other = b"\"elsewhere\"".to_vec();
+            proptest::prop_assert_eq!(plain_str_in(&text, &other), Some("elsewhere"));
         }
 
         /// Mutated JSON: the strict scan accepts exactly what the parser accepts.

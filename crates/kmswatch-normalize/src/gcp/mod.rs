@@ -343,7 +343,7 @@ fn build(
             m.as_bytes(),
             [b"callerIp", b"callerIP", b"callerSuppliedUserAgent"],
         )
-        .map(|v| v.and_then(crate::scan::string_value));
+        .map(|v| v.and_then(|v| crate::scan::string_value_in(m, v)));
         ev.src_endpoint.ip = ip
             .or(ip_upper)
             .filter(|s| !s.is_empty())
@@ -649,13 +649,13 @@ impl<'a> LogEntry<'a> {
                 }
             };
             if slot.is_none() {
-                *slot = str_value(v, k)?;
+                *slot = str_value(text, v, k)?;
             }
         }
         let get = |a: &str, b: &str| -> Result<Option<Cow<'a, str>>, RecordError> {
             for key in [a, b] {
                 if let Some(v) = rec.field(key) {
-                    if let Some(s) = str_value(v, key.as_bytes())? {
+                    if let Some(s) = str_value(text, v, key.as_bytes())? {
                         return Ok(Some(s));
                     }
                 }
@@ -665,7 +665,7 @@ impl<'a> LogEntry<'a> {
         let insert_id = get("insertId", "insertid")?;
         let log_name = get("logName", "logname")?;
         let timestamp = match rec.field("timestamp") {
-            Some(v) => str_value(v, b"timestamp")?,
+            Some(v) => str_value(text, v, b"timestamp")?,
             None => None,
         };
         let receive_timestamp = get("receiveTimestamp", "receivetimestamp")?;
@@ -699,12 +699,17 @@ fn sub_text<'a>(text: &'a str, base: &[u8], v: &[u8]) -> Result<&'a str, RecordE
         })
 }
 
-/// A string value: `None` when null, an error when it is not a string.
-fn str_value<'a>(v: &'a [u8], key: &[u8]) -> Result<Option<Cow<'a, str>>, RecordError> {
+/// A string value: `None` when null, an error when it is not a string. `v` lies in `text`,
+/// the record's checked text.
+fn str_value<'a>(
+    text: &'a str,
+    v: &'a [u8],
+    key: &[u8],
+) -> Result<Option<Cow<'a, str>>, RecordError> {
     if v == b"null" {
         return Ok(None);
     }
-    if let Some(s) = crate::scan::plain_str(v) {
+    if let Some(s) = crate::scan::plain_str_in(text, v) {
         return Ok(Some(Cow::Borrowed(s)));
     }
     serde_json::from_slice::<Cow<'a, str>>(v)
@@ -746,7 +751,7 @@ impl<'a> Labels<'a> {
                     b"crypto_key_version_id",
                 ],
             )
-            .map(|v| v.and_then(crate::scan::string_value));
+            .map(|v| v.and_then(|v| crate::scan::string_value_in(resource, v)));
         Labels {
             project_id,
             location,
@@ -774,7 +779,8 @@ fn status_code(status: &str) -> Option<i64> {
 /// String fields of a validated JSON object's text, read field by field: absent, `null` or
 /// not a string reads as `None`.
 fn strings<'a, const N: usize>(obj: &'a str, keys: [&[u8]; N]) -> [Option<Cow<'a, str>>; N] {
-    crate::scan::find_fields(obj.as_bytes(), keys).map(|v| v.and_then(crate::scan::string_value))
+    crate::scan::find_fields(obj.as_bytes(), keys)
+        .map(|v| v.and_then(|v| crate::scan::string_value_in(obj, v)))
 }
 
 /// Fields of a validated JSON object's text as JSON text (`null` reads as `None`).
