@@ -732,6 +732,7 @@ impl Walker<'_, '_> {
             fields,
             nested,
             strict,
+            checked: None,
         };
         let get = |k: &str| rec.field(k);
         let kind = |x: Option<&[u8]>| x.and_then(|x| x.first().copied());

@@ -88,21 +88,45 @@ pub struct Record<'a> {
     /// pass as `fields`; empty when there is none (or when not read: providers fall back to
     /// scanning the field themselves).
     pub nested: &'a [scan::Field<'a>],
+    /// The record's text once a provider has checked it as UTF-8 ([`Record::checked`]):
+    /// strings are then cut from it without a second check. `None` is always safe.
+    pub checked: Option<&'a str>,
 }
 
 impl<'a> Record<'a> {
     /// Raw bytes of a top-level field's value.
     pub fn field(&self, key: &str) -> Option<&'a [u8]> {
+        let key = key.as_bytes();
+        // Length and first byte before the byte comparison: most keys differ there, and a
+        // provider looks up several spellings of each field.
         self.fields
             .iter()
-            .find(|(k, _)| *k == key.as_bytes())
+            .find(|(k, _)| k.len() == key.len() && k.first() == key.first() && *k == key)
             .map(|(_, v)| *v)
+    }
+
+    /// The record with its text checked as UTF-8 once ([`Record::text`]), so that the string
+    /// fields read afterwards and [`Record::to_raw`] do not check it again.
+    pub fn checked(self) -> Result<Record<'a>, RecordError> {
+        Ok(Record {
+            checked: Some(self.text()?),
+            ..self
+        })
+    }
+
+    /// A top-level string value's text when it has no escapes (see [`scan::plain_str`]),
+    /// cut from the checked text when there is one.
+    pub fn plain_str(&self, v: &'a [u8]) -> Option<&'a str> {
+        match self.checked {
+            Some(text) => scan::plain_str_in(text, v),
+            None => scan::plain_str(v),
+        }
     }
 
     /// A top-level string field, decoded (borrowed when it has no escapes).
     pub fn str_field(&self, key: &str) -> Option<Cow<'a, str>> {
         let v = self.field(key)?;
-        if let Some(s) = scan::plain_str(v) {
+        if let Some(s) = self.plain_str(v) {
             return Some(Cow::Borrowed(s));
         }
         serde_json::from_slice::<String>(v).ok().map(Cow::Owned)
@@ -117,6 +141,9 @@ impl<'a> Record<'a> {
 
     /// The record's bytes as text (checked UTF-8).
     pub fn text(&self) -> Result<&'a str, RecordError> {
+        if let Some(text) = self.checked {
+            return Ok(text);
+        }
         std::str::from_utf8(self.bytes).map_err(RecordError::invalid_utf8)
     }
 

@@ -666,6 +666,7 @@ pub fn normalize_eventbridge(n: &Normalizer, rec: &Record<'_>) -> Result<Outcome
                 fields: &fields,
                 // `detail` was read by the parser as a borrowed RawValue: valid JSON, UTF-8.
                 strict: true,
+                checked: None,
                 nested: &[],
             },
         );

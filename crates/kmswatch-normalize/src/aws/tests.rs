@@ -14,6 +14,7 @@ fn run_bytes(n: &Normalizer, b: &[u8]) -> Result<Outcome, RecordError> {
             bytes: b,
             fields: &fields,
             strict: false,
+            checked: None,
             nested: &[],
         },
     )
@@ -46,6 +47,7 @@ fn eventbridge(json: &str) -> Result<Outcome, RecordError> {
             bytes: b,
             fields: &fields,
             strict: false,
+            checked: None,
             nested: &[],
         },
     )
@@ -558,6 +560,7 @@ fn developer_guide_examples_normalize() {
             bytes: inner,
             fields: &fields,
             strict: false,
+            checked: None,
             nested: &[],
         };
         match normalize(&n, &rec) {

@@ -66,7 +66,11 @@ fn is_version(s: &str) -> bool {
 pub fn object_from_url(url: &str) -> Option<ObjectRef> {
     let url = url.trim();
     let rest = strip_prefix_ci(url, "https://").or_else(|| strip_prefix_ci(url, "http://"))?;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // Byte searches: the delimiters are ASCII, and a char-pattern search decodes every char.
+    let end = rest
+        .bytes()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
     let host_port = &rest[..end];
     let host = host_port
         .split(':')
@@ -77,13 +81,17 @@ pub fn object_from_url(url: &str) -> Option<ObjectRef> {
         return None;
     }
     let path = &rest[end..];
-    let path = path.split(['?', '#']).next().unwrap_or("");
+    let path = &path[..path
+        .bytes()
+        .position(|b| matches!(b, b'?' | b'#'))
+        .unwrap_or(path.len())];
     let mut segs = path.split('/').filter(|s| !s.is_empty());
     let vault_url = format!("https://{host}/");
-    let kind = match segs.next().map(str::to_ascii_lowercase).as_deref() {
-        Some("keys" | "deletedkeys") => ObjectKind::Key,
-        Some("secrets" | "deletedsecrets") => ObjectKind::Secret,
-        Some("certificates" | "deletedcertificates") => ObjectKind::Certificate,
+    let is = |seg: &str, names: [&str; 2]| names.iter().any(|n| seg.eq_ignore_ascii_case(n));
+    let kind = match segs.next() {
+        Some(s) if is(s, ["keys", "deletedkeys"]) => ObjectKind::Key,
+        Some(s) if is(s, ["secrets", "deletedsecrets"]) => ObjectKind::Secret,
+        Some(s) if is(s, ["certificates", "deletedcertificates"]) => ObjectKind::Certificate,
         _ => {
             return Some(ObjectRef {
                 kind: ObjectKind::Vault,
@@ -185,8 +193,27 @@ pub fn object_from_arm(id: &str) -> Option<ObjectRef> {
 }
 
 /// True when an ARM id or scope is on a vault or managed HSM (or below one).
+/// The same answer as `object_from_arm(id).is_some()`, without building the reference.
 pub fn is_key_vault_scope(id: &str) -> bool {
-    object_from_arm(id).is_some()
+    let ci = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let mut segs = id.split('/').filter(|s| !s.is_empty());
+    let mut prev = "";
+    loop {
+        let Some(s) = segs.next() else {
+            return false;
+        };
+        if ci(prev, "providers") && ci(s, "Microsoft.KeyVault") {
+            break;
+        }
+        prev = s;
+    }
+    match (segs.next(), segs.next(), segs.next(), segs.next()) {
+        (Some(t), Some(_), _, _) if ci(t, "vaults") || ci(t, "managedHSMs") => true,
+        (Some(l), Some(_), Some(t), Some(_)) => {
+            ci(l, "locations") && (ci(t, "deletedVaults") || ci(t, "deletedManagedHSMs"))
+        }
+        _ => false,
+    }
 }
 
 /// The subscription GUID of an ARM id, lowercased.
@@ -318,6 +345,33 @@ mod tests {
         assert_eq!(object_from_arm(&format!("{base}/vaults")), None);
         assert!(is_key_vault_scope(&format!("{base}/vaults/v")));
         assert!(!is_key_vault_scope("/subscriptions/s"));
+        // The allocation-free test answers as the full parse does.
+        let ids = [
+            format!("{base}/vaults/v"),
+            format!("{base}/vaults"),
+            format!("{base}/VAULTS/v/keys/k/versions/1"),
+            format!("{base}/managedHSMs/h"),
+            "/subscriptions/s/providers/Microsoft.KeyVault/locations/eastus/deletedVaults/v"
+                .to_string(),
+            "/subscriptions/s/providers/Microsoft.KeyVault/locations/eastus/deletedManagedHSMs"
+                .to_string(),
+            "/subscriptions/s/providers/Microsoft.KeyVault/locations/eastus/deletedVaults"
+                .to_string(),
+            "/subscriptions/s/providers/Microsoft.KeyVault/locations/eastus/other/x".to_string(),
+            "providers/Microsoft.KeyVault/vaults/v".to_string(),
+            "/providers//Microsoft.KeyVault//vaults//v".to_string(),
+            "/x/providers/y/providers/Microsoft.KeyVault/vaults/v".to_string(),
+            "/x/providers/Microsoft.KeyVault/providers/Microsoft.KeyVault/vaults/v".to_string(),
+            "Microsoft.KeyVault/vaults/v".to_string(),
+            String::new(),
+        ];
+        for id in ids {
+            assert_eq!(
+                is_key_vault_scope(&id),
+                object_from_arm(&id).is_some(),
+                "{id}"
+            );
+        }
     }
 
     #[test]

@@ -161,7 +161,7 @@ pub fn normalize(_n: &Normalizer, rec: &Record<'_>) -> Result<Outcome, RecordErr
 /// A top-level scalar as text (strings borrowed when unescaped, numbers as written).
 fn text<'a>(rec: &Record<'a>, key: &str) -> Option<Cow<'a, str>> {
     let v = rec.field(key)?;
-    if let Some(s) = crate::scan::plain_str(v) {
+    if let Some(s) = rec.plain_str(v) {
         return Some(Cow::Borrowed(s)).filter(|s| !s.trim().is_empty());
     }
     serde_json::from_slice::<Text<'a>>(v).ok()?.get()
@@ -608,6 +608,8 @@ fn key_vault(rec: &Record<'_>, style: KvStyle) -> Result<Outcome, RecordError> {
     if !is_kv {
         return Ok(Outcome::Skip(SkipReason::NotKms));
     }
+    // A kept record: UTF-8 checked once, for the fields read below and for `raw`.
+    let rec = &rec.checked()?;
 
     let props: KvProperties<'_> = first_nested(rec, &["properties", "Properties"])?;
     let obj_id = props.id.get().or_else(|| first(rec, &["id_s", "Id"]));

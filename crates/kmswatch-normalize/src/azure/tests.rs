@@ -12,6 +12,7 @@ fn norm(json: &str) -> Result<Outcome, RecordError> {
         bytes: b,
         fields: &fields,
         strict: false,
+        checked: None,
         nested: &[],
     };
     normalize(&n, &rec)
@@ -41,6 +42,7 @@ fn looks(json: &str) -> bool {
         bytes: b,
         fields: &fields,
         strict: false,
+        checked: None,
         nested: &[],
     })
 }

@@ -19,6 +19,7 @@ fn run_bytes(bytes: &[u8]) -> Result<Outcome, RecordError> {
         bytes: &bytes[start..end],
         fields: &fields,
         strict: false,
+        checked: None,
         nested: &[],
     };
     normalize(&normalizer(), &rec)
@@ -597,6 +598,7 @@ fn looks_like_log_entries() {
             bytes: bytes.as_bytes(),
             fields: &fields,
             strict: false,
+            checked: None,
             nested: &[],
         };
         assert_eq!(looks_like(&rec), want, "{v}");
