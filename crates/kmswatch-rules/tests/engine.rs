@@ -1149,6 +1149,10 @@ fn principal_known_cache_keeps_answers_apart() {
         (Some(""), None, Some(false)),
         (None, Some(""), Some(false)),
         (None, None, None),
+        (Some("svc-name"), Some("svc-name"), Some(true)),
+        (Some("zed"), Some("zed"), Some(false)),
+        (Some("zed"), None, Some(false)),
+        (None, Some("svc-name"), Some(true)),
     ];
     for round in 0..3 {
         for (uid, name, want) in cases {
