@@ -399,6 +399,9 @@ fn compile_selection(ctx: &Ctx<'_>, node: &Node) -> Result<Selection, CompileErr
                     fields.push(compile_field(ctx, name, &mods, value, *key_line)?);
                 }
             }
+            // Cheap, likely-failing tests first (see `FieldPath::cost`); stable, so equal
+            // costs keep the rule's order.
+            fields.sort_by_key(|f: &FieldMatcher| f.path.cost());
             if keywords.is_empty() {
                 Ok(Selection::Fields(fields))
             } else if fields.is_empty() && keywords.len() == 1 {

@@ -287,6 +287,27 @@ impl FieldPath {
         }
     }
 
+    /// Relative cost of testing this field, for ordering the tests of a selection (they are
+    /// ANDed and free of side effects, so the order changes no result): enrichment flags and
+    /// enum- or bool-backed event fields first, other event fields, then paths into the raw
+    /// record. `kms.operation` comes after the other cheap fields: the candidate index has
+    /// usually checked it already, so it is the test least likely to fail.
+    pub(crate) fn cost(&self) -> u8 {
+        match self.kind {
+            PathKind::Enrichment(_) => 0,
+            PathKind::Event(
+                EventField::ActorKind
+                | EventField::Status
+                | EventField::CloudProvider
+                | EventField::KmsCrossAccount
+                | EventField::ActorSessionIsMfa
+                | EventField::KmsPolicyPublic,
+            ) => 1,
+            PathKind::Event(_) => 2,
+            PathKind::Json(_) => 3,
+        }
+    }
+
     /// The name as written in the rule.
     pub fn name(&self) -> &str {
         &self.name

@@ -72,9 +72,7 @@ use crate::{Normalizer, Outcome, Record, RecordError, RejectReason, SkipReason};
 use classify::{Claims, Hints};
 use identity::{ObjectKind, ObjectRef};
 use json::{Localized, Pairs, Text};
-use kmswatch_model::{
-    Account, Event, Key, KmsOperation, Product, Provider, Request, Status, OCSF_VERSION,
-};
+use kmswatch_model::{Account, Event, Key, KmsOperation, Product, Provider, Request, Status};
 use mapping::ArmOp;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -474,7 +472,6 @@ fn build(
         vendor_name: "Microsoft".to_string(),
     };
     ev.metadata.log_format = format.to_string();
-    ev.metadata.version = OCSF_VERSION.to_string();
 
     ev.cloud.provider = Provider::Azure;
     ev.cloud.region = c.region.map(Cow::into_owned);

@@ -52,9 +52,7 @@ pub mod mapping;
 pub mod policy;
 
 use crate::{Normalizer, Outcome, Record, RecordError, RejectReason, SkipReason};
-use kmswatch_model::{
-    Account, ActorKind, Event, Key, KmsOperation, Provider, Status, User, OCSF_VERSION,
-};
+use kmswatch_model::{Account, ActorKind, Event, Key, KmsOperation, Provider, Status, User};
 use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -296,7 +294,6 @@ fn build(
     ev.metadata.product.name = "Cloud Audit Logs".to_owned();
     ev.metadata.product.vendor_name = "Google".to_owned();
     ev.metadata.log_format = "gcp_audit".to_owned();
-    ev.metadata.version = OCSF_VERSION.to_owned();
 
     // api
     ev.api.operation = method.to_owned();
