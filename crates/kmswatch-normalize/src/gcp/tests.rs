@@ -4,7 +4,7 @@
 use super::*;
 use crate::{Normalizer, Options};
 use base64::Engine as _;
-use kmswatch_model::KmsOperation as K;
+use kmswatch_model::{KmsOperation as K, OCSF_VERSION};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
