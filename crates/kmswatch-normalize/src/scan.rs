@@ -530,11 +530,16 @@ pub fn plain_str_in<'a>(within: &'a str, v: &'a [u8]) -> Option<&'a str> {
     if memchr::memchr(b'\\', inner).is_some() {
         return None;
     }
-    let off = (inner.as_ptr() as usize).wrapping_sub(within.as_ptr() as usize);
-    match within.get(off..off.saturating_add(inner.len())) {
-        Some(s) if s.as_ptr() == inner.as_ptr() && s.len() == inner.len() => Some(s),
-        _ => std::str::from_utf8(inner).ok(),
-    }
+    text_in(within, inner).or_else(|| std::str::from_utf8(inner).ok())
+}
+
+/// The text of `v` when it is a sub-slice of `within` (text already checked as UTF-8) that
+/// starts and ends on char boundaries: cut from it, not checked again. `None` otherwise.
+pub fn text_in<'a>(within: &'a str, v: &[u8]) -> Option<&'a str> {
+    let off = (v.as_ptr() as usize).wrapping_sub(within.as_ptr() as usize);
+    within
+        .get(off..off.saturating_add(v.len()))
+        .filter(|s| s.as_ptr() == v.as_ptr() && s.len() == v.len())
 }
 
 /// The value of a JSON string token (`"..."`) without its quotes, when it has no escapes.

@@ -981,14 +981,7 @@ impl RuleSet {
     /// for that provider's logsource exists). Ids are appended in ascending order.
     pub fn matches(&self, event: &Event, enrichment: &Enrichment, out: &mut Vec<RuleId>) {
         let start = out.len();
-        let doc = EventDocument { event, enrichment };
-        self.match_filtered(
-            &self.normalized,
-            &doc,
-            Some(event.kms.operation),
-            out,
-            &|_| true,
-        );
+        self.match_normalized(event, enrichment, out);
         if let Some(source) = RawSource::of_event(event) {
             if self.wants_raw(source) {
                 if let Some(idx) = self.raw.get(source.slot()) {
@@ -1018,6 +1011,12 @@ impl RuleSet {
         out: &mut Vec<RuleId>,
     ) {
         let start = out.len();
+        self.match_normalized(event, enrichment, out);
+        finish_out(out, start);
+    }
+
+    /// The `product: kms` rules matching `event`, appended unsorted.
+    fn match_normalized(&self, event: &Event, enrichment: &Enrichment, out: &mut Vec<RuleId>) {
         let doc = EventDocument { event, enrichment };
         self.match_filtered(
             &self.normalized,
@@ -1026,7 +1025,6 @@ impl RuleSet {
             out,
             &|_| true,
         );
-        finish_out(out, start);
     }
 
     /// False when no rule of the raw target `idx` can match `event`'s raw record, decided from

@@ -620,7 +620,7 @@ impl<'a> LogEntry<'a> {
         pp_fields: &[crate::scan::Field<'a>],
     ) -> Result<LogEntry<'a>, RecordError> {
         // `pp` is a sub-slice of the record, whose text is already checked UTF-8.
-        let pp_text = sub_text(text, rec.bytes, pp)?;
+        let pp_text = sub_text(text, pp)?;
         let mut audit = AuditLog::default();
         for &(k, v) in pp_fields {
             let slot = match k {
@@ -640,7 +640,7 @@ impl<'a> LogEntry<'a> {
                         _ => continue,
                     };
                     if slot.is_none() && v != b"null" {
-                        *slot = Some(sub_text(pp_text, pp, v)?);
+                        *slot = Some(sub_text(pp_text, v)?);
                     }
                     continue;
                 }
@@ -667,7 +667,7 @@ impl<'a> LogEntry<'a> {
         };
         let receive_timestamp = get("receiveTimestamp", "receivetimestamp")?;
         let resource = match rec.field("resource") {
-            Some(v) if v != b"null" => Some(sub_text(text, rec.bytes, v)?),
+            Some(v) if v != b"null" => Some(sub_text(text, v)?),
             _ => None,
         };
         Ok(LogEntry {
@@ -681,19 +681,16 @@ impl<'a> LogEntry<'a> {
     }
 }
 
-/// The text of `v`, a sub-slice of `base` whose (checked) text is `text`, without checking
-/// UTF-8 again.
-fn sub_text<'a>(text: &'a str, base: &[u8], v: &[u8]) -> Result<&'a str, RecordError> {
-    let off = (v.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+/// The text of `v`, a sub-slice of the checked `text`, without checking UTF-8 again
+/// ([`crate::scan::text_in`]).
+fn sub_text<'a>(text: &'a str, v: &[u8]) -> Result<&'a str, RecordError> {
     // Always a sub-slice at token boundaries (the scanner's fields); checked, not assumed.
-    text.get(off..off.saturating_add(v.len()))
-        .filter(|s| s.len() == v.len() && s.as_ptr() == v.as_ptr())
-        .ok_or_else(|| {
-            RecordError::new(
-                RejectReason::MalformedJson,
-                "a field outside the object it was read from",
-            )
-        })
+    crate::scan::text_in(text, v).ok_or_else(|| {
+        RecordError::new(
+            RejectReason::MalformedJson,
+            "a field outside the object it was read from",
+        )
+    })
 }
 
 /// A string value: `None` when null, an error when it is not a string. `v` lies in `text`,
@@ -784,7 +781,7 @@ fn strings<'a, const N: usize>(obj: &'a str, keys: [&[u8]; N]) -> [Option<Cow<'a
 fn values<'a, const N: usize>(obj: &'a str, keys: [&[u8]; N]) -> [Option<&'a str>; N] {
     crate::scan::find_fields(obj.as_bytes(), keys).map(|v| {
         v.filter(|v| *v != b"null")
-            .and_then(|v| sub_text(obj, obj.as_bytes(), v).ok())
+            .and_then(|v| crate::scan::text_in(obj, v))
     })
 }
 
