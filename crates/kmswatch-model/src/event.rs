@@ -335,6 +335,23 @@ pub struct Kms {
     /// (`https://VAULT.vault.azure.net/secrets/NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_uid: Option<String>,
+    /// Where the event's bytes were read from (source id and location), stamped by the
+    /// runtime from the batch it arrived in. Never set from log text: a normalizer does not
+    /// read it, so a forged record cannot claim an origin. Absent in `kmswatch normalize`
+    /// output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// `kms.origin`: where an event was read from. The response policy decides from it whether
+/// the event's log origin is trusted (see `kmswatch_respond::provenance`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    /// The configured source id (`cloudtrail`, `files`, ...).
+    pub source: String,
+    /// The location the bytes came from: `s3://BUCKET/KEY`, `kafka://TOPIC/PARTITION@OFFSET`,
+    /// or a file path.
+    pub location: String,
 }
 
 impl Default for Kms {
@@ -347,6 +364,7 @@ impl Default for Kms {
             grantees: Vec::new(),
             policy: None,
             object_uid: None,
+            origin: None,
         }
     }
 }

@@ -215,7 +215,18 @@ pub struct FindingExt {
     /// Set when the finding comes from an event that arrived after the watermark passed it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub late: bool,
+    /// The distinct origins (`kms.origin`) of the contributing events, at most
+    /// [`MAX_FINDING_ORIGINS`]; empty when the events carry none (e.g. `kmswatch scan`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<crate::Origin>,
+    /// Set when the contributing events came from more than [`MAX_FINDING_ORIGINS`] origins
+    /// (then `origins` is incomplete and cannot vouch for all of them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub origins_truncated: bool,
 }
+
+/// The most origins a finding lists (`kmswatch.origins`).
+pub const MAX_FINDING_ORIGINS: usize = 64;
 
 /// A window: `[start_time, end_time)` in event time, epoch ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1778,6 +1778,8 @@ impl Engine {
                 window,
                 value,
                 late: false,
+                origins: Vec::new(),
+                origins_truncated: false,
             },
         }
     }

@@ -323,6 +323,7 @@ impl FileSource {
             format: self.format(),
             received_at: SystemTime::now(),
             ack: AckHandle::noop(),
+            dead: Vec::new(),
         }
     }
 
@@ -532,6 +533,7 @@ impl FileSource {
             format: self.format(),
             received_at: SystemTime::now(),
             ack,
+            dead: Vec::new(),
         });
     }
 }

@@ -292,6 +292,7 @@ impl KafkaSource {
             format,
             received_at: SystemTime::now(),
             ack: AckHandle::new(move |how| lock(&shared).settle(key, generation, offset, p, how)),
+            dead: Vec::new(),
         }
     }
 

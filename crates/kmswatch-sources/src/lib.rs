@@ -49,6 +49,31 @@ pub struct Batch {
     pub received_at: SystemTime,
     /// Settle once everything derived from the batch is delivered.
     pub ack: AckHandle,
+    /// What the source read (or tried to read) for this batch but could not hand over as
+    /// bytes: an unreadable S3 object, a message that is not an S3 notification, a record
+    /// over the size limit. The runtime writes each as a dead-letter entry (and counts it)
+    /// before the batch is acknowledged, so setting something aside is never silent.
+    pub dead: Vec<DeadLetter>,
+}
+
+/// Something a source set aside instead of handing it over: one dead-letter entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Where it is: `s3://bucket/key`, `sqs://QUEUE_URL#MESSAGE_ID`, `PATH:OFFSET`.
+    pub location: String,
+    /// A short machine-readable reason (`access_denied`, `no_such_key`, `not_a_notification`,
+    /// `record_too_large`, ...); it is also the metric label.
+    pub reason: String,
+    /// What happened, for an operator.
+    pub detail: String,
+    /// The bytes, when they exist nowhere else once the batch is acknowledged (an SQS
+    /// message body); `None` when `location` still holds them (an S3 object, a file range),
+    /// so the entry is lossless without copying them.
+    pub bytes: Option<Bytes>,
+    /// The size in bytes of what was set aside, when known.
+    pub size: Option<u64>,
+    /// Lower-case hex SHA-256 of what was set aside, when computed.
+    pub sha256: Option<String>,
 }
 
 /// Whether retrying an operation can help.

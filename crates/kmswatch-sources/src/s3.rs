@@ -356,6 +356,7 @@ impl S3BackfillSource {
                                 .filter(|f| f != "auto" && !f.is_empty()),
                             received_at: SystemTime::now(),
                             ack: AckHandle::noop(),
+                            dead: Vec::new(),
                         }));
                     }
                     Err(crate::s3::FetchError::Bad(why)) => {

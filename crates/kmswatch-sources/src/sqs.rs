@@ -142,6 +142,7 @@ impl S3SqsSource {
                     ack: AckHandle::new(move |how| {
                         let _ = tx.send(TrackerMsg::Settled { id, how });
                     }),
+                    dead: Vec::new(),
                 })
             }
             Err(FetchError::Bad(why)) => {

@@ -948,6 +948,7 @@ mod tests {
                     format: None,
                     received_at: SystemTime::now(),
                     ack: AckHandle::noop(),
+                    dead: Vec::new(),
                 };
                 let n =
                     normalize_batch(&normalizer, &id, "ct".into(), b, policy, Instant::now(), &m);
