@@ -75,7 +75,7 @@
 //! `kmswatch validate --connect`.
 //!
 //! Sinks: [`SinkConfig`] lists them all — `stdout`, `file`, `splunk_hec`, `sentinel`, `kafka`,
-//! `webhook`. Formats and the CIM and Sentinel column mappings are in [`format`].
+//! `webhook`. Formats and the CIM and Sentinel column mappings are in [`format`](mod@format).
 
 pub mod config;
 pub mod format;

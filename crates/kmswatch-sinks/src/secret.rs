@@ -3,7 +3,7 @@
 //! URLs, `user:password@`). Both redact themselves in `Debug` and `Display`; the value is
 //! reached only through `expose()`, by the code that sends it.
 //!
-//! A [`Redactor`] is the safety net behind them: every message a destination produces (send
+//! A `Redactor` (inside the crate) is the safety net behind them: every message a destination produces (send
 //! errors, connect-check reports, log fields) passes through the redactor built from that
 //! sink's config, which cuts out every secret value and every secret part of its URLs — so
 //! even a destination that echoes the request (path, query, form body) back in its error
