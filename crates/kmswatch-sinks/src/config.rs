@@ -3,41 +3,12 @@
 //! each struct. Validation ([`SinkConfig::validate`]) is pure and runs before any I/O.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A secret (token, client secret, HMAC key): deserialized from a plain string, never printed.
-///
-/// `Debug` and `Display` show `<redacted>`; [`Secret::expose`] gives the value to the one place
-/// that sends it. Write `token: "${HEC_TOKEN}"` in the config: the binary interpolates
-/// environment variables before the sinks see the config.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// A secret from its value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-    /// The value, for the request that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::secret::{Secret, SecretUrl};
 
 /// One configured sink. The `type` key selects the variant; every variant has the shared keys
 /// `name`, `route`, `batch`, `retry` and `spool` (see [`Common`]).
@@ -206,8 +177,10 @@ impl Default for BatchConfig {
     }
 }
 
-/// `retry:` — exponential backoff with full jitter: the n-th retry waits a random time in
-/// `[0, min(max_backoff_ms, initial_backoff_ms * 2^n)]` (or the server's `Retry-After`).
+/// `retry:` — exponential back-off with jitter: the n-th retry (0-based) waits a random time
+/// in `[c/2, c]`, `c = min(max_backoff_ms, initial_backoff_ms · 2^n)`, or the server's
+/// `Retry-After` when that is longer (capped at `max_backoff_ms`). So two attempts of one
+/// batch are never closer than `initial_backoff_ms / 2`, whatever the destination answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
@@ -221,9 +194,16 @@ pub struct RetryConfig {
     /// Longest backoff, milliseconds (default 30,000).
     #[serde(default = "default_max_backoff_ms")]
     pub max_backoff_ms: u64,
-    /// Timeout of one request, milliseconds (default 30,000).
+    /// Timeout of one request, milliseconds (default 30,000): connecting, sending and reading
+    /// the answer. A request that hangs fails after this long and counts as an attempt.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Re-sends of a fresh batch the destination took but did not acknowledge in time (HEC
+    /// `ackId` not reported within `ack_timeout_secs`, Kafka delivery report timed out)
+    /// before it goes to the spool and the sink is marked degraded (default 1; 0 spools at
+    /// the first missing acknowledgement). Counted within `max_attempts`.
+    #[serde(default = "default_unacked_resends")]
+    pub max_unacked_resends: u32,
 }
 
 fn default_attempts() -> u32 {
@@ -238,6 +218,9 @@ fn default_max_backoff_ms() -> u64 {
 fn default_request_timeout_ms() -> u64 {
     30_000
 }
+fn default_unacked_resends() -> u32 {
+    1
+}
 
 impl Default for RetryConfig {
     fn default() -> Self {
@@ -246,12 +229,15 @@ impl Default for RetryConfig {
             initial_backoff_ms: default_initial_backoff_ms(),
             max_backoff_ms: default_max_backoff_ms(),
             request_timeout_ms: default_request_timeout_ms(),
+            max_unacked_resends: default_unacked_resends(),
         }
     }
 }
 
 impl RetryConfig {
-    /// The wait before retry number `attempt` (0-based), with full jitter.
+    /// The wait before retry number `attempt` (0-based): a random time in `[c/2, c]`,
+    /// `c = min(max_backoff_ms, initial_backoff_ms · 2^attempt)` (jitter spreads the retries
+    /// of many batches; the floor keeps any one of them from spinning).
     pub fn backoff(&self, attempt: u32) -> Duration {
         let cap = self.max_backoff_ms.max(1);
         let exp = self
@@ -259,9 +245,18 @@ impl RetryConfig {
             .max(1)
             .saturating_mul(1u64 << attempt.min(30));
         let ceiling = exp.min(cap);
-        // Full jitter, but never below a tenth of the ceiling so retries do not spin.
-        let low = ceiling / 10;
-        Duration::from_millis(fastrand::u64(low..=ceiling))
+        Duration::from_millis(fastrand::u64(ceiling.div_ceil(2)..=ceiling))
+    }
+
+    /// The wait before retry number `attempt` after an answer that carried `retry_after`:
+    /// the longer of the back-off and the server's wish, the latter capped at
+    /// `max_backoff_ms` (a `Retry-After: 0` does not make the sink spin).
+    pub fn wait(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let b = self.backoff(attempt);
+        match retry_after {
+            Some(ra) => b.max(ra.min(Duration::from_millis(self.max_backoff_ms.max(1)))),
+            None => b,
+        }
     }
 }
 
@@ -363,8 +358,9 @@ sink_struct! {
 /// `type: splunk_hec`
 pub struct HecConfig {
     /// Base URL of the collector, `https://splunk:8088` (the sink appends
-    /// `/services/collector/event`, `/services/collector/ack`, `/services/collector/health`).
-    pub endpoint: String,
+    /// `/services/collector/event`, `/services/collector/ack`, `/services/collector/health`
+    /// to its path and keeps its query). Printed as `scheme://host:port` only.
+    pub endpoint: SecretUrl,
     /// The HEC token (sent as `Authorization: Splunk <token>`).
     pub token: Secret,
     /// Index template (default: the token's default index).
@@ -388,19 +384,26 @@ pub struct HecConfig {
     /// delivered only when `/services/collector/ack` reports its `ackId` true.
     #[serde(default)]
     pub indexer_ack: bool,
-    /// How often to poll for acknowledgements, milliseconds (default 250). One small
-    /// request per interval carries every pending `ackId`.
+    /// How often to poll for acknowledgements, milliseconds (default 250; 10 to 60,000). One
+    /// small request per interval carries every pending `ackId`; failed polls back off up to
+    /// 10 s.
     #[serde(default = "default_ack_poll_ms")]
     pub ack_poll_interval_ms: u64,
     /// With `indexer_ack`: batches that may wait for their acknowledgement at once (default
-    /// 64). Posting stays limited to `batch.max_in_flight` concurrent requests; a batch awaiting
-    /// its ack holds no request slot. Throughput with ack is at most
-    /// `max_pending_acks × batch.max_events / ack latency`, e.g. 64 × 500 / 0.5 s = 64,000
-    /// findings/s; raise it when Splunk acknowledges slowly (memory: the batches are kept).
+    /// 64; 1 to 10,000), spool drainer included. A batch takes its place before it is posted,
+    /// so while acks are overdue no further batch is posted on the channel (backpressure;
+    /// memory stays at most `max_pending_acks` batches). Posting stays limited to
+    /// `batch.max_in_flight` concurrent requests; a batch awaiting its ack holds no request
+    /// slot. Throughput with ack is at most `max_pending_acks × batch.max_events / ack
+    /// latency`, e.g. 64 × 500 / 0.5 s = 64,000 findings/s; raise it when Splunk
+    /// acknowledges slowly.
     #[serde(default = "default_max_pending_acks")]
     pub max_pending_acks: usize,
-    /// Give up waiting for an acknowledgement after this long and resend the batch
-    /// (at-least-once), seconds (default 120).
+    /// Give up waiting for an acknowledgement after this long, seconds (default 60; 1 to
+    /// 3,600). The batch is then re-sent after a back-off (at-least-once: the same finding
+    /// ids), at most `retry.max_unacked_resends` times, then spooled, and the sink is marked
+    /// degraded. From the spool it is re-sent at most once per `ack_timeout_secs` plus
+    /// back-off until Splunk acknowledges it.
     #[serde(default = "default_ack_timeout_secs")]
     pub ack_timeout_secs: u64,
     /// Gzip request bodies (default true).
@@ -431,7 +434,7 @@ fn default_max_pending_acks() -> usize {
     64
 }
 fn default_ack_timeout_secs() -> u64 {
-    120
+    60
 }
 
 /// How the Sentinel sink gets its Entra ID token.
@@ -449,7 +452,7 @@ pub enum SentinelAuth {
         /// Authority host (default `https://login.microsoftonline.com`; sovereign clouds
         /// and tests change it).
         #[serde(default = "default_authority")]
-        authority: String,
+        authority: SecretUrl,
         /// Token scope (default `https://monitor.azure.com//.default`).
         #[serde(default = "default_scope")]
         scope: String,
@@ -462,21 +465,21 @@ pub enum SentinelAuth {
         /// IMDS token endpoint (default
         /// `http://169.254.169.254/metadata/identity/oauth2/token`).
         #[serde(default = "default_imds")]
-        endpoint: String,
+        endpoint: SecretUrl,
         /// Resource (default `https://monitor.azure.com/`).
         #[serde(default = "default_resource")]
         resource: String,
     },
 }
 
-fn default_authority() -> String {
-    "https://login.microsoftonline.com".to_string()
+fn default_authority() -> SecretUrl {
+    SecretUrl::new("https://login.microsoftonline.com")
 }
 fn default_scope() -> String {
     "https://monitor.azure.com//.default".to_string()
 }
-fn default_imds() -> String {
-    "http://169.254.169.254/metadata/identity/oauth2/token".to_string()
+fn default_imds() -> SecretUrl {
+    SecretUrl::new("http://169.254.169.254/metadata/identity/oauth2/token")
 }
 fn default_resource() -> String {
     "https://monitor.azure.com/".to_string()
@@ -486,8 +489,9 @@ sink_struct! {
 /// `type: sentinel`
 pub struct SentinelConfig {
     /// Data collection endpoint (or the workspace's logs ingestion endpoint),
-    /// `https://my-dce-abcd.eastus-1.ingest.monitor.azure.com`.
-    pub endpoint: String,
+    /// `https://my-dce-abcd.eastus-1.ingest.monitor.azure.com`. Printed as
+    /// `scheme://host:port` only.
+    pub endpoint: SecretUrl,
     /// Immutable id of the data collection rule, `dcr-...`.
     pub dcr_immutable_id: String,
     /// Stream declared in the DCR (default `Custom-KmswatchFindings_CL`).
@@ -501,7 +505,7 @@ pub struct SentinelConfig {
     pub api_version: String,
     /// How to get the token.
     pub auth: SentinelAuth,
-    /// Refresh the token this many seconds before it expires (default 300).
+    /// Refresh the token this many seconds before it expires (default 300; at most 3,600).
     #[serde(default = "default_refresh_skew")]
     pub token_refresh_skew_secs: u64,
     /// Gzip request bodies (default false: the 1 MB limit then applies to plain JSON).
@@ -537,9 +541,11 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub audit_topic: Option<String>,
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, `compression.type`...).
-    /// `enable.idempotence` and `acks` are fixed (true, all).
+    /// `enable.idempotence` and `acks` are fixed (true, all). Values of secret properties
+    /// (names with `password`, `secret`, `key`, `token`, `jaas`, `credential`,
+    /// `oauthbearer`) are never printed.
     #[serde(default)]
-    pub properties: std::collections::BTreeMap<String, String>,
+    pub properties: KafkaProperties,
     /// SASL password, kept out of logs (set as `sasl.password`).
     #[serde(default)]
     pub sasl_password: Option<Secret>,
@@ -549,20 +555,61 @@ pub struct KafkaConfig {
 }
 }
 
+/// librdkafka properties of a Kafka sink: a map whose `Debug` hides the values of secret
+/// properties ([`KafkaProperties::is_secret`]).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl KafkaProperties {
+    /// Does this librdkafka property hold a secret (`sasl.password`, `ssl.key.password`,
+    /// `ssl.key.pem`, `sasl.oauthbearer.client.secret`, `sasl.jaas.config`...)?
+    pub fn is_secret(name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        [
+            "password",
+            "secret",
+            "key",
+            "token",
+            "jaas",
+            "credential",
+            "oauthbearer",
+        ]
+        .iter()
+        .any(|w| n.contains(w))
+    }
+}
+
+impl fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (k, v) in &self.0 {
+            if KafkaProperties::is_secret(k) {
+                m.entry(k, &format_args!("{}", crate::secret::REDACTED));
+            } else {
+                m.entry(k, v);
+            }
+        }
+        m.finish()
+    }
+}
+
 sink_struct! {
 /// `type: webhook`
 pub struct WebhookConfig {
-    /// URL to POST to.
-    pub url: String,
+    /// URL to POST to. A secret (Slack, Teams and most webhook URLs carry their token in the
+    /// path or query): printed as `scheme://host:port/<redacted>` only.
+    pub url: SecretUrl,
     /// HMAC-SHA256 key: the body's MAC goes in `X-Kmswatch-Signature: sha256=<hex>`.
     #[serde(default)]
     pub secret: Option<Secret>,
     /// `ocsf` (default: one finding JSON per request) or `slack` (`{"text": ...}`).
     #[serde(default)]
     pub format: Format,
-    /// Extra request headers.
+    /// Extra request headers (values are secrets: `Authorization: Bearer ...`; never
+    /// printed).
     #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Secret>,
     /// TLS verification.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -604,7 +651,8 @@ impl SinkConfig {
         }
     }
 
-    /// Pure checks: URLs, levels, sizes, formats allowed per sink.
+    /// Pure checks: URLs, levels, formats allowed per sink, and the range of every number
+    /// (see [`RANGES`]). Messages name the key and never print a secret.
     pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
         let err = |m: String| ConfigError {
             sink: name.to_string(),
@@ -627,24 +675,25 @@ impl SinkConfig {
                 )));
             }
         }
-        if common.batch.max_events == 0 || common.batch.max_in_flight == 0 {
-            return Err(err(
-                "batch.max_events and batch.max_in_flight must be at least 1".into(),
-            ));
-        }
-        if common.spool.max_spool_bytes < 1024 || common.spool.segment_bytes < 1024 {
-            return Err(err(
-                "spool.max_spool_bytes and spool.segment_bytes must be at least 1024".into(),
-            ));
-        }
-        let url = |u: &str, key: &str| -> Result<(), ConfigError> {
-            if u.starts_with("https://") || u.starts_with("http://") {
-                Ok(())
-            } else {
-                Err(err(format!(
-                    "{key} {u:?} must start with https:// or http://"
-                )))
+        for (key, value) in self.numbers() {
+            let Some((_, lo, hi, unit)) = RANGES.iter().find(|(k, ..)| *k == key) else {
+                continue;
+            };
+            if value < *lo || value > *hi {
+                return Err(err(format!(
+                    "{key} = {value} is out of range: {lo} to {hi}{unit}"
+                )));
             }
+        }
+        let r = &common.retry;
+        if r.max_backoff_ms < r.initial_backoff_ms {
+            return Err(err(format!(
+                "retry.max_backoff_ms ({}) is below retry.initial_backoff_ms ({})",
+                r.max_backoff_ms, r.initial_backoff_ms
+            )));
+        }
+        let url = |u: &SecretUrl, key: &str| -> Result<(), ConfigError> {
+            u.parse().map(|_| ()).map_err(|e| err(format!("{key} {e}")))
         };
         let format_in = |f: Format, ok: &[Format]| -> Result<(), ConfigError> {
             if ok.contains(&f) {
@@ -665,13 +714,16 @@ impl SinkConfig {
                 if c.path.as_os_str().is_empty() {
                     return Err(err("path is empty".into()));
                 }
+                if c.max_bytes != 0 && c.max_bytes < 1024 {
+                    return Err(err(format!(
+                        "max_bytes = {} is out of range: 0 (never rotate) or at least 1024",
+                        c.max_bytes
+                    )));
+                }
             }
             SinkConfig::SplunkHec(c) => {
                 url(&c.endpoint, "endpoint")?;
                 format_in(c.format, &[Format::Ocsf, Format::Cim])?;
-                if c.max_pending_acks == 0 {
-                    return Err(err("max_pending_acks must be at least 1".into()));
-                }
                 if c.token.expose().is_empty() || c.token.expose().starts_with("${") {
                     return Err(err(
                         "token is empty or an unset ${VARIABLE}: set the HEC token".into(),
@@ -719,7 +771,63 @@ impl SinkConfig {
         }
         Ok(())
     }
+
+    /// Every numeric setting of this sink, by its key (for [`RANGES`]).
+    fn numbers(&self) -> Vec<(&'static str, u64)> {
+        let c = self.common();
+        let mut v = vec![
+            ("batch.max_events", c.batch.max_events as u64),
+            ("batch.max_bytes", c.batch.max_bytes as u64),
+            ("batch.timeout_ms", c.batch.timeout_ms),
+            ("batch.max_in_flight", c.batch.max_in_flight as u64),
+            ("retry.max_attempts", u64::from(c.retry.max_attempts)),
+            ("retry.initial_backoff_ms", c.retry.initial_backoff_ms),
+            ("retry.max_backoff_ms", c.retry.max_backoff_ms),
+            ("retry.request_timeout_ms", c.retry.request_timeout_ms),
+            (
+                "retry.max_unacked_resends",
+                u64::from(c.retry.max_unacked_resends),
+            ),
+            ("spool.max_spool_bytes", c.spool.max_spool_bytes),
+            ("spool.segment_bytes", c.spool.segment_bytes),
+        ];
+        match self {
+            SinkConfig::SplunkHec(h) => v.extend([
+                ("ack_poll_interval_ms", h.ack_poll_interval_ms),
+                ("max_pending_acks", h.max_pending_acks as u64),
+                ("ack_timeout_secs", h.ack_timeout_secs),
+            ]),
+            SinkConfig::File(f) => v.push(("max_files", u64::from(f.max_files))),
+            SinkConfig::Sentinel(s) => {
+                v.push(("token_refresh_skew_secs", s.token_refresh_skew_secs))
+            }
+            _ => {}
+        }
+        v
+    }
 }
+
+/// The range of every numeric sink setting: (key, lowest, highest, unit). `validate`
+/// refuses a value outside it; the bounds keep a typo from turning into a huge allocation, a
+/// spinning retry or a request that never ends.
+pub const RANGES: &[(&str, u64, u64, &str)] = &[
+    ("batch.max_events", 1, 100_000, " items"),
+    ("batch.max_bytes", 1024, 100 << 20, " bytes"),
+    ("batch.timeout_ms", 0, 60_000, " ms"),
+    ("batch.max_in_flight", 1, 1024, ""),
+    ("retry.max_attempts", 1, 1000, ""),
+    ("retry.initial_backoff_ms", 1, 600_000, " ms"),
+    ("retry.max_backoff_ms", 1, 3_600_000, " ms"),
+    ("retry.request_timeout_ms", 100, 3_600_000, " ms"),
+    ("retry.max_unacked_resends", 0, 100, ""),
+    ("spool.max_spool_bytes", 1024, 1 << 40, " bytes"),
+    ("spool.segment_bytes", 1024, 1 << 30, " bytes"),
+    ("ack_poll_interval_ms", 10, 60_000, " ms"),
+    ("max_pending_acks", 1, 10_000, ""),
+    ("ack_timeout_secs", 1, 3600, " s"),
+    ("max_files", 0, 10_000, ""),
+    ("token_refresh_skew_secs", 0, 3600, " s"),
+];
 
 /// Names of the sinks of a list, in order: `name` when given, else the type with `-2`, `-3`...
 /// for repeats. Two sinks may not share a name (they would share a spool).

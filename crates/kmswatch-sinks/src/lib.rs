@@ -22,7 +22,8 @@
 //! use kmswatch_sinks::{Outgoing, SinkSet};
 //! use std::sync::Arc;
 //! let sinks = SinkSet::from_config(&configs, "/var/lib/kmswatch/spool")?; // pure checks + spools opened
-//! sinks.check_connect().await;            // Vec<ConnectReport>: one per sink, for `validate --connect`
+//! sinks.check_connect().await;            // Vec<ConnectReport>: one per sink; changes nothing
+//! SinkSet::check_connect_configs(&configs).await?; // the same, without starting sinks or spools
 //! sinks.deliver(Arc::new(Outgoing::Finding(f))).await?; // accepted by every routed sink
 //! let _m = sinks.metrics();               // Vec<SinkMetricsSnapshot>, for Prometheus
 //! sinks.shutdown(std::time::Duration::from_secs(10)).await; // flush; the spool keeps the rest
@@ -47,29 +48,47 @@
 //! ## Delivery semantics, per sink
 //!
 //! A batch (`batch.max_events` / `max_bytes` / `timeout_ms`) is sent with up to
-//! `retry.max_attempts` attempts (exponential backoff with jitter, honouring `Retry-After`).
-//! Errors are classified ([`ErrorClass`]): *retryable* (network, 5xx, 429, HEC busy),
-//! *config* (bad token, missing permission or index: the destination refuses us, not the data
-//! — treated like an outage, retried slowly, loudly logged) and *fatal* (the destination
-//! rejects the data: the batch is split to find the culprit, which is dead-lettered). When the
-//! attempts run out the batch goes to the spool and the item counts as accepted; while the
-//! spool is non-empty new batches go to it too (order is kept) and a background task drains it
-//! oldest first, retrying without limit. The spool is bounded (`spool.max_spool_bytes`); when
-//! full, `deliver` waits.
+//! `retry.max_attempts` attempts (exponential back-off with jitter, each wait in `[c/2, c]`,
+//! `c = min(max_backoff_ms, initial_backoff_ms · 2^n)`, or a longer `Retry-After`); every
+//! request ends after `retry.request_timeout_ms`. A retry sends only the records the
+//! destination did not take ([`SendError::delivered`]). Errors are classified
+//! ([`ErrorClass`]): *retryable* (network, 5xx, 429, HEC busy), *config* (bad token, missing
+//! permission or index: the destination refuses us, not the data — treated like an outage,
+//! retried slowly, loudly logged) and *fatal* (the destination rejects the data: the batch is
+//! split to find the culprit, which is dead-lettered). A destination that takes a batch but
+//! does not acknowledge it in time (HEC indexer ack, Kafka delivery report: [`Unacked`]) gets
+//! it again at most `retry.max_unacked_resends` times.
+//!
+//! When the attempts run out the batch goes to the spool, the item counts as accepted and the
+//! sink is *degraded* (metric, one warning naming the sink — and for missing acks the channel,
+//! `ackId` and how long it has waited). While degraded or while the spool is non-empty new
+//! batches go to the spool (order is kept, the pipeline is not held) and only a background
+//! task talks to the destination: it re-sends the oldest spooled batch, one at a time, retrying
+//! without limit but with the same back-off — so a destination that misbehaves sees at most one
+//! request per back-off interval (HEC: one post per `ack_timeout_secs` plus back-off), never a
+//! storm. The first acknowledged send ends the degraded state; the spool drains. The spool is
+//! bounded (`spool.max_spool_bytes`); when full, `deliver` waits.
+//!
+//! Secrets: URLs that can carry credentials are [`SecretUrl`]s and tokens [`Secret`]s; both
+//! print redacted, and every message a destination produces (errors, connect reports, log
+//! fields) is scrubbed of the sink's secret values, so none reaches a log, an error or
+//! `kmswatch validate --connect`.
 //!
 //! Sinks: [`SinkConfig`] lists them all — `stdout`, `file`, `splunk_hec`, `sentinel`, `kafka`,
-//! `webhook`. Formats and the CIM and Sentinel column mappings are in [`format`].
+//! `webhook`. Formats and the CIM and Sentinel column mappings are in [`format`](mod@format).
 
 pub mod config;
 pub mod format;
 pub mod metrics;
 pub mod route;
+pub mod secret;
 mod sinks;
 pub mod spool;
 mod worker;
 
-pub use config::{Format, Secret, SinkConfig};
+pub use config::{Format, SinkConfig};
 pub use metrics::{LatencyHistogram, SinkMetricsSnapshot};
+pub use secret::{Secret, SecretUrl};
 
 use kmswatch_model::Finding;
 use serde::{Deserialize, Serialize};
@@ -179,7 +198,8 @@ pub enum ErrorClass {
     Fatal,
 }
 
-/// A failed send to a destination.
+/// A failed send to a destination. Its message never holds a secret: URLs appear as
+/// `scheme://host:port` ([`SecretUrl`]) and every message passes the sink's redactor.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct SendError {
@@ -189,32 +209,67 @@ pub struct SendError {
     pub message: String,
     /// The server's `Retry-After`, when it gave one.
     pub retry_after: Option<Duration>,
+    /// Positions (in the records of the failed request) that the destination took before
+    /// it failed — a webhook posts item by item, Sentinel body by body, Kafka message by
+    /// message. A retry sends only the others, so a failing item cannot make the ones
+    /// before it repeat on every attempt.
+    pub delivered: Vec<usize>,
+    /// The destination took the data but did not acknowledge it in time (HEC indexer ack,
+    /// Kafka delivery report). Retrying may duplicate; see `retry.max_unacked_resends`.
+    pub unacked: Option<Box<Unacked>>,
+}
+
+/// A request the destination took (HTTP 200 with an `ackId`, a produced message) whose
+/// acknowledgement did not come in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unacked {
+    /// Where the acknowledgement was awaited: the HEC channel, the Kafka topic.
+    pub channel: String,
+    /// What was awaited: the HEC `ackId`, the Kafka message key.
+    pub ack_id: String,
+    /// How long it was awaited: one request's wait as the destination reports it; over all
+    /// re-sends of the batch once the worker has retried it.
+    pub waited: Duration,
 }
 
 impl SendError {
-    /// A transient failure.
-    pub fn retryable(message: impl Into<String>) -> SendError {
+    fn of(class: ErrorClass, message: impl Into<String>) -> SendError {
         SendError {
-            class: ErrorClass::Retryable,
+            class,
             message: message.into(),
             retry_after: None,
+            delivered: Vec::new(),
+            unacked: None,
         }
+    }
+    /// A transient failure.
+    pub fn retryable(message: impl Into<String>) -> SendError {
+        SendError::of(ErrorClass::Retryable, message)
     }
     /// A refusal an operator must fix.
     pub fn config(message: impl Into<String>) -> SendError {
-        SendError {
-            class: ErrorClass::Config,
-            message: message.into(),
-            retry_after: None,
-        }
+        SendError::of(ErrorClass::Config, message)
     }
     /// The data is rejected.
     pub fn fatal(message: impl Into<String>) -> SendError {
+        SendError::of(ErrorClass::Fatal, message)
+    }
+    /// Taken but not acknowledged in time (retryable).
+    pub fn unacked(message: impl Into<String>, unacked: Unacked) -> SendError {
         SendError {
-            class: ErrorClass::Fatal,
-            message: message.into(),
-            retry_after: None,
+            unacked: Some(Box::new(unacked)),
+            ..SendError::retryable(message)
         }
+    }
+    /// The same error, with the server's `Retry-After`.
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> SendError {
+        self.retry_after = retry_after;
+        self
+    }
+    /// The same error, noting that the records at these positions were taken.
+    pub fn with_delivered(mut self, delivered: impl IntoIterator<Item = usize>) -> SendError {
+        self.delivered = delivered.into_iter().collect();
+        self
     }
 }
 
@@ -325,9 +380,11 @@ impl SinkSet {
         let names = config::sink_names(configs)?;
         let mut sinks = Vec::with_capacity(configs.len());
         for (cfg, name) in configs.iter().zip(names) {
-            let dest = sinks::Destination::build(cfg, &name).map_err(|m| SetupError::Build {
-                sink: name.clone(),
-                message: m,
+            let dest = sinks::Destination::build(cfg, &name, sinks::Mode::Run).map_err(|m| {
+                SetupError::Build {
+                    sink: name.clone(),
+                    message: m,
+                }
             })?;
             let dir = spool_dir.as_ref().join(&name);
             sinks.push(worker::SinkHandle::start(name, cfg, dest, dir)?);
@@ -368,18 +425,46 @@ impl SinkSet {
     }
 
     /// Checks each sink's destination (HEC health and token, Entra token and DCE reachability,
-    /// Kafka metadata, file writable, webhook reachable), concurrently.
+    /// Kafka metadata, file writable, webhook reachable), one after the other; each check is
+    /// bounded by the sink's `retry.request_timeout_ms`. Changes nothing on the system (a
+    /// file sink's missing directory is reported as "would be created", not created) and
+    /// never prints a secret.
     pub async fn check_connect(&self) -> Vec<ConnectReport> {
         let mut out = Vec::new();
-        let futs: Vec<_> = self.sinks.iter().map(|s| s.check()).collect();
-        for (s, f) in self.sinks.iter().zip(futs) {
+        for s in &self.sinks {
             out.push(ConnectReport {
                 sink: s.name().to_string(),
                 sink_type: s.sink_type(),
-                result: f.await,
+                result: s.check().await,
             });
         }
         out
+    }
+
+    /// [`SinkSet::check_connect`] without a running set, for `kmswatch validate --connect`:
+    /// validates the configs, builds each destination (no spool, no tasks, no directory or
+    /// file created) and checks it. Needs a Tokio runtime.
+    pub async fn check_connect_configs(
+        configs: &[SinkConfig],
+    ) -> Result<Vec<ConnectReport>, SetupError> {
+        let names = config::sink_names(configs)?;
+        let mut out = Vec::with_capacity(configs.len());
+        for (cfg, name) in configs.iter().zip(names) {
+            let dest =
+                sinks::Destination::build(cfg, &name, sinks::Mode::CheckOnly).map_err(|m| {
+                    SetupError::Build {
+                        sink: name.clone(),
+                        message: m,
+                    }
+                })?;
+            out.push(ConnectReport {
+                result: dest.check().await,
+                sink: name,
+                sink_type: cfg.type_name(),
+            });
+            dest.close().await;
+        }
+        Ok(out)
     }
 
     /// Per-sink counters and gauges.

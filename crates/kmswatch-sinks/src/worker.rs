@@ -1,6 +1,20 @@
 //! One sink's machinery: a queue, a batcher, in-flight sends with retries, the spool and its
 //! drainer, the dead-letter file and the metrics. Every sink type shares it; only
 //! [`Destination`] differs.
+//!
+//! Bounds, whatever the destination does:
+//! * A fresh batch is sent at most `retry.max_attempts` times, and re-sent at most
+//!   `retry.max_unacked_resends` times after the destination took it without acknowledging
+//!   it (HEC ack timeout, Kafka delivery timeout); every retry waits `retry.backoff(n)` (in
+//!   `[c/2, c]`, `c = min(max_backoff_ms, initial_backoff_ms · 2^n)`, or a longer
+//!   `Retry-After`). Then it goes to the spool and the sink is *degraded*.
+//! * While the spool holds anything (from the moment a batch is spooled) fresh batches go
+//!   straight to it, and while degraded a batch still in its retries stops at its next
+//!   failure: only the drainer talks to the destination, one batch at a time — so at most
+//!   one request (HEC: one post per `ack_timeout_secs` plus back-off) is outstanding while
+//!   the destination misbehaves.
+//! * A retry sends only the records the destination did not take (`SendError::delivered`).
+//! * Degraded ends at the next acknowledged send; the spool then drains, oldest first.
 
 use crate::config::{BatchConfig, RetryConfig, SinkConfig};
 use crate::metrics::{SinkMetrics, SinkMetricsSnapshot};
@@ -13,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant as StdInstant;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -34,6 +49,9 @@ struct Shared {
     stopping: AtomicBool,
     deadline: Mutex<Option<Instant>>,
     stop: Notify,
+    /// The destination did not take or acknowledge a batch within its attempts: new batches
+    /// go to the spool until it acknowledges one again.
+    degraded: AtomicBool,
 }
 
 /// What happened to one item of a batch.
@@ -61,50 +79,128 @@ impl Shared {
                 .unwrap_or(true)
     }
 
-    /// Sends `recs` as one request, retrying per `limit`.
-    async fn send_limited(&self, recs: &[Record], limit: Limit) -> Result<(), SendError> {
+    fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+
+    /// The destination took or acknowledged something: no longer degraded.
+    fn acknowledged(&self) {
+        if self.degraded.swap(false, Ordering::AcqRel) {
+            tracing::info!(sink = %self.name, "destination acknowledges again; sink no longer degraded (the spool drains)");
+        }
+    }
+
+    /// The destination did not take or acknowledge a batch: degraded (warned once).
+    fn degrade(&self, err: &SendError) {
+        if self.degraded.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let backlog = self.dest.ack_backlog().unwrap_or_default();
+        match &err.unacked {
+            Some(u) => tracing::warn!(
+                sink = %self.name,
+                channel = %u.channel,
+                ack_id = %u.ack_id,
+                unacked_secs = u.waited.as_secs_f64(),
+                pending_ack_items = backlog.items,
+                oldest_pending_ack_secs = backlog.oldest_age_secs,
+                error = %err.message,
+                "sink degraded: the destination takes batches but does not acknowledge them; the batch is spooled, new items go to the spool, and one batch at a time is re-sent from it until acknowledgements come back"
+            ),
+            None => tracing::warn!(
+                sink = %self.name,
+                error = %err.message,
+                "sink degraded: the destination does not take batches; new items go to the spool until it does"
+            ),
+        }
+    }
+
+    /// Counts records as acknowledged by the destination.
+    fn mark_sent(&self, recs: &[Record], idx: &[usize], sent: &mut [bool]) {
+        let now = crate::format::now_millis();
+        let mut n = 0;
+        for &i in idx {
+            if let (Some(r), Some(s)) = (recs.get(i), sent.get_mut(i)) {
+                if !*s {
+                    *s = true;
+                    n += 1;
+                    self.metrics.observe_latency_ms(now - r.enqueued_ms);
+                }
+            }
+        }
+        self.metrics.sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sends `recs`, retrying per `limit` (see the module docs for the bounds). Returns which
+    /// records the destination took and, when some were not, the last error.
+    async fn send_limited(&self, recs: &[Record], limit: Limit) -> (Vec<bool>, Option<SendError>) {
+        let mut sent = vec![false; recs.len()];
+        // Positions still to send, and their records when that is not all of `recs`.
+        let mut todo: Vec<usize> = (0..recs.len()).collect();
+        let mut rest: Option<Vec<Record>> = None;
         let mut attempt: u32 = 0;
+        let mut unacked: u32 = 0;
+        let first = StdInstant::now();
         loop {
-            let err = match self.dest.send(recs).await {
+            let batch = rest.as_deref().unwrap_or(recs);
+            let mut err = match self.dest.send(batch).await {
                 Ok(()) => {
-                    let now = crate::format::now_millis();
-                    self.metrics
-                        .sent
-                        .fetch_add(recs.len() as u64, Ordering::Relaxed);
-                    for r in recs {
-                        self.metrics.observe_latency_ms(now - r.enqueued_ms);
-                    }
-                    return Ok(());
+                    self.mark_sent(recs, &todo, &mut sent);
+                    self.acknowledged();
+                    return (sent, None);
                 }
                 Err(e) => e,
             };
+            if !err.delivered.is_empty() {
+                let taken: Vec<usize> = err
+                    .delivered
+                    .iter()
+                    .filter_map(|k| todo.get(*k).copied())
+                    .collect();
+                self.mark_sent(recs, &taken, &mut sent);
+                self.acknowledged();
+                todo.retain(|i| !sent.get(*i).copied().unwrap_or(true));
+                rest = Some(todo.iter().filter_map(|i| recs.get(*i).cloned()).collect());
+                err.delivered.clear();
+            }
             if err.class == ErrorClass::Fatal {
-                return Err(err);
+                return (sent, Some(err));
             }
             self.metrics.retried.fetch_add(1, Ordering::Relaxed);
             attempt += 1;
+            if let Some(u) = err.unacked.as_mut() {
+                unacked += 1;
+                self.metrics.ack_timeouts.fetch_add(1, Ordering::Relaxed);
+                u.waited = first.elapsed();
+            }
             let give_up = match limit {
-                Limit::Attempts(n) => attempt >= n.max(1),
-                Limit::UntilStopped => self.past_deadline(),
+                Limit::Attempts(n) => {
+                    attempt >= n.max(1)
+                        || (err.unacked.is_some() && unacked > self.retry.max_unacked_resends)
+                        || self.is_degraded()
+                }
+                Limit::UntilStopped => {
+                    self.degrade(&err);
+                    self.past_deadline()
+                }
             };
             let level_config = err.class == ErrorClass::Config;
             if level_config {
                 tracing::error!(sink = %self.name, error = %err.message, attempt, "destination refuses the sink's requests: fix the sink's configuration (items are spooled meanwhile)");
+            } else if let Some(u) = &err.unacked {
+                tracing::warn!(sink = %self.name, channel = %u.channel, ack_id = %u.ack_id, unacked_secs = u.waited.as_secs_f64(), attempt, error = %err.message, "destination took the batch but did not acknowledge it in time");
             } else {
                 tracing::warn!(sink = %self.name, error = %err.message, attempt, "send failed, will retry");
             }
             if give_up {
-                return Err(err);
+                return (sent, Some(err));
             }
-            let mut wait = if level_config {
+            let wait = if level_config {
                 // An operator must act: do not hammer the destination.
-                self.retry.backoff(attempt.saturating_add(4))
+                self.retry.wait(attempt.saturating_add(4), err.retry_after)
             } else {
-                self.retry.backoff(attempt - 1)
+                self.retry.wait(attempt - 1, err.retry_after)
             };
-            if let Some(ra) = err.retry_after {
-                wait = ra.min(Duration::from_millis(self.retry.max_backoff_ms.max(1)));
-            }
             match limit {
                 Limit::Attempts(_) => tokio::time::sleep(wait).await,
                 Limit::UntilStopped => {
@@ -117,30 +213,57 @@ impl Shared {
         }
     }
 
-    /// Sends a batch; when the destination rejects it as invalid, sends its items one by one
-    /// to find the rejected ones.
-    async fn send_batch(&self, recs: &[Record], limit: Limit) -> Vec<ItemOutcome> {
-        match self.send_limited(recs, limit).await {
-            Ok(()) => recs.iter().map(|_| ItemOutcome::Sent).collect(),
-            Err(e) if e.class == ErrorClass::Fatal && recs.len() > 1 => {
-                tracing::warn!(sink = %self.name, error = %e.message, items = recs.len(), "batch rejected; sending its items one by one to find the bad ones");
-                let mut out = Vec::with_capacity(recs.len());
-                for r in recs {
-                    out.push(
-                        match self.send_limited(std::slice::from_ref(r), limit).await {
-                            Ok(()) => ItemOutcome::Sent,
-                            Err(e) if e.class == ErrorClass::Fatal => {
-                                ItemOutcome::Rejected(e.message)
-                            }
-                            Err(_) => ItemOutcome::GaveUp,
-                        },
-                    );
+    /// Sends a batch; when the destination rejects it as invalid, sends the records it did
+    /// not take one by one to find the rejected ones. Returns each record's outcome and the
+    /// error that made the sink give up on some (for the degraded warning).
+    async fn send_batch(
+        &self,
+        recs: &[Record],
+        limit: Limit,
+    ) -> (Vec<ItemOutcome>, Option<SendError>) {
+        let (sent, err) = self.send_limited(recs, limit).await;
+        let Some(e) = err else {
+            return (recs.iter().map(|_| ItemOutcome::Sent).collect(), None);
+        };
+        let mut out: Vec<ItemOutcome> = sent
+            .iter()
+            .map(|s| {
+                if *s {
+                    ItemOutcome::Sent
+                } else {
+                    ItemOutcome::GaveUp
                 }
-                out
-            }
-            Err(e) if e.class == ErrorClass::Fatal => vec![ItemOutcome::Rejected(e.message)],
-            Err(_) => recs.iter().map(|_| ItemOutcome::GaveUp).collect(),
+            })
+            .collect();
+        let rest: Vec<usize> = (0..recs.len())
+            .filter(|i| !sent.get(*i).copied().unwrap_or(true))
+            .collect();
+        if e.class != ErrorClass::Fatal {
+            return (out, Some(e));
         }
+        if rest.len() == 1 {
+            if let Some(o) = rest.first().and_then(|i| out.get_mut(*i)) {
+                *o = ItemOutcome::Rejected(e.message);
+            }
+            return (out, None);
+        }
+        tracing::warn!(sink = %self.name, error = %e.message, items = rest.len(), "batch rejected; sending its items one by one to find the bad ones");
+        let mut last = None;
+        for i in rest {
+            let Some(r) = recs.get(i) else { continue };
+            let outcome = match self.send_limited(std::slice::from_ref(r), limit).await {
+                (_, None) => ItemOutcome::Sent,
+                (_, Some(e)) if e.class == ErrorClass::Fatal => ItemOutcome::Rejected(e.message),
+                (_, Some(e)) => {
+                    last = Some(e);
+                    ItemOutcome::GaveUp
+                }
+            };
+            if let Some(o) = out.get_mut(i) {
+                *o = outcome;
+            }
+        }
+        (out, last)
     }
 
     /// Keeps a rejected item in the dead-letter file.
@@ -180,11 +303,14 @@ impl Shared {
     async fn process(&self, jobs: Vec<Job>) {
         let (recs, dones): (Vec<Record>, Vec<_>) =
             jobs.into_iter().map(|j| (j.rec, j.done)).unzip();
-        let outcomes = if self.spool.is_empty() {
+        // While the spool holds anything (the destination failed us, or it is draining) new
+        // batches queue behind it; a degraded sink's spool is never empty but when the spool
+        // itself failed, and then a fresh batch gets one attempt (`send_limited`).
+        let (outcomes, gave_up) = if self.spool.is_empty() {
             self.send_batch(&recs, Limit::Attempts(self.retry.max_attempts))
                 .await
         } else {
-            recs.iter().map(|_| ItemOutcome::GaveUp).collect()
+            (recs.iter().map(|_| ItemOutcome::GaveUp).collect(), None)
         };
         let to_spool: Vec<Record> = recs
             .iter()
@@ -204,6 +330,9 @@ impl Shared {
             }
             r
         };
+        if let Some(e) = gave_up {
+            self.degrade(&e);
+        }
         for ((rec, outcome), done) in recs.iter().zip(outcomes).zip(dones) {
             let res = match outcome {
                 ItemOutcome::Sent => Ok(()),
@@ -296,7 +425,7 @@ async fn drainer(sh: Arc<Shared>) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
-        let outcomes = sh.send_batch(&recs, Limit::UntilStopped).await;
+        let (outcomes, _) = sh.send_batch(&recs, Limit::UntilStopped).await;
         if outcomes.iter().any(|o| matches!(o, ItemOutcome::GaveUp)) {
             return; // shutting down: the batch stays spooled for the next start
         }
@@ -373,6 +502,7 @@ impl SinkHandle {
             stopping: AtomicBool::new(false),
             deadline: Mutex::new(None),
             stop: Notify::new(),
+            degraded: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(common.batch.max_events.max(1) * 2);
         let front = tokio::spawn(front(shared.clone(), rx));
@@ -449,6 +579,7 @@ impl SinkHandle {
             .oldest_ms()
             .map(|t| (crate::format::now_millis() - t).max(0) as f64 / 1000.0)
             .unwrap_or(0.0);
+        let backlog = self.shared.dest.ack_backlog().unwrap_or_default();
         SinkMetricsSnapshot {
             sink: self.name.clone(),
             sink_type: self.sink_type,
@@ -459,6 +590,10 @@ impl SinkHandle {
             spooled_bytes: bytes,
             spooled_items: items,
             oldest_spooled_age_secs: age,
+            ack_timeouts: m.ack_timeouts.load(Ordering::Relaxed),
+            unacked_items: backlog.items,
+            oldest_unacked_age_secs: backlog.oldest_age_secs,
+            degraded: self.shared.is_degraded(),
             acked_latency: m.histogram(),
         }
     }

@@ -33,7 +33,7 @@ async fn documented_config_keys_parse() {
     }));
     match &hec {
         SinkConfig::SplunkHec(c) => {
-            assert_eq!(c.endpoint, "https://splunk:8088");
+            assert_eq!(c.endpoint.expose(), "https://splunk:8088");
             assert_eq!(c.index.as_deref(), Some("kms"));
             assert_eq!(c.sourcetype, "kmswatch:finding");
             assert!(c.indexer_ack);
@@ -208,4 +208,196 @@ async fn webhook_slack_text() {
     assert!(text.contains("[Critical] Title of rule-0"), "{text}");
     assert!(text.contains("s-1"));
     assert!(seen[0].header("x-kmswatch-signature").is_none());
+}
+
+/// A webhook request that hangs is ended by `retry.request_timeout_ms`; the retry resumes at
+/// the item that failed, so the items the endpoint already took are not posted again (a
+/// webhook gets one request per item: re-sending the batch would repeat them on every
+/// attempt, and forever from the spool).
+#[tokio::test(flavor = "current_thread")]
+async fn webhook_hanging_request_times_out_and_taken_items_are_not_resent() {
+    let seen: Seen = Arc::default();
+    let s2 = seen.clone();
+    let hangs = Arc::new(Mutex::new(0usize));
+    let h: Handler = Arc::new(move |r| {
+        let hang = r.header("x-kmswatch-id") == Some("f-000003") && {
+            let mut n = hangs.lock().unwrap();
+            *n += 1;
+            *n <= 2
+        };
+        s2.lock().unwrap().push(r);
+        if hang {
+            Reply::hang()
+        } else {
+            Reply::empty(200)
+        }
+    });
+    let srv = Server::start(h).await;
+    let dir = tempfile::tempdir().unwrap();
+    let set = Arc::new(
+        SinkSet::from_config(
+            &[sink(json!({"type": "webhook", "url": format!("{}/hook/T000/B000/XXXX", srv.url()),
+                          "batch": {"timeout_ms": 100, "max_in_flight": 1},
+                          "retry": {"max_attempts": 5, "initial_backoff_ms": 50, "max_backoff_ms": 200, "request_timeout_ms": 500}}))],
+            dir.path(),
+        )
+        .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    let res = common::deliver_each(&set, findings(6)).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1000) && took < Duration::from_secs(5),
+        "two hanging requests ended by the 500 ms timeout: {took:?}"
+    );
+    let seen = seen.lock().unwrap();
+    let mut per_id = std::collections::BTreeMap::<String, usize>::new();
+    for r in seen.iter() {
+        *per_id
+            .entry(r.header("x-kmswatch-id").unwrap().to_string())
+            .or_default() += 1;
+    }
+    let want: std::collections::BTreeMap<String, usize> = (0..6)
+        .map(|i| (format!("f-{i:06}"), if i == 3 { 3 } else { 1 }))
+        .collect();
+    assert_eq!(per_id, want, "only the hanging item was posted again");
+    assert_eq!(set.metrics()[0].retried, 2);
+}
+
+/// A destination that answers `503` with `Retry-After: 0` forever must not be hammered: the
+/// retry waits at least half its exponential back-off (`initial_backoff_ms · 2^n`, capped at
+/// `max_backoff_ms`), whatever `Retry-After` says, on the fresh path and from the spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_zero_does_not_make_a_retry_storm() {
+    let seen: Seen = Arc::default();
+    let s2 = seen.clone();
+    let h: Handler = Arc::new(move |r| {
+        s2.lock().unwrap().push(r);
+        let mut rep = Reply::empty(503);
+        rep.headers.push(("Retry-After".into(), "0".into()));
+        rep
+    });
+    let srv = Server::start(h).await;
+    let dir = tempfile::tempdir().unwrap();
+    let set = SinkSet::from_config(
+        &[sink(json!({"type": "webhook", "url": srv.url(), "batch": {"timeout_ms": 1},
+                      "retry": {"max_attempts": 3, "initial_backoff_ms": 100, "max_backoff_ms": 400}}))],
+        dir.path(),
+    )
+    .unwrap();
+    set.deliver(Arc::new(Outgoing::Finding(finding(
+        "r-1", "rule-0", "high",
+    ))))
+    .await
+    .unwrap();
+    assert_eq!(set.metrics()[0].spooled, 1);
+    let from = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let n = seen.lock().unwrap().iter().filter(|r| r.at >= from).count();
+    // The drainer's back-off reaches its 400 ms cap: at least 200 ms between requests.
+    assert!((3..=16).contains(&n), "{n} requests in 3 s");
+    set.shutdown(Duration::from_millis(100)).await;
+}
+
+/// `check_connect` (`kmswatch validate --connect`) changes nothing on the system: a file
+/// sink whose directory does not exist yet is reported as "would be created" (its nearest
+/// existing ancestor is writable) and nothing is created; an ancestor that is a file is an
+/// error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_check_connect_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("not/yet/findings.jsonl");
+    std::fs::write(dir.path().join("a-file"), "x").unwrap();
+    let blocked = dir.path().join("a-file/sub/findings.jsonl");
+    let existing = dir.path().join("existing.jsonl");
+    std::fs::write(&existing, "").unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let set = SinkSet::from_config(
+        &[
+            sink(json!({"type": "file", "path": target})),
+            sink(json!({"type": "file", "path": blocked})),
+            sink(json!({"type": "file", "path": existing})),
+        ],
+        spool.path(),
+    )
+    .unwrap();
+    let rep = set.check_connect().await;
+    let ok = rep[0].result.as_ref().unwrap();
+    assert!(ok.contains("would be created"), "{ok}");
+    assert!(
+        !dir.path().join("not").exists(),
+        "check_connect created a directory"
+    );
+    let err = rep[1].result.as_ref().unwrap_err();
+    assert!(err.message.contains("a-file"), "{}", err.message);
+    assert!(rep[2].result.as_ref().unwrap().contains("writable"));
+    assert_eq!(std::fs::read(&existing).unwrap(), b"");
+    set.shutdown(Duration::from_millis(100)).await;
+    assert!(!dir.path().join("not").exists());
+
+    // Without a running set (`kmswatch validate --connect`): no spool either.
+    let cfgs = [sink(json!({"type": "file", "path": target}))];
+    let rep = SinkSet::check_connect_configs(&cfgs).await.unwrap();
+    assert!(rep[0].result.as_ref().unwrap().contains("would be created"));
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        entries.len(),
+        2,
+        "nothing new in {}: {entries:?}",
+        dir.path().display()
+    );
+}
+
+/// Every numeric setting is range-checked before any I/O (`kmswatch validate`): a value out
+/// of range is an error naming the key, never a panic or a huge allocation at start.
+#[test]
+fn numeric_settings_are_range_checked() {
+    let base = || json!({"type": "splunk_hec", "endpoint": "https://splunk:8088", "token": "t"});
+    let with = |path: &[&str], v: Value| {
+        let mut c = base();
+        let mut at = &mut c;
+        for (i, k) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                at[*k] = v.clone();
+            } else {
+                if at.get(*k).is_none() {
+                    at[*k] = json!({});
+                }
+                at = &mut at[*k];
+            }
+        }
+        sink(c)
+    };
+    assert!(SinkSet::validate(&[sink(base())]).is_ok());
+    for (path, bad) in [
+        (&["batch", "max_events"][..], json!(0)),
+        (&["batch", "max_events"], json!(1_000_000_000u64)),
+        (&["batch", "max_bytes"], json!(10)),
+        (&["batch", "max_bytes"], json!(1u64 << 40)),
+        (&["batch", "timeout_ms"], json!(86_400_000u64)),
+        (&["batch", "max_in_flight"], json!(100_000)),
+        (&["retry", "max_attempts"], json!(0)),
+        (&["retry", "max_attempts"], json!(1_000_000)),
+        (&["retry", "initial_backoff_ms"], json!(0)),
+        (&["retry", "max_backoff_ms"], json!(86_400_000u64)),
+        (&["retry", "request_timeout_ms"], json!(0)),
+        (&["retry", "request_timeout_ms"], json!(86_400_000u64)),
+        (&["spool", "max_spool_bytes"], json!(100)),
+        (&["spool", "segment_bytes"], json!(1u64 << 40)),
+        (&["ack_timeout_secs"], json!(0)),
+        (&["ack_timeout_secs"], json!(1_000_000)),
+        (&["ack_poll_interval_ms"], json!(0)),
+        (&["max_pending_acks"], json!(0)),
+        (&["max_pending_acks"], json!(10_000_000)),
+    ] {
+        let key = path.join(".");
+        let e = SinkSet::validate(&[with(path, bad.clone())])
+            .err()
+            .unwrap_or_else(|| panic!("{key} = {bad} accepted"));
+        assert!(e.to_string().contains(&key), "{key}: {e}");
+    }
 }

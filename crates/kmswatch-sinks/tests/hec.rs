@@ -27,23 +27,7 @@ fn hec_cfg(url: &str, extra: Value) -> kmswatch_sinks::SinkConfig {
     sink(v)
 }
 
-async fn deliver_all(
-    set: &Arc<SinkSet>,
-    fs: Vec<kmswatch_model::Finding>,
-) -> Vec<Result<(), DeliveryError>> {
-    let mut hs = Vec::new();
-    for f in fs {
-        let set = set.clone();
-        hs.push(tokio::spawn(async move {
-            set.deliver(Arc::new(Outgoing::Finding(f))).await
-        }));
-    }
-    let mut out = Vec::new();
-    for h in hs {
-        out.push(h.await.unwrap());
-    }
-    out
-}
+use common::deliver_each as deliver_all;
 
 fn ids(n: usize) -> BTreeSet<String> {
     (0..n).map(|i| format!("f-{i:06}")).collect()
@@ -555,4 +539,114 @@ async fn hec_round(fs: &[Arc<Outgoing>], ack: bool) -> f64 {
     set.shutdown(Duration::from_secs(1)).await;
     srv.stop().await;
     n as f64 / secs
+}
+
+/// Event requests the collector received in `[from, to)`.
+fn event_requests_between(st: &hec::State, from: Instant, to: Instant) -> usize {
+    st.lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|r| r.path == "/services/collector/event" && r.at >= from && r.at < to)
+        .count()
+}
+
+/// Splunk takes every request (200 with an `ackId`) and never acknowledges it (issue 12): the
+/// sink must neither hold the pipeline until every attempt of every batch has timed out nor
+/// re-send in a storm. A batch is re-sent at most `retry.max_unacked_resends` times (after
+/// its ack timeout and a back-off), then spooled; the sink is then degraded, new batches go
+/// straight to the spool, and only the spool's drainer probes Splunk: one batch at a time,
+/// so at most one event request per `ack_timeout_secs`. When acks come back the spool drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_but_never_acknowledged_is_bounded_spooled_and_drains() {
+    common::logs();
+    let (srv, st) = hec::start("11111111-2222-3333-4444-555555555555", true).await;
+    st.lock().unwrap().never_ack = true;
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = hec_cfg(
+        &srv.url(),
+        json!({"name": "never-acked", "ack_timeout_secs": 1, "max_pending_acks": 3,
+               "batch": {"max_events": 10, "timeout_ms": 20, "max_in_flight": 2},
+               "retry": {"max_attempts": 10, "max_unacked_resends": 1, "initial_backoff_ms": 200,
+                         "max_backoff_ms": 1000, "request_timeout_ms": 2000}}),
+    );
+    let set = Arc::new(SinkSet::from_config(&[cfg], spool.path()).unwrap());
+    // Outstanding acks stay bounded: at most max_pending_acks (3) batches of 10.
+    let most_unacked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let (set, most) = (set.clone(), most_unacked.clone());
+        tokio::spawn(async move {
+            loop {
+                let m = set.metrics()[0].unacked_items;
+                most.fetch_max(m, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    // Every deliver resolves (spooled) once the first batches have used their unacknowledged
+    // re-sends: 1 s ack timeout, a back-off of at most 1 s, a second 1 s timeout.
+    let res = tokio::time::timeout(Duration::from_secs(8), deliver_all(&set, findings(100)))
+        .await
+        .expect("the pipeline is not held while Splunk does not acknowledge");
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    let resolved = Instant::now();
+    let m = set.metrics()[0].clone();
+    assert_eq!(m.spooled, 100, "every finding waits in the spool: {m:?}");
+    assert_eq!(m.sent, 0);
+    assert!(m.degraded, "{m:?}");
+    // Three batches posted, each timed out, the first of them re-sent once and timed out.
+    assert!(m.ack_timeouts >= 4, "{m:?}");
+    let warned = common::log_text()
+        .lines()
+        .find(|l| l.contains("sink degraded") && l.contains("never-acked"))
+        .map(str::to_string)
+        .expect("a warning names the degraded sink");
+    for field in ["channel=", "ack_id=", "unacked_secs=", "WARN"] {
+        assert!(warned.contains(field), "{field} missing: {warned}");
+    }
+    // While Splunk does not acknowledge, only the drainer sends: one batch per ack timeout
+    // (1 s) plus its back-off, so at most 5 + 1 event requests in 5 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let probes = event_requests_between(&st, resolved, Instant::now());
+    assert!(
+        (1..=6).contains(&probes),
+        "{probes} event requests in 5 s while degraded"
+    );
+    sampler.abort();
+    let most = most_unacked.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (10..=30).contains(&most),
+        "{most} items awaited their ack at once"
+    );
+    let most_polled = st
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|r| r.path == "/services/collector/ack")
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["acks"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .max()
+        .unwrap();
+    assert!(most_polled <= 3, "{most_polled} ackIds pending at once");
+    // Splunk recovers: the spool drains, every finding is indexed under its own id.
+    st.lock().unwrap().never_ack = false;
+    assert!(
+        wait_until(30, || hec::indexed_uids(&st)
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            == ids(100))
+        .await,
+        "every finding indexed after Splunk acknowledges again"
+    );
+    assert!(wait_until(5, || set.metrics()[0].spooled_items == 0).await);
+    let m = set.metrics()[0].clone();
+    assert!(!m.degraded, "{m:?}");
+    assert_eq!((m.unacked_items, m.oldest_unacked_age_secs), (0, 0.0));
+    assert_eq!(m.sent, 100);
+    set.shutdown(Duration::from_secs(1)).await;
 }

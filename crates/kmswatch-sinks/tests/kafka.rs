@@ -50,16 +50,8 @@ async fn kafka_sink_keys_headers_and_delivery_reports() {
     let rep = set.check_connect().await;
     let msg = rep[0].result.as_ref().unwrap();
     assert!(msg.contains("1 partition(s)"), "{msg}");
-    let mut hs = Vec::new();
-    for f in findings(20) {
-        let set = set.clone();
-        hs.push(tokio::spawn(async move {
-            set.deliver(Arc::new(Outgoing::Finding(f))).await
-        }));
-    }
-    for h in hs {
-        h.await.unwrap().unwrap();
-    }
+    let res = common::deliver_each(&set, findings(20)).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
     assert_eq!(set.metrics()[0].sent, 20);
     set.shutdown(Duration::from_secs(2)).await;
 
@@ -95,4 +87,49 @@ async fn kafka_sink_keys_headers_and_delivery_reports() {
     assert_eq!(v["finding_info"]["uid"], "f-000004");
     assert_eq!(hdr["rule_id"], "rule-1");
     assert_eq!(hdr["level"], "high");
+}
+
+/// A broker that takes the connection and never answers: no delivery report ever comes.
+/// librdkafka times each message out after `message.timeout.ms` (the sink's
+/// `retry.request_timeout_ms`); the sink counts it unacknowledged, re-sends it at most
+/// `retry.max_unacked_resends` times, then spools it and reports itself degraded — it does
+/// not hold `deliver` for `max_attempts` delivery timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_reports_that_never_come_are_bounded_and_spooled() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let brokers = silent.local_addr().unwrap().to_string();
+    let accept = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s); // never read, never answered
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let set = SinkSet::from_config(
+        &[sink(json!({"type": "kafka", "brokers": brokers, "topic": "t",
+                      "batch": {"timeout_ms": 20},
+                      "retry": {"max_attempts": 10, "max_unacked_resends": 1, "initial_backoff_ms": 100,
+                                "max_backoff_ms": 200, "request_timeout_ms": 1000}}))],
+        dir.path(),
+    )
+    .unwrap();
+    let start = Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(8),
+        set.deliver(Arc::new(Outgoing::Finding(findings(1).remove(0)))),
+    )
+    .await
+    .expect("deliver is not held for max_attempts delivery timeouts")
+    .unwrap();
+    let took = start.elapsed();
+    eprintln!("deliver resolved after {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "two delivery timeouts: {took:?}"
+    );
+    let m = set.metrics()[0].clone();
+    assert_eq!((m.spooled, m.sent), (1, 0), "{m:?}");
+    assert!(m.ack_timeouts >= 2 && m.degraded, "{m:?}");
+    set.shutdown(Duration::from_millis(100)).await;
+    accept.abort();
 }

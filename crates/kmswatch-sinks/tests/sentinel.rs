@@ -51,6 +51,17 @@ fn row_ids(st: &azure::State, stream: &str) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// `n` findings of about 8 kB each (300 of them make three bodies under 1 MB).
+fn big_findings(n: usize) -> Vec<Outgoing> {
+    (0..n)
+        .map(|i| {
+            let mut f = finding(&format!("f-{i:06}"), "rule-0", "high");
+            f.message = "x".repeat(8_000);
+            Outgoing::Finding(f)
+        })
+        .collect()
+}
+
 fn ids(n: usize) -> BTreeSet<String> {
     (0..n).map(|i| format!("f-{i:06}")).collect()
 }
@@ -125,13 +136,7 @@ async fn bodies_stay_under_the_limit_and_413_splits() {
         )
         .unwrap(),
     );
-    let big: Vec<Outgoing> = (0..300)
-        .map(|i| {
-            let mut f = finding(&format!("f-{i:06}"), "rule-0", "high");
-            f.message = "x".repeat(8_000);
-            Outgoing::Finding(f)
-        })
-        .collect();
+    let big = big_findings(300);
     deliver_all(&set, big).await;
     assert_eq!(row_ids(&st, "Custom-KmswatchFindings_CL"), ids(300));
     let s = st.lock().unwrap();
@@ -305,4 +310,40 @@ fn deploy_files_match_columns() {
             assert!(ok, "{table}: column {name} has value {v}");
         }
     }
+}
+
+/// A Logs Ingestion request that hangs is ended by `retry.request_timeout_ms` and retried
+/// with back-off; the bodies Azure already took (a batch is cut into bodies under 1 MB) are
+/// not sent again, so a hanging body cannot make the others repeat.
+#[tokio::test(flavor = "current_thread")]
+async fn hanging_request_times_out_and_accepted_bodies_are_not_resent() {
+    let (srv, st) = azure::start().await;
+    // The first body is taken, the second hangs twice, then is taken.
+    st.lock().unwrap().script = vec![Fail::Pass, Fail::Hang, Fail::Hang].into();
+    let spool = tempfile::tempdir().unwrap();
+    let set = Arc::new(
+        SinkSet::from_config(
+            &[cfg(
+                &srv.url(),
+                json!({"batch": {"max_events": 500, "max_bytes": 5_000_000, "timeout_ms": 300, "max_in_flight": 1},
+                       "retry": {"max_attempts": 5, "initial_backoff_ms": 50, "max_backoff_ms": 200, "request_timeout_ms": 700}}),
+            )],
+            spool.path(),
+        )
+        .unwrap(),
+    );
+    let big = big_findings(300);
+    let start = Instant::now();
+    deliver_all(&set, big).await;
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(10),
+        "two hanging requests ended by the 700 ms timeout: {took:?}"
+    );
+    assert_eq!(row_ids(&st, "Custom-KmswatchFindings_CL"), ids(300));
+    let rows = st.lock().unwrap().rows["Custom-KmswatchFindings_CL"].len();
+    assert_eq!(rows, 300, "no body was sent twice");
+    let m = &set.metrics()[0];
+    assert_eq!(m.retried, 2);
+    assert_eq!(m.spooled, 0);
 }

@@ -7,6 +7,84 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// Can `path` be written by this process? Never creates or writes anything.
+pub(crate) fn check_writable(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {
+            return writable(path)
+                .map(|()| format!("{shown} is writable"))
+                .map_err(|e| format!("{shown} is not writable: {e}"));
+        }
+        Ok(_) => return Err(format!("{shown} exists and is not a regular file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{shown}: {e}")),
+    }
+    let mut missing = vec![path.to_path_buf()];
+    let mut at = path.parent();
+    while let Some(dir) = at {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {
+                return writable(dir)
+                    .map(|()| {
+                        format!(
+                            "{shown} would be created, with {} missing director{} (nearest existing directory {} is writable)",
+                            missing.len() - 1,
+                            if missing.len() == 2 { "y" } else { "ies" },
+                            dir.display(),
+                        )
+                    })
+                    .map_err(|e| {
+                        format!(
+                            "{shown} cannot be created: {} is not writable: {e}",
+                            dir.display()
+                        )
+                    });
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "{shown} cannot be created: {} is not a directory",
+                    dir.display()
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                missing.push(dir.to_path_buf());
+                at = dir.parent();
+            }
+            Err(e) => return Err(format!("{shown}: {}: {e}", dir.display())),
+        }
+    }
+    Err(format!("{shown}: no existing parent directory"))
+}
+
+/// `access(W_OK)` for the effective user (a read-only file system counts as not writable).
+fn writable(p: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        rustix::fs::accessat(
+            rustix::fs::CWD,
+            p,
+            rustix::fs::Access::WRITE_OK,
+            rustix::fs::AtFlags::EACCESS,
+        )
+        .map_err(std::io::Error::from)
+    }
+    #[cfg(not(unix))]
+    {
+        let m = std::fs::metadata(p)?;
+        if m.permissions().readonly() {
+            Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 pub(crate) struct StdoutDest {
     pub format: Format,
 }
@@ -131,12 +209,11 @@ impl FileDest {
         Ok(())
     }
 
+    /// Whether the file can be written, changing nothing: an existing file must be a
+    /// writable regular file; a missing one needs its nearest existing ancestor to be a
+    /// writable directory ("would be created"). Nothing is opened, created or written.
     pub async fn check(&self) -> Result<String, SendError> {
-        let mut g = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if g.is_none() {
-            *g = Some(self.open().map_err(|e| self.err(e))?);
-        }
-        Ok(format!("{} is writable", self.path.display()))
+        check_writable(&self.path).map_err(SendError::config)
     }
 
     pub fn close(&self) {

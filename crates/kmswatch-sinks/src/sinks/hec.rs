@@ -6,11 +6,21 @@
 //! * Every request carries `X-Splunk-Request-Channel: <UUID>` (one per sink instance), which
 //!   indexer acknowledgement requires. With `indexer_ack: true` the response's `ackId` is
 //!   polled with `POST /services/collector/ack` `{"acks":[ids]}` (one poller per sink, all
-//!   pending ids per poll) until Splunk answers `true`; only then is the batch delivered. An
-//!   ack that does not come within `ack_timeout_secs` counts as a failed send (the batch is
-//!   sent again: at-least-once, same ids). Acks are pipelined: at most `batch.max_in_flight`
-//!   event requests run at once, but up to `max_pending_acks` batches may wait for their ack
-//!   (a waiting batch holds no request slot).
+//!   pending ids per poll) until Splunk answers `true`; only then is the batch delivered.
+//!   Splunk answers `false` both for an ack still pending and for one it will never give
+//!   (an `ackId` lost in a restart, events dropped before indexing), so the client decides
+//!   when to stop waiting: an ack that does not come within `ack_timeout_secs` is an
+//!   [`crate::Unacked`] send error. The worker re-sends such a batch after a back-off (same
+//!   finding ids: at-least-once) at most `retry.max_unacked_resends` times, then spools it
+//!   and marks the sink degraded (see `worker.rs`).
+//! * Acks are pipelined: at most `batch.max_in_flight` event requests run at once, and at
+//!   most `max_pending_acks` batches wait for their ack. A batch takes its ack slot *before*
+//!   it is posted, so while acks are overdue nothing more is posted on the channel
+//!   (backpressure, bounded memory) and Splunk's per-channel pending-ack limit (code 27,
+//!   "ACK channel is at capacity") is not run into. A waiting batch holds no request slot.
+//! * The ack poll backs off (doubling up to 10 s) while it fails (transport errors, 503
+//!   codes 18–20 "ack service unavailable", 429 code 27); a poll answered 400 code 14 ("ACK
+//!   is disabled") fails the waiting batches as a config error.
 //! * Answers, by HEC status code (`{"text":..,"code":N}`, the full documented list 0–27;
 //!   Splunk's *Troubleshoot HTTP Event Collector* page):
 //!
@@ -46,16 +56,20 @@
 //! Without a known code: 408, 429, 5xx and transport errors (refused, reset, timeout) are
 //! retryable, 401/403/404 config, other 4xx fatal.
 
-use super::{classify_status, gzip, http_client, retry_after, transport_error};
+use super::{
+    classify_status, gzip, http_client, join_path, retry_after, transport_error, AckBacklog, Mode,
+};
 use crate::config::{Format, HecConfig};
 use crate::format::Template;
-use crate::{ErrorClass, Outgoing, Record, SendError};
+use crate::secret::{Redactor, Secret};
+use crate::{ErrorClass, Outgoing, Record, SendError, Unacked};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
 
 /// The HEC class of a failing status code (`None`: success codes and unknown codes, which
 /// the HTTP status then classifies).
@@ -74,37 +88,113 @@ pub(crate) fn is_success_code(code: i64) -> bool {
     matches!(code, 0 | 17 | 24 | 25)
 }
 
-/// Did HEC accept the request? Logs the capacity warnings.
-fn accepted(status: u16, code: Option<i64>, text: &str, url: &str) -> bool {
+/// Did HEC accept the request? Logs the capacity warnings (`at` names the endpoint,
+/// redacted; `text` is HEC's answer, already scrubbed).
+fn accepted(status: u16, code: Option<i64>, text: &str, at: &str) -> bool {
     if !(200..300).contains(&status) {
         return false;
     }
     match code {
         None | Some(0) | Some(17) => true,
         Some(c) if is_success_code(c) => {
-            tracing::warn!(url, code = c, answer = %text.trim(), "HEC accepted the request but is near capacity");
+            tracing::warn!(endpoint = at, code = c, answer = %text.trim(), "HEC accepted the request but is near capacity");
             true
         }
         Some(_) => false,
     }
 }
 
+/// Longest wait between ack polls while they fail.
+const MAX_POLL_BACKOFF: Duration = Duration::from_secs(10);
+
+/// An HEC answer: HTTP status, `Retry-After`, text (scrubbed of the sink's secrets), and the
+/// JSON with its `code` when it is JSON.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    text: String,
+    json: Option<Value>,
+    code: Option<i64>,
+}
+
+impl Answer {
+    /// Sends `req` and reads the answer; `what` names the request in transport errors.
+    async fn of(
+        req: reqwest::RequestBuilder,
+        what: &str,
+        redactor: &Redactor,
+    ) -> Result<Answer, SendError> {
+        let resp = req.send().await.map_err(|e| transport_error(what, e))?;
+        let status = resp.status().as_u16();
+        let retry_after = retry_after(resp.headers());
+        let text = resp.text().await.map_err(|e| transport_error(what, e))?;
+        let text = redactor.scrub(&text);
+        let json: Option<Value> = serde_json::from_str(&text).ok();
+        let code = json
+            .as_ref()
+            .and_then(|v| v.get("code"))
+            .and_then(Value::as_i64);
+        Ok(Answer {
+            status,
+            retry_after,
+            text,
+            json,
+            code,
+        })
+    }
+
+    /// Did HEC accept the request? (Logs the capacity warnings.)
+    fn accepted(&self, at: &str) -> bool {
+        accepted(self.status, self.code, &self.text, at)
+    }
+
+    /// The refusal as a send error, classified by HEC code, else by HTTP status.
+    fn refusal(&self, what: &str) -> SendError {
+        SendError {
+            class: self
+                .code
+                .and_then(classify_code)
+                .unwrap_or_else(|| classify_status(self.status)),
+            ..SendError::retryable(format!(
+                "{what} answered {}: {}",
+                self.status,
+                self.text.trim()
+            ))
+        }
+        .with_retry_after(self.retry_after)
+    }
+}
+
 /// Initial buffer of an encoded event (a typical finding is 1–2 kB of JSON).
 const ENCODE_CAPACITY: usize = 2048;
 
-type AckWaiters = HashMap<u64, oneshot::Sender<Result<(), SendError>>>;
+/// A batch waiting for its ack.
+struct Waiter {
+    tx: oneshot::Sender<Result<(), SendError>>,
+    posted: Instant,
+    items: usize,
+}
+
+type AckWaiters = HashMap<u64, Waiter>;
 
 struct AckPoller {
     pending: Mutex<AckWaiters>,
     wake: Notify,
 }
 
+/// The three collector endpoints.
+struct Endpoints {
+    event: reqwest::Url,
+    ack: reqwest::Url,
+    health: reqwest::Url,
+}
+
 pub(crate) struct HecDest {
     client: reqwest::Client,
-    event_url: String,
-    ack_url: String,
-    health_url: String,
-    auth: String,
+    urls: Arc<Endpoints>,
+    /// The endpoint as printed: `scheme://host:port` ([`crate::SecretUrl`]).
+    shown: Arc<str>,
+    auth: Secret,
     channel: String,
     gzip: bool,
     format: Format,
@@ -120,7 +210,11 @@ pub(crate) struct HecDest {
     acks: Option<Arc<AckPoller>>,
     /// Concurrent event requests (`batch.max_in_flight`); an ack wait holds no permit.
     posts: tokio::sync::Semaphore,
+    /// One permit per batch posted and not yet acknowledged (`max_pending_acks`), taken
+    /// before the post.
+    ack_slots: tokio::sync::Semaphore,
     max_pending_acks: usize,
+    redactor: Redactor,
 }
 
 fn lock(m: &Mutex<AckWaiters>) -> std::sync::MutexGuard<'_, AckWaiters> {
@@ -128,9 +222,14 @@ fn lock(m: &Mutex<AckWaiters>) -> std::sync::MutexGuard<'_, AckWaiters> {
 }
 
 impl HecDest {
-    pub fn new(c: &HecConfig, timeout: Duration) -> Result<HecDest, String> {
+    pub fn new(
+        c: &HecConfig,
+        timeout: Duration,
+        mode: Mode,
+        redactor: Redactor,
+    ) -> Result<HecDest, String> {
         let client = http_client(&c.tls, timeout)?;
-        let base = c.endpoint.trim_end_matches('/');
+        let base = c.endpoint.parse().map_err(|e| format!("endpoint {e}"))?;
         let t = |s: &str, key: &str| Template::parse(s).map_err(|e| format!("{key}: {e}"));
         let index = c.index.as_deref().map(|s| t(s, "index")).transpose()?;
         let host = c.host.as_deref().map(|s| t(s, "host")).transpose()?;
@@ -142,10 +241,13 @@ impl HecDest {
             && sourcetype.as_static().is_some();
         let mut d = HecDest {
             client,
-            event_url: format!("{base}/services/collector/event"),
-            ack_url: format!("{base}/services/collector/ack"),
-            health_url: format!("{base}/services/collector/health"),
-            auth: format!("Splunk {}", c.token.expose()),
+            urls: Arc::new(Endpoints {
+                event: join_path(&base, "/services/collector/event"),
+                ack: join_path(&base, "/services/collector/ack"),
+                health: join_path(&base, "/services/collector/health"),
+            }),
+            shown: c.endpoint.redacted().into(),
+            auth: Secret::new(format!("Splunk {}", c.token.expose())),
             channel: uuid::Uuid::new_v4().to_string(),
             gzip: c.gzip,
             format: c.format,
@@ -159,22 +261,28 @@ impl HecDest {
             ack_timeout: Duration::from_secs(c.ack_timeout_secs.max(1)),
             acks: None,
             posts: tokio::sync::Semaphore::new(c.batch.max_in_flight.max(1)),
+            ack_slots: tokio::sync::Semaphore::new(c.max_pending_acks.max(1)),
             max_pending_acks: c.max_pending_acks.max(1),
+            redactor,
         };
-        if c.indexer_ack {
+        if c.indexer_ack && mode == Mode::Run {
             let poller = Arc::new(AckPoller {
                 pending: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
             });
             d.acks = Some(poller.clone());
-            let client = d.client.clone();
-            let url = d.ack_url.clone();
-            let auth = d.auth.clone();
-            let channel = d.channel.clone();
-            let every = Duration::from_millis(c.ack_poll_interval_ms.max(10));
+            let ctx = PollCtx {
+                client: d.client.clone(),
+                urls: d.urls.clone(),
+                shown: d.shown.clone(),
+                auth: d.auth.clone(),
+                channel: d.channel.clone(),
+                every: Duration::from_millis(c.ack_poll_interval_ms.max(10)),
+                redactor: d.redactor.clone(),
+            };
             let weak = Arc::downgrade(&poller);
             drop(poller);
-            tokio::spawn(poll_acks(weak, client, url, auth, channel, every));
+            tokio::spawn(poll_acks(weak, ctx));
         }
         Ok(d)
     }
@@ -186,6 +294,20 @@ impl HecDest {
         } else {
             configured
         }
+    }
+
+    /// Batches posted and awaiting their ack.
+    pub fn ack_backlog(&self) -> Option<AckBacklog> {
+        let poller = self.acks.as_ref()?;
+        let g = lock(&poller.pending);
+        let now = Instant::now();
+        Some(AckBacklog {
+            items: g.values().map(|w| w.items as u64).sum(),
+            oldest_age_secs: g
+                .values()
+                .map(|w| now.saturating_duration_since(w.posted).as_secs_f64())
+                .fold(0.0, f64::max),
+        })
     }
 
     /// One HEC event object for an item, written into one buffer: the envelope, then the
@@ -256,139 +378,163 @@ impl HecDest {
         for r in recs {
             body.extend_from_slice(r.body.as_bytes());
         }
-        let mut req = self
-            .client
-            .post(&self.event_url)
-            .header("Authorization", &self.auth)
-            .header("X-Splunk-Request-Channel", &self.channel)
-            .header("Content-Type", "application/json");
+        let mut req = self.post(self.urls.event.clone());
         if self.gzip {
             body = gzip(&body)?;
             req = req.header("Content-Encoding", "gzip");
         }
-        let (status, ra, text) = {
+        // With ack: the batch's place among `max_pending_acks`, held until its ack (or the
+        // ack timeout). Taken before posting: no post while every place waits.
+        let _ack_slot = if self.indexer_ack {
+            Some(
+                self.ack_slots
+                    .acquire()
+                    .await
+                    .map_err(|_| SendError::retryable("HEC sink closed"))?,
+            )
+        } else {
+            None
+        };
+        let what = format!("HEC {} /services/collector/event", self.shown);
+        let ans = {
             let _slot = self
                 .posts
                 .acquire()
                 .await
                 .map_err(|_| SendError::retryable("HEC sink closed"))?;
-            let resp = req
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| transport_error("HEC event", e))?;
-            let status = resp.status().as_u16();
-            let ra = retry_after(resp.headers());
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| transport_error("HEC event response", e))?;
-            (status, ra, text)
+            Answer::of(req.body(body), &what, &self.redactor).await?
         };
-        let parsed: Option<Value> = serde_json::from_str(&text).ok();
-        let code = parsed
-            .as_ref()
-            .and_then(|v| v.get("code"))
-            .and_then(Value::as_i64);
-        if !accepted(status, code, &text, &self.event_url) {
-            let class = code
-                .and_then(classify_code)
-                .unwrap_or_else(|| classify_status(status));
-            return Err(SendError {
-                class,
-                message: format!("HEC {} answered {status}: {}", self.event_url, text.trim()),
-                retry_after: ra,
-            });
+        if !ans.accepted(&self.shown) {
+            return Err(ans.refusal(&what));
         }
         if !self.indexer_ack {
             return Ok(());
         }
-        let ack_id = parsed
+        let ack_id = ans
+            .json
             .as_ref()
             .and_then(|v| v.get("ackId"))
             .and_then(Value::as_u64)
             .ok_or_else(|| {
                 SendError::config(format!(
                     "indexer_ack is on but HEC answered without an ackId ({}): enable indexer acknowledgement on the token",
-                    text.trim()
+                    ans.text.trim()
                 ))
             })?;
         let Some(poller) = &self.acks else {
             return Err(SendError::config("ack poller missing"));
         };
         let (tx, rx) = oneshot::channel();
-        lock(&poller.pending).insert(ack_id, tx);
+        let posted = Instant::now();
+        let earlier = lock(&poller.pending).insert(
+            ack_id,
+            Waiter {
+                tx,
+                posted,
+                items: recs.len(),
+            },
+        );
+        if let Some(w) = earlier {
+            // HEC numbers acks per channel from 0; a restarted collector hands them out again.
+            let _ = w.tx.send(Err(SendError::retryable(format!(
+                "HEC {} handed out ackId {ack_id} again on channel {} (restarted?); resending",
+                self.shown, self.channel
+            ))));
+        }
         poller.wake.notify_one();
         match tokio::time::timeout(self.ack_timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(SendError::retryable("HEC ack poller stopped")),
             Err(_) => {
                 lock(&poller.pending).remove(&ack_id);
-                Err(SendError::retryable(format!(
-                    "HEC did not acknowledge ackId {ack_id} within {:?}; resending",
-                    self.ack_timeout
-                )))
+                Err(SendError::unacked(
+                    format!(
+                        "HEC {} did not acknowledge ackId {ack_id} on channel {} within {} s ({} events taken, not confirmed indexed)",
+                        self.shown,
+                        self.channel,
+                        self.ack_timeout.as_secs(),
+                        recs.len()
+                    ),
+                    Unacked {
+                        channel: self.channel.clone(),
+                        ack_id: ack_id.to_string(),
+                        waited: posted.elapsed(),
+                    },
+                ))
             }
         }
     }
 
     /// Health endpoint, then the token: an empty event request must fail with code 5
-    /// ("No data"), which HEC answers only to an accepted token.
+    /// ("No data"), which HEC answers only to an accepted token; with `indexer_ack`, an
+    /// empty ack query must be answered (code 14 means ack is off on the token).
     pub async fn check(&self) -> Result<String, SendError> {
-        let resp = self
-            .client
-            .get(&self.health_url)
-            .send()
-            .await
-            .map_err(|e| transport_error("HEC health", e))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        if status != 200 {
+        let what = format!("HEC {} /services/collector/health", self.shown);
+        let health = self.client.get(self.urls.health.clone());
+        let ans = Answer::of(health, &what, &self.redactor).await?;
+        if ans.status != 200 {
             return Err(SendError {
-                class: classify_status(status),
-                message: format!(
-                    "HEC health {} answered {status}: {}",
-                    self.health_url,
-                    text.trim()
-                ),
-                retry_after: None,
+                class: classify_status(ans.status),
+                ..ans.refusal(&what)
             });
         }
-        let resp = self
-            .client
-            .post(&self.event_url)
-            .header("Authorization", &self.auth)
-            .header("X-Splunk-Request-Channel", &self.channel)
-            .body("")
-            .send()
-            .await
-            .map_err(|e| transport_error("HEC token check", e))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        let code = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.get("code").and_then(Value::as_i64));
-        match code {
-            Some(5) => Ok(format!("HEC healthy, token accepted ({})", self.event_url)),
-            _ => Err(SendError {
-                class: code
-                    .and_then(classify_code)
-                    .unwrap_or_else(|| classify_status(status)),
-                message: format!("HEC token check answered {status}: {}", text.trim()),
-                retry_after: None,
-            }),
+        let what = format!("HEC {} token check", self.shown);
+        let empty = self.post(self.urls.event.clone()).body("");
+        let ans = Answer::of(empty, &what, &self.redactor).await?;
+        if ans.code != Some(5) {
+            return Err(ans.refusal(&what));
         }
+        if !self.indexer_ack {
+            return Ok(format!("HEC {} healthy, token accepted", self.shown));
+        }
+        let what = format!("HEC {} ack check", self.shown);
+        let none = self.post(self.urls.ack.clone()).body(r#"{"acks":[]}"#);
+        let ans = Answer::of(none, &what, &self.redactor).await?;
+        if ans.status == 200 && ans.json.as_ref().is_some_and(|v| v.get("acks").is_some()) {
+            return Ok(format!(
+                "HEC {} healthy, token accepted, indexer acknowledgement on",
+                self.shown
+            ));
+        }
+        let mut e = ans.refusal(&what);
+        e.message
+            .push_str(" (indexer_ack needs indexer acknowledgement on the token)");
+        Err(e)
+    }
+
+    /// A POST with the token and the channel.
+    fn post(&self, url: reqwest::Url) -> reqwest::RequestBuilder {
+        post(&self.client, url, &self.auth, &self.channel)
     }
 }
 
-async fn poll_acks(
-    poller: std::sync::Weak<AckPoller>,
+/// A POST to HEC with the token and the channel.
+fn post(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    auth: &Secret,
+    channel: &str,
+) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header("Authorization", auth.expose())
+        .header("X-Splunk-Request-Channel", channel)
+        .header("Content-Type", "application/json")
+}
+
+/// What the ack poller needs.
+struct PollCtx {
     client: reqwest::Client,
-    url: String,
-    auth: String,
+    urls: Arc<Endpoints>,
+    shown: Arc<str>,
+    auth: Secret,
     channel: String,
     every: Duration,
-) {
+    redactor: Redactor,
+}
+
+async fn poll_acks(poller: std::sync::Weak<AckPoller>, ctx: PollCtx) {
+    let mut wait = ctx.every;
     loop {
         let Some(p) = poller.upgrade() else {
             return;
@@ -403,54 +549,43 @@ async fn poll_acks(
             continue;
         }
         drop(p);
-        tokio::time::sleep(every).await;
-        let resp = client
-            .post(&url)
-            .header("Authorization", &auth)
-            .header("X-Splunk-Request-Channel", &channel)
-            .header("Content-Type", "application/json")
-            .body(json!({ "acks": ids }).to_string())
-            .send()
-            .await;
+        tokio::time::sleep(wait).await;
+        let poll = post(&ctx.client, ctx.urls.ack.clone(), &ctx.auth, &ctx.channel)
+            .body(json!({ "acks": ids }).to_string());
+        let what = format!("HEC {} ack poll", ctx.shown);
+        let ans = Answer::of(poll, &what, &ctx.redactor).await;
         let Some(p) = poller.upgrade() else {
             return;
         };
-        let resp = match resp {
-            Ok(r) => r,
+        let failed = |wait: &mut Duration, why: &str| {
+            *wait = (*wait * 2).min(MAX_POLL_BACKOFF.max(ctx.every));
+            tracing::warn!(endpoint = %ctx.shown, channel = %ctx.channel, pending = ids.len(), error = why, next_poll_ms = wait.as_millis() as u64, "HEC ack poll failed; polling again after a back-off");
+        };
+        let ans = match ans {
+            Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, "HEC ack poll failed; retrying");
+                failed(&mut wait, &e.message);
                 continue;
             }
         };
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        let v: Option<Value> = serde_json::from_str(&text).ok();
-        let code = v
-            .as_ref()
-            .and_then(|v| v.get("code"))
-            .and_then(Value::as_i64);
-        if !accepted(status, code, &text, &url) {
-            let class = code
-                .and_then(classify_code)
-                .unwrap_or_else(|| classify_status(status));
-            if class != ErrorClass::Retryable {
+        if !ans.accepted(&ctx.shown) {
+            let e = ans.refusal(&what);
+            if e.class != ErrorClass::Retryable {
                 // e.g. 14 ACK is disabled: fail the waiting sends.
                 let mut g = lock(&p.pending);
                 for id in &ids {
-                    if let Some(tx) = g.remove(id) {
-                        let _ = tx.send(Err(SendError {
-                            class: ErrorClass::Config,
-                            message: format!("HEC ack poll answered {status}: {}", text.trim()),
-                            retry_after: None,
-                        }));
+                    if let Some(w) = g.remove(id) {
+                        let _ = w.tx.send(Err(SendError::config(e.message.clone())));
                     }
                 }
             } else {
-                tracing::warn!(status, body = %text.trim(), "HEC ack poll refused; retrying");
+                failed(&mut wait, &e.message);
             }
             continue;
         }
-        let Some(acks) = v
+        wait = ctx.every;
+        let Some(acks) = ans
+            .json
             .as_ref()
             .and_then(|v| v.get("acks"))
             .and_then(Value::as_object)
@@ -460,8 +595,8 @@ async fn poll_acks(
         let mut g = lock(&p.pending);
         for (k, ok) in acks {
             if ok.as_bool() == Some(true) {
-                if let Some(tx) = k.parse::<u64>().ok().and_then(|id| g.remove(&id)) {
-                    let _ = tx.send(Ok(()));
+                if let Some(w) = k.parse::<u64>().ok().and_then(|id| g.remove(&id)) {
+                    let _ = w.tx.send(Ok(()));
                 }
             }
         }

@@ -7,12 +7,27 @@ mod kafka;
 mod sentinel;
 mod webhook;
 
-use crate::config::{Format, SinkConfig, TlsConfig};
+use crate::config::{Format, KafkaProperties, SentinelAuth, SinkConfig, TlsConfig};
+use crate::secret::Redactor;
 use crate::{Outgoing, Record, SendError};
 use std::time::Duration;
 
-/// A configured destination.
-pub(crate) enum Destination {
+/// What a destination is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Delivering (background tasks such as the HEC ack poller run).
+    Run,
+    /// Only `check` (`SinkSet::check_connect_configs`): no task is started.
+    CheckOnly,
+}
+
+/// A configured destination and the redactor that cleans everything it says.
+pub(crate) struct Destination {
+    kind: Kind,
+    redactor: Redactor,
+}
+
+enum Kind {
     Stdout(file::StdoutDest),
     File(file::FileDest),
     Hec(hec::HecDest),
@@ -22,81 +37,156 @@ pub(crate) enum Destination {
     Webhook(webhook::WebhookDest),
 }
 
+/// Acknowledgements a destination is waiting for (HEC indexer acks, Kafka delivery reports).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct AckBacklog {
+    /// Items in requests taken but not yet acknowledged.
+    pub items: u64,
+    /// Age of the oldest of those requests, seconds (0: none, or unknown).
+    pub oldest_age_secs: f64,
+}
+
+/// Every secret of a sink's config, for its [`Redactor`].
+fn redactor(cfg: &SinkConfig) -> Redactor {
+    let mut r = Redactor::default();
+    match cfg {
+        SinkConfig::Stdout(_) | SinkConfig::File(_) => {}
+        SinkConfig::SplunkHec(c) => {
+            r.url(&c.endpoint).secret(c.token.expose());
+        }
+        SinkConfig::Sentinel(c) => {
+            r.url(&c.endpoint);
+            match &c.auth {
+                SentinelAuth::ClientSecret {
+                    client_secret,
+                    authority,
+                    ..
+                } => {
+                    r.url(authority).secret(client_secret.expose());
+                }
+                SentinelAuth::ManagedIdentity { endpoint, .. } => {
+                    r.url(endpoint);
+                }
+            }
+        }
+        SinkConfig::Kafka(c) => {
+            if let Some(p) = &c.sasl_password {
+                r.secret(p.expose());
+            }
+            for (k, v) in &c.properties.0 {
+                if KafkaProperties::is_secret(k) {
+                    r.secret(v);
+                }
+            }
+        }
+        SinkConfig::Webhook(c) => {
+            r.url(&c.url);
+            if let Some(s) = &c.secret {
+                r.secret(s.expose());
+            }
+            for v in c.headers.values() {
+                r.secret(v.expose());
+            }
+        }
+    }
+    r
+}
+
 impl Destination {
-    pub fn build(cfg: &SinkConfig, name: &str) -> Result<Destination, String> {
+    pub fn build(cfg: &SinkConfig, name: &str, mode: Mode) -> Result<Destination, String> {
+        let redactor = redactor(cfg);
         let timeout = Duration::from_millis(cfg.common().retry.request_timeout_ms.max(1));
-        Ok(match cfg {
-            SinkConfig::Stdout(c) => Destination::Stdout(file::StdoutDest::new(c.format)),
-            SinkConfig::File(c) => Destination::File(file::FileDest::new(c)?),
-            SinkConfig::SplunkHec(c) => Destination::Hec(hec::HecDest::new(c, timeout)?),
-            SinkConfig::Sentinel(c) => {
-                Destination::Sentinel(sentinel::SentinelDest::new(c, timeout)?)
-            }
+        let kind = (|| {
+            Ok(match cfg {
+                SinkConfig::Stdout(c) => Kind::Stdout(file::StdoutDest::new(c.format)),
+                SinkConfig::File(c) => Kind::File(file::FileDest::new(c)?),
+                SinkConfig::SplunkHec(c) => {
+                    Kind::Hec(hec::HecDest::new(c, timeout, mode, redactor.clone())?)
+                }
+                SinkConfig::Sentinel(c) => Kind::Sentinel(sentinel::SentinelDest::new(c, timeout)?),
+                #[cfg(feature = "kafka")]
+                SinkConfig::Kafka(c) => Kind::Kafka(kafka::KafkaDest::new(c, name, timeout)?),
+                #[cfg(not(feature = "kafka"))]
+                SinkConfig::Kafka(_) => {
+                    let _ = name;
+                    return Err("this build has no Kafka support (feature `kafka`)".to_string());
+                }
+                SinkConfig::Webhook(c) => Kind::Webhook(webhook::WebhookDest::new(c, timeout)?),
+            })
+        })()
+        .map_err(|e: String| redactor.scrub(&e))?;
+        Ok(Destination { kind, redactor })
+    }
+
+    /// Acknowledgements awaited now (`None`: the destination acknowledges synchronously).
+    pub fn ack_backlog(&self) -> Option<AckBacklog> {
+        match &self.kind {
+            Kind::Hec(d) => d.ack_backlog(),
             #[cfg(feature = "kafka")]
-            SinkConfig::Kafka(c) => Destination::Kafka(kafka::KafkaDest::new(c, name, timeout)?),
-            #[cfg(not(feature = "kafka"))]
-            SinkConfig::Kafka(_) => {
-                let _ = name;
-                return Err("this build has no Kafka support (feature `kafka`)".into());
-            }
-            SinkConfig::Webhook(c) => Destination::Webhook(webhook::WebhookDest::new(c, timeout)?),
-        })
+            Kind::Kafka(d) => Some(d.ack_backlog()),
+            _ => None,
+        }
     }
 
     /// Batches that may be in flight at once: `configured` (`batch.max_in_flight`), except
     /// for HEC with indexer acknowledgement, where a batch waiting for its ack holds no
     /// request slot and up to `max_pending_acks` batches may wait.
     pub fn max_batches_in_flight(&self, configured: usize) -> usize {
-        match self {
-            Destination::Hec(d) => d.max_batches_in_flight(configured),
+        match &self.kind {
+            Kind::Hec(d) => d.max_batches_in_flight(configured),
             _ => configured,
         }
     }
 
     pub fn encode(&self, item: &Outgoing) -> Result<Record, String> {
-        let body = match self {
-            Destination::Stdout(d) => encode_line(item, d.format),
-            Destination::File(d) => encode_line(item, d.format),
-            Destination::Hec(d) => d.encode(item),
-            Destination::Sentinel(_) => crate::format::sentinel_row(item)
+        let body = match &self.kind {
+            Kind::Stdout(d) => encode_line(item, d.format),
+            Kind::File(d) => encode_line(item, d.format),
+            Kind::Hec(d) => d.encode(item),
+            Kind::Sentinel(_) => crate::format::sentinel_row(item)
                 .and_then(|v| serde_json::to_string(&v))
                 .map_err(|e| e.to_string()),
             #[cfg(feature = "kafka")]
-            Destination::Kafka(d) => encode_line(item, d.format),
-            Destination::Webhook(d) => d.encode(item),
+            Kind::Kafka(d) => encode_line(item, d.format),
+            Kind::Webhook(d) => d.encode(item),
         }?;
         Ok(record(item, body))
     }
 
+    /// Sends one request's records; the error (if any) passed through the redactor.
     pub async fn send(&self, recs: &[Record]) -> Result<(), SendError> {
-        match self {
-            Destination::Stdout(d) => d.send(recs).await,
-            Destination::File(d) => d.send(recs).await,
-            Destination::Hec(d) => d.send(recs).await,
-            Destination::Sentinel(d) => d.send(recs).await,
+        let r = match &self.kind {
+            Kind::Stdout(d) => d.send(recs).await,
+            Kind::File(d) => d.send(recs).await,
+            Kind::Hec(d) => d.send(recs).await,
+            Kind::Sentinel(d) => d.send(recs).await,
             #[cfg(feature = "kafka")]
-            Destination::Kafka(d) => d.send(recs).await,
-            Destination::Webhook(d) => d.send(recs).await,
-        }
+            Kind::Kafka(d) => d.send(recs).await,
+            Kind::Webhook(d) => d.send(recs).await,
+        };
+        r.map_err(|e| self.redactor.error(e))
     }
 
+    /// The connect check; its report (either way) passed through the redactor.
     pub async fn check(&self) -> Result<String, SendError> {
-        match self {
-            Destination::Stdout(_) => Ok("stdout".into()),
-            Destination::File(d) => d.check().await,
-            Destination::Hec(d) => d.check().await,
-            Destination::Sentinel(d) => d.check().await,
+        let r = match &self.kind {
+            Kind::Stdout(_) => Ok("stdout".into()),
+            Kind::File(d) => d.check().await,
+            Kind::Hec(d) => d.check().await,
+            Kind::Sentinel(d) => d.check().await,
             #[cfg(feature = "kafka")]
-            Destination::Kafka(d) => d.check().await,
-            Destination::Webhook(d) => d.check().await,
-        }
+            Kind::Kafka(d) => d.check().await,
+            Kind::Webhook(d) => d.check().await,
+        };
+        r.map(|ok| self.redactor.scrub(&ok))
+            .map_err(|e| self.redactor.error(e))
     }
 
     pub async fn close(&self) {
-        match self {
+        match &self.kind {
             #[cfg(feature = "kafka")]
-            Destination::Kafka(d) => d.close().await,
-            Destination::File(d) => d.close(),
+            Kind::Kafka(d) => d.close().await,
+            Kind::File(d) => d.close(),
             _ => {}
         }
     }
@@ -155,8 +245,12 @@ pub(crate) fn http_client(tls: &TlsConfig, timeout: Duration) -> Result<reqwest:
     b.build().map_err(|e| format!("HTTP client: {e}"))
 }
 
-/// A transport error (connect, reset, timeout, body) as a retryable send error.
+/// A transport error (connect, reset, timeout, body) as a retryable send error. The
+/// request's URL is cut from reqwest's message (`what` names the destination, redacted).
 pub(crate) fn transport_error(what: &str, e: reqwest::Error) -> SendError {
+    let timed_out = e.is_timeout();
+    let builder = e.is_builder();
+    let e = e.without_url();
     let mut msg = format!("{what}: {e}");
     let mut src = std::error::Error::source(&e);
     while let Some(s) = src {
@@ -164,11 +258,22 @@ pub(crate) fn transport_error(what: &str, e: reqwest::Error) -> SendError {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    if e.is_builder() {
+    if timed_out {
+        msg.push_str(" (no complete answer within retry.request_timeout_ms)");
+    }
+    if builder {
         SendError::config(msg)
     } else {
         SendError::retryable(msg)
     }
+}
+
+/// `base` (path and query kept) with `suffix` appended to its path.
+pub(crate) fn join_path(base: &reqwest::Url, suffix: &str) -> reqwest::Url {
+    let mut u = base.clone();
+    let path = format!("{}{suffix}", base.path().trim_end_matches('/'));
+    u.set_path(&path);
+    u
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is ignored).

@@ -3,8 +3,11 @@
 //! * `POST {endpoint}/dataCollectionRules/{dcr_immutable_id}/streams/{stream}?api-version=2023-01-01`
 //!   with `Authorization: Bearer <token>`, `Content-Type: application/json`, body a JSON array
 //!   of rows (see [`crate::format`] for the columns). Success is 204.
-//! * Bodies stay under 1 MB (the API's limit per call): a batch is cut into requests of at
-//!   most [`MAX_BODY_BYTES`]; a 413 splits the request in two and sends both halves.
+//! * Bodies stay under 1 MB (the API's limit per call): a batch is cut, in order, into
+//!   requests of at most [`MAX_BODY_BYTES`] (a run of findings or of audit records, each to
+//!   its stream); a 413 splits the request in two and sends both halves. When a request
+//!   fails, the error says which rows went before it, and the retry sends only the rest.
+//! * Every request (token included) ends after `retry.request_timeout_ms`.
 //! * 429 and 503 honour `Retry-After`; 401 drops the cached token (the retry fetches a new
 //!   one); 403 (missing *Monitoring Metrics Publisher* role) and 404 (unknown DCR or stream)
 //!   are config errors; other 4xx are fatal.
@@ -13,8 +16,9 @@
 //!   identity from IMDS (`GET {endpoint}?api-version=2018-02-01&resource=...`, `Metadata: true`).
 //!   Cached, refreshed `token_refresh_skew_secs` before `expires_in` runs out.
 
-use super::{classify_status, gzip, http_client, retry_after, transport_error};
+use super::{classify_status, gzip, http_client, join_path, retry_after, transport_error};
 use crate::config::{SentinelAuth, SentinelConfig};
+use crate::secret::{percent_encode as urlencode, Secret};
 use crate::{ErrorClass, Record, SendError};
 use serde_json::Value;
 use std::time::Duration;
@@ -25,48 +29,52 @@ use tokio::time::Instant;
 pub const MAX_BODY_BYTES: usize = 1_000_000;
 
 struct Token {
-    value: String,
+    value: Secret,
     refresh_at: Instant,
+}
+
+/// A stream's ingestion URL and how messages name it (no secret).
+struct Stream {
+    url: reqwest::Url,
+    shown: String,
 }
 
 pub(crate) struct SentinelDest {
     client: reqwest::Client,
-    findings_url: String,
-    audit_url: String,
+    findings: Stream,
+    audit: Stream,
     auth: SentinelAuth,
     skew: Duration,
     gzip: bool,
     token: Mutex<Option<Token>>,
 }
 
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 impl SentinelDest {
     pub fn new(c: &SentinelConfig, timeout: Duration) -> Result<SentinelDest, String> {
-        let base = c.endpoint.trim_end_matches('/');
-        let url = |stream: &str| {
-            format!(
-                "{base}/dataCollectionRules/{}/streams/{}?api-version={}",
-                urlencode(&c.dcr_immutable_id),
-                urlencode(stream),
-                urlencode(&c.api_version)
-            )
+        let base = c.endpoint.parse().map_err(|e| format!("endpoint {e}"))?;
+        let stream = |stream: &str| {
+            let mut url = join_path(
+                &base,
+                &format!(
+                    "/dataCollectionRules/{}/streams/{}",
+                    urlencode(&c.dcr_immutable_id),
+                    urlencode(stream)
+                ),
+            );
+            url.query_pairs_mut()
+                .append_pair("api-version", &c.api_version);
+            Stream {
+                url,
+                shown: format!(
+                    "Logs Ingestion {} (DCR {}, stream {stream})",
+                    c.endpoint, c.dcr_immutable_id
+                ),
+            }
         };
         Ok(SentinelDest {
             client: http_client(&c.tls, timeout)?,
-            findings_url: url(&c.stream),
-            audit_url: url(&c.audit_stream),
+            findings: stream(&c.stream),
+            audit: stream(&c.audit_stream),
             auth: c.auth.clone(),
             skew: Duration::from_secs(c.token_refresh_skew_secs),
             gzip: c.gzip,
@@ -74,7 +82,7 @@ impl SentinelDest {
         })
     }
 
-    async fn fetch_token(&self) -> Result<(String, u64), SendError> {
+    async fn fetch_token(&self) -> Result<(Secret, u64), SendError> {
         let (resp, what) = match &self.auth {
             SentinelAuth::ClientSecret {
                 tenant_id,
@@ -83,11 +91,14 @@ impl SentinelDest {
                 authority,
                 scope,
             } => {
-                let url = format!(
-                    "{}/{}/oauth2/v2.0/token",
-                    authority.trim_end_matches('/'),
-                    urlencode(tenant_id)
+                let base = authority
+                    .parse()
+                    .map_err(|e| SendError::config(format!("auth.authority {e}")))?;
+                let url = join_path(
+                    &base,
+                    &format!("/{}/oauth2/v2.0/token", urlencode(tenant_id)),
                 );
+                let what = format!("Entra ID token endpoint {authority} (tenant {tenant_id})");
                 let form = format!(
                     "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
                     urlencode(client_id),
@@ -96,41 +107,41 @@ impl SentinelDest {
                 );
                 let r = self
                     .client
-                    .post(&url)
+                    .post(url)
                     .header("Content-Type", "application/x-www-form-urlencoded")
                     .body(form)
                     .send()
                     .await
-                    .map_err(|e| transport_error("Entra ID token", e))?;
-                (r, url)
+                    .map_err(|e| transport_error(&what, e))?;
+                (r, what)
             }
             SentinelAuth::ManagedIdentity {
                 client_id,
                 endpoint,
                 resource,
             } => {
-                let mut url = format!(
-                    "{endpoint}?api-version=2018-02-01&resource={}",
-                    urlencode(resource)
-                );
+                let mut url = endpoint
+                    .parse()
+                    .map_err(|e| SendError::config(format!("auth.endpoint {e}")))?;
+                url.query_pairs_mut()
+                    .append_pair("api-version", "2018-02-01")
+                    .append_pair("resource", resource);
                 if let Some(id) = client_id {
-                    url.push_str(&format!("&client_id={}", urlencode(id)));
+                    url.query_pairs_mut().append_pair("client_id", id);
                 }
+                let what = format!("managed identity endpoint {endpoint}");
                 let r = self
                     .client
-                    .get(&url)
+                    .get(url)
                     .header("Metadata", "true")
                     .send()
                     .await
-                    .map_err(|e| transport_error("managed identity token", e))?;
-                (r, endpoint.clone())
+                    .map_err(|e| transport_error(&what, e))?;
+                (r, what)
             }
         };
         let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| transport_error("token response", e))?;
+        let text = resp.text().await.map_err(|e| transport_error(&what, e))?;
         if status != 200 {
             // 400/401 from Entra: wrong tenant, client or secret.
             let class = match status {
@@ -143,18 +154,15 @@ impl SentinelDest {
                 } else {
                     class
                 },
-                message: format!("token endpoint {what} answered {status}: {}", text.trim()),
-                retry_after: None,
+                ..SendError::retryable(format!("{what} answered {status}: {}", text.trim()))
             });
         }
         let v: Value = serde_json::from_str(&text)
-            .map_err(|e| SendError::retryable(format!("token endpoint {what}: bad JSON: {e}")))?;
+            .map_err(|e| SendError::retryable(format!("{what}: bad JSON: {e}")))?;
         let token = v
             .get("access_token")
             .and_then(Value::as_str)
-            .ok_or_else(|| {
-                SendError::retryable(format!("token endpoint {what}: no access_token"))
-            })?;
+            .ok_or_else(|| SendError::retryable(format!("{what}: no access_token")))?;
         // expires_in is a number (Entra) or a string (IMDS).
         let expires_in = match v.get("expires_in") {
             Some(Value::Number(n)) => n.as_u64(),
@@ -162,10 +170,10 @@ impl SentinelDest {
             _ => None,
         }
         .unwrap_or(300);
-        Ok((token.to_string(), expires_in))
+        Ok((Secret::new(token), expires_in))
     }
 
-    async fn token(&self) -> Result<String, SendError> {
+    async fn token(&self) -> Result<Secret, SendError> {
         let mut g = self.token.lock().await;
         if let Some(t) = g.as_ref() {
             if Instant::now() < t.refresh_at {
@@ -184,7 +192,7 @@ impl SentinelDest {
     }
 
     /// One request; a failure carries the HTTP status when there was one.
-    async fn post(&self, url: &str, rows: &[&Record]) -> Result<(), (SendError, Option<u16>)> {
+    async fn post(&self, to: &Stream, rows: &[Record]) -> Result<(), (SendError, Option<u16>)> {
         let mut body = Vec::with_capacity(rows.iter().map(|r| r.body.len() + 1).sum::<usize>() + 2);
         body.push(b'[');
         for (i, r) in rows.iter().enumerate() {
@@ -197,8 +205,8 @@ impl SentinelDest {
         let token = self.token().await.map_err(|e| (e, None))?;
         let mut req = self
             .client
-            .post(url)
-            .header("Authorization", format!("Bearer {token}"))
+            .post(to.url.clone())
+            .header("Authorization", format!("Bearer {}", token.expose()))
             .header("Content-Type", "application/json");
         if self.gzip {
             body = gzip(&body).map_err(|e| (e, None))?;
@@ -208,7 +216,7 @@ impl SentinelDest {
             .body(body)
             .send()
             .await
-            .map_err(|e| (transport_error("Logs Ingestion", e), None))?;
+            .map_err(|e| (transport_error(&to.shown, e), None))?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(());
@@ -226,50 +234,58 @@ impl SentinelDest {
         Err((
             SendError {
                 class,
-                message: format!("Logs Ingestion {url} answered {status}: {}", text.trim()),
-                retry_after: ra,
-            },
+                ..SendError::retryable(format!("{} answered {status}: {}", to.shown, text.trim()))
+            }
+            .with_retry_after(ra),
             Some(status),
         ))
     }
 
-    /// Posts rows, halving on 413.
-    async fn post_split(&self, url: &str, rows: &[&Record]) -> Result<(), SendError> {
-        let mut stack: Vec<&[&Record]> = vec![rows];
+    /// Posts rows, halving on 413. The parts go in order; a failure reports how many rows
+    /// (from the start) were taken before it.
+    async fn post_split(&self, to: &Stream, rows: &[Record]) -> Result<(), (SendError, usize)> {
+        let mut stack: Vec<&[Record]> = vec![rows];
+        let mut done = 0;
         while let Some(part) = stack.pop() {
-            match self.post(url, part).await {
-                Ok(()) => {}
+            match self.post(to, part).await {
+                Ok(()) => done += part.len(),
                 Err((_, Some(413))) if part.len() > 1 => {
                     let (a, b) = part.split_at(part.len() / 2);
                     stack.push(b);
                     stack.push(a);
                 }
-                Err((e, _)) => return Err(e),
+                Err((e, _)) => return Err((e, done)),
             }
         }
         Ok(())
     }
 
+    /// Sends the records in order: runs of findings (or of audit records) to their stream,
+    /// cut into bodies under [`MAX_BODY_BYTES`]. On failure the error's `delivered` lists the
+    /// records taken before it (a prefix), which a retry does not send again.
     pub async fn send(&self, recs: &[Record]) -> Result<(), SendError> {
-        for (audit, url) in [(false, &self.findings_url), (true, &self.audit_url)] {
-            let rows: Vec<&Record> = recs.iter().filter(|r| r.audit == audit).collect();
-            // Cut into bodies under the limit (2 bytes of brackets, 1 comma per row).
-            let mut start = 0;
+        let mut start = 0;
+        while start < recs.len() {
+            let audit = recs.get(start).is_some_and(|r| r.audit);
+            // 2 bytes of brackets, 1 comma per row; at least one row per body.
+            let mut end = start;
             let mut size = 2;
-            for (i, r) in rows.iter().enumerate() {
+            while let Some(r) = recs.get(end) {
                 let add = r.body.len() + 1;
-                if i > start && size + add > MAX_BODY_BYTES {
-                    self.post_split(url, rows.get(start..i).unwrap_or_default())
-                        .await?;
-                    start = i;
-                    size = 2;
+                if r.audit != audit || (end > start && size + add > MAX_BODY_BYTES) {
+                    break;
                 }
                 size += add;
+                end += 1;
             }
-            if start < rows.len() {
-                self.post_split(url, rows.get(start..).unwrap_or_default())
-                    .await?;
+            let to = if audit { &self.audit } else { &self.findings };
+            if let Err((e, done)) = self
+                .post_split(to, recs.get(start..end).unwrap_or_default())
+                .await
+            {
+                return Err(e.with_delivered(0..start + done));
             }
+            start = end;
         }
         Ok(())
     }
@@ -278,9 +294,10 @@ impl SentinelDest {
     /// stream and role assignment are right).
     pub async fn check(&self) -> Result<String, SendError> {
         self.token().await?;
-        self.post(&self.findings_url, &[])
-            .await
-            .map_err(|(e, _)| e)?;
-        Ok(format!("token fetched; {} accepts rows", self.findings_url))
+        self.post(&self.findings, &[]).await.map_err(|(e, _)| e)?;
+        Ok(format!(
+            "token fetched; {} accepts rows",
+            self.findings.shown
+        ))
     }
 }

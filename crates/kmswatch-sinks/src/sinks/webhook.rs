@@ -2,10 +2,15 @@
 //! `X-Kmswatch-Signature: sha256=<hex HMAC-SHA256(secret, body)>` when a secret is set, and
 //! `X-Kmswatch-Id: <finding uid>`. `format: slack` sends `{"text": "..."}` (a Slack or Teams
 //! incoming-webhook URL accepts it). 2xx is success; 429/5xx are retried (`Retry-After`
-//! honoured), 401/403/404 are config errors, other 4xx fatal.
+//! honoured), 401/403/404 are config errors, other 4xx fatal. Every request ends after
+//! `retry.request_timeout_ms`; when one fails, the error lists the items posted before it,
+//! and the retry resumes at the failed one.
+//!
+//! The URL is a secret (Slack, Teams and most webhook URLs carry their token in the path or
+//! query): messages show `scheme://host:port/<redacted>` only, and so do the header values.
 
 use super::{classify_status, http_client, retry_after, transport_error};
-use crate::config::{Format, Secret, WebhookConfig};
+use crate::config::{Format, Secret, SecretUrl, WebhookConfig};
 use crate::{Outgoing, Record, SendError};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -13,10 +18,12 @@ use std::time::Duration;
 
 pub(crate) struct WebhookDest {
     client: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
+    /// `webhook scheme://host:port/<redacted>`, for messages.
+    shown: String,
     secret: Option<Secret>,
     format: Format,
-    headers: Vec<(String, String)>,
+    headers: Vec<(String, Secret)>,
 }
 
 /// `sha256=<hex>` of the body under the key.
@@ -35,7 +42,8 @@ impl WebhookDest {
     pub fn new(c: &WebhookConfig, timeout: Duration) -> Result<WebhookDest, String> {
         Ok(WebhookDest {
             client: http_client(&c.tls, timeout)?,
-            url: c.url.clone(),
+            url: c.url.parse().map_err(|e| format!("url {e}"))?,
+            shown: format!("webhook {}", SecretUrl::redacted(&c.url)),
             secret: c.secret.clone(),
             format: c.format,
             headers: c
@@ -53,11 +61,11 @@ impl WebhookDest {
     async fn post(&self, r: &Record) -> Result<(), SendError> {
         let mut req = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .header("Content-Type", "application/json")
             .header("X-Kmswatch-Id", &r.id);
         for (k, v) in &self.headers {
-            req = req.header(k, v);
+            req = req.header(k, v.expose());
         }
         if let Some(s) = &self.secret {
             req = req.header(
@@ -69,7 +77,7 @@ impl WebhookDest {
             .body(r.body.clone())
             .send()
             .await
-            .map_err(|e| transport_error("webhook", e))?;
+            .map_err(|e| transport_error(&self.shown, e))?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(());
@@ -78,14 +86,20 @@ impl WebhookDest {
         let text = resp.text().await.unwrap_or_default();
         Err(SendError {
             class: classify_status(status),
-            message: format!("webhook {} answered {status}: {}", self.url, text.trim()),
-            retry_after: ra,
-        })
+            ..SendError::retryable(format!(
+                "{} answered {status} to item {}: {}",
+                self.shown,
+                r.id,
+                text.trim()
+            ))
+        }
+        .with_retry_after(ra))
     }
 
+    /// Posts the items in order; on failure the error lists the ones posted before it.
     pub async fn send(&self, recs: &[Record]) -> Result<(), SendError> {
-        for r in recs {
-            self.post(r).await?;
+        for (i, r) in recs.iter().enumerate() {
+            self.post(r).await.map_err(|e| e.with_delivered(0..i))?;
         }
         Ok(())
     }
@@ -94,13 +108,13 @@ impl WebhookDest {
     pub async fn check(&self) -> Result<String, SendError> {
         let resp = self
             .client
-            .head(&self.url)
+            .head(self.url.clone())
             .send()
             .await
-            .map_err(|e| transport_error("webhook", e))?;
+            .map_err(|e| transport_error(&self.shown, e))?;
         Ok(format!(
             "{} reachable (HEAD answered {})",
-            self.url,
+            self.shown,
             resp.status()
         ))
     }

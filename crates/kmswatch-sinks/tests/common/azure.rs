@@ -20,6 +20,10 @@ pub enum Fail {
     /// 503 with `Retry-After: <secs>`.
     Unavailable(u32),
     Reset,
+    /// Never answer (the client's request timeout must end the request).
+    Hang,
+    /// Answer normally (lets a script fail a later request).
+    Pass,
 }
 
 pub struct AzState {
@@ -153,7 +157,8 @@ fn handle(st: &State, r: Req) -> Reply {
                     return r;
                 }
                 Some(Fail::Reset) => return Reply::reset(),
-                None => {}
+                Some(Fail::Hang) => return Reply::hang(),
+                Some(Fail::Pass) | None => {}
             }
             if r.header("content-type") != Some("application/json") {
                 return Reply::json(415, json!({"error": {"code": "UnsupportedMediaType"}}));

@@ -67,6 +67,9 @@ pub struct HecState {
     pub ack_enabled: bool,
     /// Polls of an ackId answered `false` before `true`.
     pub ack_after_polls: u32,
+    /// Accept events (200 with an `ackId`) but answer every ack poll `false`, as a Splunk
+    /// whose indexers are stuck does. Switched off, pending acks are answered again.
+    pub never_ack: bool,
     /// Indexes the token may write to (empty = any).
     pub allowed_indexes: Vec<String>,
     /// Event uids (`event.finding_info.uid` or `event.id`) rejected as invalid data (code 6).
@@ -278,13 +281,14 @@ fn handle(st: &State, r: Req) -> Reply {
                 return err(400, "Invalid data format", 6);
             };
             let need = s.ack_after_polls;
+            let never = s.never_ack;
             let mut out = serde_json::Map::new();
             for id in ids.iter().filter_map(Value::as_u64) {
                 let key = (ch.clone(), id);
                 let done = match s.pending.get_mut(&key) {
                     Some((_, polls, lost)) => {
                         *polls += 1;
-                        !*lost && *polls > need
+                        !never && !*lost && *polls > need
                     }
                     None => false,
                 };

@@ -84,6 +84,13 @@ impl Reply {
             ..Reply::empty(500)
         }
     }
+    /// Never answers (the connection stays open until the client gives up).
+    pub fn hang() -> Reply {
+        Reply {
+            delay: Duration::from_secs(3600),
+            ..Reply::empty(200)
+        }
+    }
 }
 
 /// A received request.
@@ -94,6 +101,8 @@ pub struct Req {
     pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 impl Req {
@@ -163,6 +172,7 @@ impl Server {
                                     })
                                     .collect(),
                                 body,
+                                at: std::time::Instant::now(),
                             };
                             let reply = handler(r);
                             if !reply.delay.is_zero() {
@@ -214,6 +224,41 @@ impl Server {
     }
 }
 
+/// Log lines written while the test binary runs (one global `tracing` subscriber, all
+/// levels, no colour). Tests running in parallel share it: look for your sink's name.
+pub fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static BUF: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let b2 = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || Capture(b2.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(sub).unwrap();
+        buf
+    })
+    .clone()
+}
+
+/// The captured log text.
+pub fn log_text() -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Polls `cond` every 50 ms until it holds or `secs` pass.
 pub async fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     let end = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -224,6 +269,27 @@ pub async fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cond()
+}
+
+/// Delivers every finding concurrently (one task each, spawned in order) and returns each
+/// result, in order.
+pub async fn deliver_each(
+    set: &Arc<kmswatch_sinks::SinkSet>,
+    fs: Vec<Finding>,
+) -> Vec<Result<(), kmswatch_sinks::DeliveryError>> {
+    let mut hs = Vec::new();
+    for f in fs {
+        let set = set.clone();
+        hs.push(tokio::spawn(async move {
+            set.deliver(Arc::new(kmswatch_sinks::Outgoing::Finding(f)))
+                .await
+        }));
+    }
+    let mut out = Vec::new();
+    for h in hs {
+        out.push(h.await.unwrap());
+    }
+    out
 }
 
 /// Parses a sink config from JSON (as the binary does from YAML).
