@@ -25,6 +25,9 @@ pub enum ScanError {
     Unexpected(usize),
     /// Nesting deeper than [`MAX_DEPTH`].
     TooDeep(usize),
+    /// An object with more than [`MAX_FIELDS`] top-level fields; the offset just past the
+    /// object (it is otherwise well delimited, so reading can go on after it).
+    TooManyFields(usize),
     /// Already reported by the caller that met it; reading resumes at this offset (used by
     /// the document reader).
     Reported(usize),
@@ -35,8 +38,25 @@ impl ScanError {
     pub fn offset(self, len: usize) -> usize {
         match self {
             ScanError::Eof | ScanError::Reported(_) => len,
-            ScanError::Unexpected(o) | ScanError::TooDeep(o) => o,
+            ScanError::Unexpected(o) | ScanError::TooDeep(o) | ScanError::TooManyFields(o) => o,
         }
+    }
+}
+
+/// Most top-level fields an object may have for [`object_fields`] and
+/// [`object_fields_strict`] to list them: the list costs 32 bytes per field, for as few as
+/// five bytes of input (`"":0,`), so without a cap a large object would cost six times its
+/// size. Audit records have a few dozen fields; a Log Analytics row has one per column (at
+/// most 500 in Azure Monitor).
+pub const MAX_FIELDS: usize = 4096;
+
+/// The list is full: the end of the object, found without listing, as
+/// [`ScanError::TooManyFields`] (or the structural error that ends the scan first).
+#[cold]
+fn too_many_fields(b: &[u8], i: usize) -> ScanError {
+    match skip_value(b, i) {
+        Ok(end) => ScanError::TooManyFields(end),
+        Err(e) => e,
     }
 }
 
@@ -159,6 +179,82 @@ pub fn array_elements(
     }
 }
 
+/// The elements of the array starting at `b[i] == b'['`, one at a time as byte ranges:
+/// [`array_elements`] without collecting them (a list would cost 24 bytes per element, for
+/// as few as two bytes of input). After the last element, [`Elements::end`] is the offset
+/// just past the array. A structural error is yielded once, then the iteration stops.
+pub fn elements(b: &[u8], i: usize) -> Elements<'_> {
+    debug_assert_eq!(b.get(i), Some(&b'['));
+    Elements {
+        b,
+        j: skip_ws(b, i + 1),
+        first: true,
+        end: None,
+        done: false,
+    }
+}
+
+/// Iterator of [`elements`].
+#[derive(Debug)]
+pub struct Elements<'a> {
+    b: &'a [u8],
+    j: usize,
+    first: bool,
+    end: Option<usize>,
+    done: bool,
+}
+
+impl Elements<'_> {
+    /// The offset just past the array, once iterated to its end without error.
+    pub fn end(&self) -> Option<usize> {
+        self.end
+    }
+
+    fn fail(&mut self, e: ScanError) -> Option<Result<std::ops::Range<usize>, ScanError>> {
+        self.done = true;
+        Some(Err(e))
+    }
+}
+
+impl Iterator for Elements<'_> {
+    type Item = Result<std::ops::Range<usize>, ScanError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let b = self.b;
+        if self.first {
+            self.first = false;
+            if b.get(self.j) == Some(&b']') {
+                self.done = true;
+                self.end = Some(self.j + 1);
+                return None;
+            }
+        } else {
+            let j = skip_ws(b, self.j);
+            match b.get(j) {
+                Some(b',') => self.j = skip_ws(b, j + 1),
+                Some(b']') => {
+                    self.done = true;
+                    self.end = Some(j + 1);
+                    return None;
+                }
+                Some(_) => return self.fail(ScanError::Unexpected(j)),
+                None => return self.fail(ScanError::Eof),
+            }
+        }
+        match skip_value(b, self.j) {
+            Ok(end) => {
+                let r = self.j..end;
+                self.j = end;
+                Some(Ok(r))
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
 /// One top-level field of an object: the key as written (between the quotes, escapes not
 /// decoded) and the value's bytes.
 pub type Field<'a> = (&'a [u8], &'a [u8]);
@@ -188,6 +284,9 @@ pub fn object_fields(b: &[u8], i: usize) -> Result<(Vec<Field<'_>>, usize), Scan
         }
         j = skip_ws(b, j + 1);
         let vend = skip_value(b, j)?;
+        if out.len() == MAX_FIELDS {
+            return Err(too_many_fields(b, i));
+        }
         out.push((key, &b[j..vend]));
         j = skip_ws(b, vend);
         match b.get(j) {
@@ -274,6 +373,9 @@ pub fn object_fields_strict_nested<'a>(
                 skip_value(b, j)?
             }
         };
+        if out.len() == MAX_FIELDS {
+            return Err(too_many_fields(b, i));
+        }
         out.push((key, &b[j..vend]));
         j = skip_ws(b, vend);
         match b.get(j) {
