@@ -320,6 +320,18 @@ pub fn object_fields_strict_nested<'a>(
     descend: &[&[u8]],
     nested: &mut Vec<Field<'a>>,
 ) -> Result<(Vec<Field<'a>>, usize, bool), ScanError> {
+    fields_strict_at(b, i, descend, nested, 1)
+}
+
+/// [`object_fields_strict_nested`] for an object at nesting `level` (1 for a record): its
+/// values are strict only within [`MAX_DEPTH`] levels in all, as for the whole record.
+fn fields_strict_at<'a>(
+    b: &'a [u8],
+    i: usize,
+    descend: &[&[u8]],
+    nested: &mut Vec<Field<'a>>,
+    level: usize,
+) -> Result<(Vec<Field<'a>>, usize, bool), ScanError> {
     nested.clear();
     let mut descended = false;
     let mut out = Vec::with_capacity(24);
@@ -355,7 +367,7 @@ pub fn object_fields_strict_nested<'a>(
         // strictly, then garbage; structurally one token).
         let inner = if !descended && b.get(j) == Some(&b'{') && descend.contains(&key) {
             descended = true;
-            match object_fields_strict(b, j) {
+            match fields_strict_at(b, j, &[], &mut Vec::new(), level + 1) {
                 Ok((fields, end, inner_strict)) => {
                     *nested = fields;
                     Some(end).filter(|_| inner_strict)
@@ -363,7 +375,7 @@ pub fn object_fields_strict_nested<'a>(
                 Err(_) => None,
             }
         } else {
-            strict_value(b, j)
+            strict_value_at(b, j, level)
         };
         let strict_end = inner.filter(|&e| matches!(b.get(skip_ws(b, e)), Some(b',' | b'}')));
         let vend = match strict_end {
@@ -392,9 +404,16 @@ pub fn object_fields_strict_nested<'a>(
 /// characters and with valid escapes), `None` otherwise. UTF-8 is not checked. One pass, no
 /// allocation: what lets a record be validated while it is delimited.
 pub fn strict_value(b: &[u8], i: usize) -> Option<usize> {
+    strict_value_at(b, i, 0)
+}
+
+/// [`strict_value`] for a value inside `outer` levels of containers: it may nest
+/// `MAX_DEPTH - outer` levels itself.
+#[inline]
+fn strict_value_at(b: &[u8], i: usize, outer: usize) -> Option<usize> {
     // Container kinds of the open levels, one bit each (1 = object), innermost lowest.
     let mut kinds: u128 = 0;
-    let mut depth = 0usize;
+    let mut depth = outer;
     let mut j = i;
     loop {
         // A value starts at `j`.
@@ -428,7 +447,7 @@ pub fn strict_value(b: &[u8], i: usize) -> Option<usize> {
         }
         // After a value: commas and closing brackets.
         loop {
-            if depth == 0 {
+            if depth == outer {
                 return Some(j);
             }
             j = skip_ws(b, j);
@@ -919,6 +938,181 @@ mod tests {
             object_fields_strict_nested(cut, 0, &[b"protoPayload"], &mut nested).map(|r| r.1),
             object_fields(cut, 0).map(|r| r.1)
         );
+    }
+
+    /// How deep `b` nests, counting brackets outside strings (for text the parser accepted).
+    fn nesting(b: &[u8]) -> usize {
+        let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
+        while i < b.len() {
+            match b[i] {
+                b'"' => {
+                    i = skip_string(b, i).unwrap_or(b.len());
+                    continue;
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            i += 1;
+        }
+        max
+    }
+
+    /// The parser's verdict on `b` as one whole document, as the record path needs it: UTF-8,
+    /// one value without surrounding whitespace, valid for `serde_json` (`RawValue`, what
+    /// `Record::to_raw` uses for a record the scan did not find strict), and within
+    /// [`MAX_DEPTH`] (the scanner's documented cap; `RawValue` has none).
+    fn parser_accepts(b: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(b) else {
+            return false;
+        };
+        serde_accepts(b)
+            && serde_json::value::RawValue::from_string(text.to_string()).is_ok()
+            && nesting(b) <= MAX_DEPTH
+    }
+
+    /// The scanner's verdict: [`strict_value`] over the whole input, plus the UTF-8 check
+    /// that `Record::text` makes.
+    fn scanner_accepts(b: &[u8]) -> bool {
+        strict_value(b, 0) == Some(b.len()) && std::str::from_utf8(b).is_ok()
+    }
+
+    /// [`object_fields_strict`]'s verdict on a whole input that starts an object.
+    fn fields_accept(b: &[u8]) -> bool {
+        matches!(object_fields_strict(b, 0), Ok((_, end, true)) if end == b.len())
+            && std::str::from_utf8(b).is_ok()
+    }
+
+    #[test]
+    fn depth_cap_counts_the_record_itself() {
+        for d in [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1] {
+            let inner = format!("{}{}", "[".repeat(d - 1), "]".repeat(d - 1));
+            let rec = format!(r#"{{"a":{inner}}}"#);
+            assert_eq!(nesting(rec.as_bytes()), d);
+            assert_eq!(fields_accept(rec.as_bytes()), d <= MAX_DEPTH, "{d}");
+            assert_eq!(parser_accepts(rec.as_bytes()), d <= MAX_DEPTH, "{d}");
+        }
+        // A lone surrogate escape is valid JSON text for serde_json's RawValue.
+        assert!(parser_accepts(br#""\ud800""#) && scanner_accepts(br#""\ud800""#));
+    }
+
+    /// JSON-ish text: values as serializers write them and as they go wrong (leading zeros,
+    /// cut literals, raw control characters, bad and lone-surrogate escapes, stray
+    /// whitespace), nested up to six levels.
+    fn jsonish() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let ws = proptest::sample::select(vec!["", "", " ", "\n", "\t", "\r\n  "]);
+        let string = r#""([a-zA-Z0-9 /é中]|\\["\\/bfnrtx]|\\u[0-9a-fA-F]{4}|\\u[dD][89abAB][0-9a-f]{2}|[\x00-\x1f\x7f])*""#;
+        let leaf = prop_oneof![
+            proptest::sample::select(vec![
+                "true", "false", "null", "tru", "nul", "True", "-", "."
+            ])
+            .prop_map(str::to_string),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:e}")),
+            r"-?(0|[1-9][0-9]{0,4})(\.[0-9]{0,3})?([eE][+-]?[0-9]{0,2})?",
+            r"[+-]?0[0-9]{1,3}",
+            string,
+        ];
+        leaf.prop_recursive(6, 64, 6, move |inner| {
+            prop_oneof![
+                (
+                    proptest::collection::vec(inner.clone(), 0..5),
+                    ws.clone(),
+                    ws.clone()
+                )
+                    .prop_map(|(v, a, b)| format!("[{a}{}{b}]", v.join(&format!("{b},{a}")))),
+                (
+                    proptest::collection::vec((string, inner), 0..5),
+                    ws.clone(),
+                    ws.clone()
+                )
+                    .prop_map(|(kv, a, b)| {
+                        let fields: Vec<String> = kv
+                            .into_iter()
+                            .map(|(k, v)| format!("{k}{a}:{b}{v}"))
+                            .collect();
+                        format!("{{{a}{}{b}}}", fields.join(","))
+                    }),
+            ]
+        })
+    }
+
+    /// Random edits of `b`: bytes replaced, inserted or removed, from JSON's own alphabet
+    /// and bytes that break UTF-8.
+    fn edit(b: &mut Vec<u8>, edits: &[(usize, u8, u8)]) {
+        for &(at, op, c) in edits {
+            let at = at % (b.len() + 1);
+            match op % 3 {
+                0 if at < b.len() => b[at] = c,
+                1 if at < b.len() => {
+                    b.remove(at);
+                }
+                _ => b.insert(at, c),
+            }
+        }
+    }
+
+    fn edits() -> impl proptest::strategy::Strategy<Value = Vec<(usize, u8, u8)>> {
+        use proptest::prelude::*;
+        let byte = prop_oneof![
+            3 => proptest::sample::select(b"{}[]:,\"\\ \n0123456789-+.eEtrufalsnud8x".to_vec()),
+            1 => proptest::sample::select(vec![0x00, 0x1f, 0x7f, 0x80, 0xbf, 0xc3, 0xe4, 0xed, 0xf4, 0xff]),
+        ];
+        proptest::collection::vec((any::<usize>(), any::<u8>(), byte), 0..4)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Arbitrary bytes: the strict scan accepts exactly what the parser accepts.
+        #[test]
+        fn strict_scan_is_the_parser_on_arbitrary_bytes(
+            b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..48),
+        ) {
+            proptest::prop_assert_eq!(scanner_accepts(&b), parser_accepts(&b));
+        }
+
+        /// Generated JSON-ish text, edited: the strict scan (a value, and a record's fields)
+        /// accepts exactly what the parser accepts.
+        #[test]
+        fn strict_scan_is_the_parser_on_generated_text(text in jsonish(), edits in edits()) {
+            let mut b = text.into_bytes();
+            edit(&mut b, &edits);
+            let want = parser_accepts(&b);
+            proptest::prop_assert_eq!(scanner_accepts(&b), want, "{}", String::from_utf8_lossy(&b));
+            if b.first() == Some(&b'{') {
+                proptest::prop_assert_eq!(fields_accept(&b), want, "{}", String::from_utf8_lossy(&b));
+            }
+        }
+
+        /// Nesting around the cap, objects and arrays mixed, edited.
+        #[test]
+        fn strict_scan_is_the_parser_around_the_depth_cap(
+            kinds in proptest::collection::vec(proptest::prelude::any::<bool>(), MAX_DEPTH - 3..MAX_DEPTH + 3),
+            edits in edits(),
+        ) {
+            let mut b = Vec::new();
+            for &obj in &kinds {
+                b.extend_from_slice(if obj { b"{\"k\":" } else { b"[" });
+            }
+            b.push(b'1');
+            for &obj in kinds.iter().rev() {
+                b.push(if obj { b'}' } else { b']' });
+            }
+            edit(&mut b, &edits);
+            let want = parser_accepts(&b);
+            proptest::prop_assert_eq!(scanner_accepts(&b), want);
+            if b.first() == Some(&b'{') {
+                proptest::prop_assert_eq!(fields_accept(&b), want);
+            }
+        }
     }
 
     proptest::proptest! {
