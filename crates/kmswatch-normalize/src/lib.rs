@@ -15,6 +15,13 @@
 //! (a path, `s3://bucket/key`, `topic/partition/offset`) that every rejection carries.
 //! Bad input never stops the stream: a record that cannot be read is reported as an
 //! [`Item::Rejected`] with its location and bytes, and the records around it go on.
+//!
+//! Hostile input is bounded per object ([`Options`]): everything decoded from one input
+//! (gzip, zip, base64 payloads) shares one hard budget (`max_decompressed_bytes`), containers
+//! nest at most `max_container_depth` deep, envelopes [`MAX_ENVELOPE_DEPTH`], JSON
+//! [`scan::MAX_DEPTH`], and a record larger than `max_record_bytes` is rejected without being
+//! copied ([`RecordError::elided`]). Past a bound: one rejection (`budget_exceeded`,
+//! `too_deep`, `too_large`), never a panic or a stack overflow.
 
 pub mod aws;
 pub mod azure;
