@@ -376,6 +376,9 @@ impl Walker<'_, '_> {
     /// Read decoded `text` (from `origin`); when `cut`, the budget cut it short, and the
     /// location of the record the cut fell in is returned.
     fn decoded_text(&mut self, text: &[u8], origin: &Arc<str>, cut: bool) -> Option<Location> {
+        if cut && text.is_empty() {
+            return None;
+        }
         self.reading_cut(text, cut, |w| w.text(text, origin, 0))
     }
 
@@ -953,8 +956,9 @@ impl Walker<'_, '_> {
             }
         };
         let b64 = text.trim();
-        // The decoded size is known before decoding: at most three bytes per four.
-        if b64.len() / 4 * 3 > self.remaining() {
+        // The decoded size is known before decoding: three bytes per four characters, and
+        // one or two for the two or three of an unpadded end.
+        if b64.len() / 4 * 3 + (b64.len() % 4).saturating_sub(1) > self.remaining() {
             return self.over_budget(here, None, s, "base64 payload");
         }
         let Some(decoded) = decode_base64(b64) else {
