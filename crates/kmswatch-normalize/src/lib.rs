@@ -15,6 +15,13 @@
 //! (a path, `s3://bucket/key`, `topic/partition/offset`) that every rejection carries.
 //! Bad input never stops the stream: a record that cannot be read is reported as an
 //! [`Item::Rejected`] with its location and bytes, and the records around it go on.
+//!
+//! Hostile input is bounded per object ([`Options`]): everything decoded from one input
+//! (gzip, zip, base64 payloads) shares one hard budget (`max_decompressed_bytes`), containers
+//! nest at most `max_container_depth` deep, envelopes [`MAX_ENVELOPE_DEPTH`], JSON
+//! [`scan::MAX_DEPTH`], and a record larger than `max_record_bytes` is rejected without being
+//! copied ([`RecordError::elided`]). Past a bound: one rejection (`budget_exceeded`,
+//! `too_deep`, `too_large`), never a panic or a stack overflow.
 
 pub mod aws;
 pub mod azure;
@@ -24,7 +31,7 @@ pub mod options;
 pub mod scan;
 pub mod time;
 
-pub use document::{is_log_name, Item, Location, Summary};
+pub use document::{is_log_name, Item, Location, Summary, MAX_ENVELOPE_DEPTH};
 pub use kmswatch_model as model;
 use kmswatch_model::{Event, Raw};
 pub use options::{Format, Options, OptionsError};
@@ -231,8 +238,18 @@ pub enum RejectReason {
     MissingField,
     /// A field has a value of the wrong type or form (a time that is not a time, ...).
     BadValue,
-    /// A record larger than `max_record_bytes`.
+    /// A record larger than `max_record_bytes`, or an object with more than
+    /// [`scan::MAX_FIELDS`] top-level fields. The item carries a short prefix of it and its
+    /// size and SHA-256 ([`RecordError::elided`]), not a copy.
     TooLarge,
+    /// Nested deeper than a cap: containers (`max_container_depth`: a zip in a zip in a zip
+    /// ..., base64 payloads inside them), envelopes ([`MAX_ENVELOPE_DEPTH`]) or JSON
+    /// ([`scan::MAX_DEPTH`]).
+    TooDeep,
+    /// Decoding the object would produce more than `max_decompressed_bytes` (gzip members,
+    /// zip entries and base64 payloads together). What was decoded before is processed; this
+    /// one rejection stands for the rest of the object, which is not read.
+    BudgetExceeded,
     /// base64 / gzip / zip inside an envelope or container that does not decode.
     BadEncoding,
     /// Valid JSON that matches no supported log format.
@@ -249,6 +266,8 @@ impl RejectReason {
             RejectReason::MissingField => "missing_field",
             RejectReason::BadValue => "bad_value",
             RejectReason::TooLarge => "too_large",
+            RejectReason::TooDeep => "too_deep",
+            RejectReason::BudgetExceeded => "budget_exceeded",
             RejectReason::BadEncoding => "bad_encoding",
             RejectReason::UnknownFormat => "unknown_format",
         }
@@ -263,7 +282,49 @@ pub struct RecordError {
     pub reason: RejectReason,
     /// What exactly was wrong, for the operator (`missing eventTime and @timestamp`).
     pub detail: String,
+    /// Set when the rejected item's `bytes` are *not* all of what was rejected: it was larger
+    /// than `max_record_bytes`, so the item holds only its first [`ELIDED_PREFIX_BYTES`]
+    /// bytes, and this gives the whole span's size and SHA-256. The bytes themselves stay
+    /// where [`Location`] points (the object, file or message they were read from). `None`
+    /// means `bytes` is the rejected span exactly, byte for byte.
+    pub elided: Option<Elided>,
 }
+
+/// What a rejected item stands for when its bytes were too large to copy (see
+/// [`RecordError::elided`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elided {
+    /// Size in bytes of the whole rejected span.
+    pub size_bytes: u64,
+    /// SHA-256 of the whole rejected span.
+    pub sha256: [u8; 32],
+}
+
+impl Elided {
+    /// Size and SHA-256 of `bytes`.
+    pub fn of(bytes: &[u8]) -> Elided {
+        use sha2::Digest;
+        Elided {
+            size_bytes: bytes.len() as u64,
+            sha256: sha2::Sha256::digest(bytes).into(),
+        }
+    }
+
+    /// The SHA-256 in lower-case hex (the form dead-letter entries use).
+    pub fn sha256_hex(&self) -> String {
+        use std::fmt::Write;
+        self.sha256
+            .iter()
+            .fold(String::with_capacity(64), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
+    }
+}
+
+/// How many bytes of a rejected span larger than `max_record_bytes` an item keeps (its
+/// start, for an operator to recognise it; see [`RecordError::elided`]).
+pub const ELIDED_PREFIX_BYTES: usize = 1024;
 
 impl RecordError {
     /// A new error.
@@ -271,6 +332,7 @@ impl RecordError {
         RecordError {
             reason,
             detail: detail.into(),
+            elided: None,
         }
     }
 
@@ -293,6 +355,9 @@ impl RecordError {
             Category::Data => RejectReason::BadValue,
             Category::Syntax if msg.contains("UTF-8") || msg.contains("unicode") => {
                 RejectReason::InvalidUtf8
+            }
+            Category::Syntax if msg.starts_with("recursion limit exceeded") => {
+                RejectReason::TooDeep
             }
             Category::Syntax | Category::Io => RejectReason::MalformedJson,
         };

@@ -66,17 +66,36 @@ pub struct Options {
     /// `Admin*`, `arn:aws:iam::*:role/BreakGlass`). Sessions of `AWSReservedSSO_*` roles are
     /// always people; other role sessions are workloads unless they match here.
     pub human_role_patterns: Vec<String>,
-    /// A single record larger than this is rejected as `too_large` (CloudTrail, Key Vault and
-    /// Cloud Logging entries are at most 256 KiB; the default leaves ample room).
+    /// A single record larger than this many bytes is rejected as `too_large`. The rejection
+    /// carries the record's first 1 KiB, its size and its SHA-256, not a copy (the bytes stay
+    /// in the object at its location). CloudTrail events, Cloud Logging entries and Event Hub
+    /// events are at most 256 KiB, 256 KiB and 1 MiB; the default is 1 MiB.
     pub max_record_bytes: usize,
-    /// Decompressed size limit for one gzip stream or zip entry (guards against bombs).
+    /// Per-object budget, in bytes, of everything decoded from one input (one
+    /// `normalize_bytes` call: an S3 object, a Kafka message, a file): all gzip members, all
+    /// zip entries, nested containers and base64/gzip envelope payloads (CloudWatch Logs
+    /// `awslogs.data`, Pub/Sub `message.data`) together. A hard bound: decoding streams into
+    /// buffers that never grow past what is left of it, so the decoded bytes held while one
+    /// object is normalized never exceed it. What was decoded before it ran out is processed;
+    /// the rest of the object is one `budget_exceeded` rejection. The input's own bytes are
+    /// not counted (the source holds them). Default 64 MiB: well above a CloudTrail log
+    /// file or Key Vault blob after decompression, and small enough that one object being
+    /// decoded, with the events it yields, fits a 512 MiB container with the rest of the
+    /// process.
     pub max_decompressed_bytes: u64,
+    /// How many containers may nest: gzip, zip archives and base64 payloads of envelopes
+    /// each count one (a zip holding `x.json.gz` is 2; CloudWatch Logs data in that file,
+    /// 3). A container deeper than this is one `too_deep` rejection and is not opened.
+    /// Default 4.
+    pub max_container_depth: usize,
 }
 
-/// Default [`Options::max_record_bytes`]: 8 MiB.
-pub const DEFAULT_MAX_RECORD_BYTES: usize = 8 << 20;
-/// Default [`Options::max_decompressed_bytes`]: 2 GiB.
-pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
+/// Default [`Options::max_record_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+/// Default [`Options::max_decompressed_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 64 << 20;
+/// Default [`Options::max_container_depth`]: 4.
+pub const DEFAULT_MAX_CONTAINER_DEPTH: usize = 4;
 
 impl Default for Options {
     fn default() -> Self {
@@ -85,6 +104,7 @@ impl Default for Options {
             human_role_patterns: Vec::new(),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
+            max_container_depth: DEFAULT_MAX_CONTAINER_DEPTH,
         }
     }
 }

@@ -25,6 +25,9 @@ pub enum ScanError {
     Unexpected(usize),
     /// Nesting deeper than [`MAX_DEPTH`].
     TooDeep(usize),
+    /// An object with more than [`MAX_FIELDS`] top-level fields; the offset just past the
+    /// object (it is otherwise well delimited, so reading can go on after it).
+    TooManyFields(usize),
     /// Already reported by the caller that met it; reading resumes at this offset (used by
     /// the document reader).
     Reported(usize),
@@ -35,8 +38,25 @@ impl ScanError {
     pub fn offset(self, len: usize) -> usize {
         match self {
             ScanError::Eof | ScanError::Reported(_) => len,
-            ScanError::Unexpected(o) | ScanError::TooDeep(o) => o,
+            ScanError::Unexpected(o) | ScanError::TooDeep(o) | ScanError::TooManyFields(o) => o,
         }
+    }
+}
+
+/// Most top-level fields an object may have for [`object_fields`] and
+/// [`object_fields_strict`] to list them: the list costs 32 bytes per field, for as few as
+/// five bytes of input (`"":0,`), so without a cap a large object would cost six times its
+/// size. Audit records have a few dozen fields; a Log Analytics row has one per column (at
+/// most 500 in Azure Monitor).
+pub const MAX_FIELDS: usize = 4096;
+
+/// The list is full: the end of the object, found without listing, as
+/// [`ScanError::TooManyFields`] (or the structural error that ends the scan first).
+#[cold]
+fn too_many_fields(b: &[u8], i: usize) -> ScanError {
+    match skip_value(b, i) {
+        Ok(end) => ScanError::TooManyFields(end),
+        Err(e) => e,
     }
 }
 
@@ -159,6 +179,82 @@ pub fn array_elements(
     }
 }
 
+/// The elements of the array starting at `b[i] == b'['`, one at a time as byte ranges:
+/// [`array_elements`] without collecting them (a list would cost 24 bytes per element, for
+/// as few as two bytes of input). After the last element, [`Elements::end`] is the offset
+/// just past the array. A structural error is yielded once, then the iteration stops.
+pub fn elements(b: &[u8], i: usize) -> Elements<'_> {
+    debug_assert_eq!(b.get(i), Some(&b'['));
+    Elements {
+        b,
+        j: skip_ws(b, i + 1),
+        first: true,
+        end: None,
+        done: false,
+    }
+}
+
+/// Iterator of [`elements`].
+#[derive(Debug)]
+pub struct Elements<'a> {
+    b: &'a [u8],
+    j: usize,
+    first: bool,
+    end: Option<usize>,
+    done: bool,
+}
+
+impl Elements<'_> {
+    /// The offset just past the array, once iterated to its end without error.
+    pub fn end(&self) -> Option<usize> {
+        self.end
+    }
+
+    fn fail(&mut self, e: ScanError) -> Option<Result<std::ops::Range<usize>, ScanError>> {
+        self.done = true;
+        Some(Err(e))
+    }
+}
+
+impl Iterator for Elements<'_> {
+    type Item = Result<std::ops::Range<usize>, ScanError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let b = self.b;
+        if self.first {
+            self.first = false;
+            if b.get(self.j) == Some(&b']') {
+                self.done = true;
+                self.end = Some(self.j + 1);
+                return None;
+            }
+        } else {
+            let j = skip_ws(b, self.j);
+            match b.get(j) {
+                Some(b',') => self.j = skip_ws(b, j + 1),
+                Some(b']') => {
+                    self.done = true;
+                    self.end = Some(j + 1);
+                    return None;
+                }
+                Some(_) => return self.fail(ScanError::Unexpected(j)),
+                None => return self.fail(ScanError::Eof),
+            }
+        }
+        match skip_value(b, self.j) {
+            Ok(end) => {
+                let r = self.j..end;
+                self.j = end;
+                Some(Ok(r))
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
 /// One top-level field of an object: the key as written (between the quotes, escapes not
 /// decoded) and the value's bytes.
 pub type Field<'a> = (&'a [u8], &'a [u8]);
@@ -188,6 +284,9 @@ pub fn object_fields(b: &[u8], i: usize) -> Result<(Vec<Field<'_>>, usize), Scan
         }
         j = skip_ws(b, j + 1);
         let vend = skip_value(b, j)?;
+        if out.len() == MAX_FIELDS {
+            return Err(too_many_fields(b, i));
+        }
         out.push((key, &b[j..vend]));
         j = skip_ws(b, vend);
         match b.get(j) {
@@ -220,6 +319,18 @@ pub fn object_fields_strict_nested<'a>(
     i: usize,
     descend: &[&[u8]],
     nested: &mut Vec<Field<'a>>,
+) -> Result<(Vec<Field<'a>>, usize, bool), ScanError> {
+    fields_strict_at(b, i, descend, nested, 1)
+}
+
+/// [`object_fields_strict_nested`] for an object at nesting `level` (1 for a record): its
+/// values are strict only within [`MAX_DEPTH`] levels in all, as for the whole record.
+fn fields_strict_at<'a>(
+    b: &'a [u8],
+    i: usize,
+    descend: &[&[u8]],
+    nested: &mut Vec<Field<'a>>,
+    level: usize,
 ) -> Result<(Vec<Field<'a>>, usize, bool), ScanError> {
     nested.clear();
     let mut descended = false;
@@ -256,7 +367,7 @@ pub fn object_fields_strict_nested<'a>(
         // strictly, then garbage; structurally one token).
         let inner = if !descended && b.get(j) == Some(&b'{') && descend.contains(&key) {
             descended = true;
-            match object_fields_strict(b, j) {
+            match fields_strict_at(b, j, &[], &mut Vec::new(), level + 1) {
                 Ok((fields, end, inner_strict)) => {
                     *nested = fields;
                     Some(end).filter(|_| inner_strict)
@@ -264,7 +375,7 @@ pub fn object_fields_strict_nested<'a>(
                 Err(_) => None,
             }
         } else {
-            strict_value(b, j)
+            strict_value_at(b, j, level)
         };
         let strict_end = inner.filter(|&e| matches!(b.get(skip_ws(b, e)), Some(b',' | b'}')));
         let vend = match strict_end {
@@ -274,6 +385,9 @@ pub fn object_fields_strict_nested<'a>(
                 skip_value(b, j)?
             }
         };
+        if out.len() == MAX_FIELDS {
+            return Err(too_many_fields(b, i));
+        }
         out.push((key, &b[j..vend]));
         j = skip_ws(b, vend);
         match b.get(j) {
@@ -290,9 +404,16 @@ pub fn object_fields_strict_nested<'a>(
 /// characters and with valid escapes), `None` otherwise. UTF-8 is not checked. One pass, no
 /// allocation: what lets a record be validated while it is delimited.
 pub fn strict_value(b: &[u8], i: usize) -> Option<usize> {
+    strict_value_at(b, i, 0)
+}
+
+/// [`strict_value`] for a value inside `outer` levels of containers: it may nest
+/// `MAX_DEPTH - outer` levels itself.
+#[inline]
+fn strict_value_at(b: &[u8], i: usize, outer: usize) -> Option<usize> {
     // Container kinds of the open levels, one bit each (1 = object), innermost lowest.
     let mut kinds: u128 = 0;
-    let mut depth = 0usize;
+    let mut depth = outer;
     let mut j = i;
     loop {
         // A value starts at `j`.
@@ -326,7 +447,7 @@ pub fn strict_value(b: &[u8], i: usize) -> Option<usize> {
         }
         // After a value: commas and closing brackets.
         loop {
-            if depth == 0 {
+            if depth == outer {
                 return Some(j);
             }
             j = skip_ws(b, j);
@@ -817,6 +938,181 @@ mod tests {
             object_fields_strict_nested(cut, 0, &[b"protoPayload"], &mut nested).map(|r| r.1),
             object_fields(cut, 0).map(|r| r.1)
         );
+    }
+
+    /// How deep `b` nests, counting brackets outside strings (for text the parser accepted).
+    fn nesting(b: &[u8]) -> usize {
+        let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
+        while i < b.len() {
+            match b[i] {
+                b'"' => {
+                    i = skip_string(b, i).unwrap_or(b.len());
+                    continue;
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            i += 1;
+        }
+        max
+    }
+
+    /// The parser's verdict on `b` as one whole document, as the record path needs it: UTF-8,
+    /// one value without surrounding whitespace, valid for `serde_json` (`RawValue`, what
+    /// `Record::to_raw` uses for a record the scan did not find strict), and within
+    /// [`MAX_DEPTH`] (the scanner's documented cap; `RawValue` has none).
+    fn parser_accepts(b: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(b) else {
+            return false;
+        };
+        serde_accepts(b)
+            && serde_json::value::RawValue::from_string(text.to_string()).is_ok()
+            && nesting(b) <= MAX_DEPTH
+    }
+
+    /// The scanner's verdict: [`strict_value`] over the whole input, plus the UTF-8 check
+    /// that `Record::text` makes.
+    fn scanner_accepts(b: &[u8]) -> bool {
+        strict_value(b, 0) == Some(b.len()) && std::str::from_utf8(b).is_ok()
+    }
+
+    /// [`object_fields_strict`]'s verdict on a whole input that starts an object.
+    fn fields_accept(b: &[u8]) -> bool {
+        matches!(object_fields_strict(b, 0), Ok((_, end, true)) if end == b.len())
+            && std::str::from_utf8(b).is_ok()
+    }
+
+    #[test]
+    fn depth_cap_counts_the_record_itself() {
+        for d in [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1] {
+            let inner = format!("{}{}", "[".repeat(d - 1), "]".repeat(d - 1));
+            let rec = format!(r#"{{"a":{inner}}}"#);
+            assert_eq!(nesting(rec.as_bytes()), d);
+            assert_eq!(fields_accept(rec.as_bytes()), d <= MAX_DEPTH, "{d}");
+            assert_eq!(parser_accepts(rec.as_bytes()), d <= MAX_DEPTH, "{d}");
+        }
+        // A lone surrogate escape is valid JSON text for serde_json's RawValue.
+        assert!(parser_accepts(br#""\ud800""#) && scanner_accepts(br#""\ud800""#));
+    }
+
+    /// JSON-ish text: values as serializers write them and as they go wrong (leading zeros,
+    /// cut literals, raw control characters, bad and lone-surrogate escapes, stray
+    /// whitespace), nested up to six levels.
+    fn jsonish() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let ws = proptest::sample::select(vec!["", "", " ", "\n", "\t", "\r\n  "]);
+        let string = r#""([a-zA-Z0-9 /é中]|\\["\\/bfnrtx]|\\u[0-9a-fA-F]{4}|\\u[dD][89abAB][0-9a-f]{2}|[\x00-\x1f\x7f])*""#;
+        let leaf = prop_oneof![
+            proptest::sample::select(vec![
+                "true", "false", "null", "tru", "nul", "True", "-", "."
+            ])
+            .prop_map(str::to_string),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:e}")),
+            r"-?(0|[1-9][0-9]{0,4})(\.[0-9]{0,3})?([eE][+-]?[0-9]{0,2})?",
+            r"[+-]?0[0-9]{1,3}",
+            string,
+        ];
+        leaf.prop_recursive(6, 64, 6, move |inner| {
+            prop_oneof![
+                (
+                    proptest::collection::vec(inner.clone(), 0..5),
+                    ws.clone(),
+                    ws.clone()
+                )
+                    .prop_map(|(v, a, b)| format!("[{a}{}{b}]", v.join(&format!("{b},{a}")))),
+                (
+                    proptest::collection::vec((string, inner), 0..5),
+                    ws.clone(),
+                    ws.clone()
+                )
+                    .prop_map(|(kv, a, b)| {
+                        let fields: Vec<String> = kv
+                            .into_iter()
+                            .map(|(k, v)| format!("{k}{a}:{b}{v}"))
+                            .collect();
+                        format!("{{{a}{}{b}}}", fields.join(","))
+                    }),
+            ]
+        })
+    }
+
+    /// Random edits of `b`: bytes replaced, inserted or removed, from JSON's own alphabet
+    /// and bytes that break UTF-8.
+    fn edit(b: &mut Vec<u8>, edits: &[(usize, u8, u8)]) {
+        for &(at, op, c) in edits {
+            let at = at % (b.len() + 1);
+            match op % 3 {
+                0 if at < b.len() => b[at] = c,
+                1 if at < b.len() => {
+                    b.remove(at);
+                }
+                _ => b.insert(at, c),
+            }
+        }
+    }
+
+    fn edits() -> impl proptest::strategy::Strategy<Value = Vec<(usize, u8, u8)>> {
+        use proptest::prelude::*;
+        let byte = prop_oneof![
+            3 => proptest::sample::select(b"{}[]:,\"\\ \n0123456789-+.eEtrufalsnud8x".to_vec()),
+            1 => proptest::sample::select(vec![0x00, 0x1f, 0x7f, 0x80, 0xbf, 0xc3, 0xe4, 0xed, 0xf4, 0xff]),
+        ];
+        proptest::collection::vec((any::<usize>(), any::<u8>(), byte), 0..4)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Arbitrary bytes: the strict scan accepts exactly what the parser accepts.
+        #[test]
+        fn strict_scan_is_the_parser_on_arbitrary_bytes(
+            b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..48),
+        ) {
+            proptest::prop_assert_eq!(scanner_accepts(&b), parser_accepts(&b));
+        }
+
+        /// Generated JSON-ish text, edited: the strict scan (a value, and a record's fields)
+        /// accepts exactly what the parser accepts.
+        #[test]
+        fn strict_scan_is_the_parser_on_generated_text(text in jsonish(), edits in edits()) {
+            let mut b = text.into_bytes();
+            edit(&mut b, &edits);
+            let want = parser_accepts(&b);
+            proptest::prop_assert_eq!(scanner_accepts(&b), want, "{}", String::from_utf8_lossy(&b));
+            if b.first() == Some(&b'{') {
+                proptest::prop_assert_eq!(fields_accept(&b), want, "{}", String::from_utf8_lossy(&b));
+            }
+        }
+
+        /// Nesting around the cap, objects and arrays mixed, edited.
+        #[test]
+        fn strict_scan_is_the_parser_around_the_depth_cap(
+            kinds in proptest::collection::vec(proptest::prelude::any::<bool>(), MAX_DEPTH - 3..MAX_DEPTH + 3),
+            edits in edits(),
+        ) {
+            let mut b = Vec::new();
+            for &obj in &kinds {
+                b.extend_from_slice(if obj { b"{\"k\":" } else { b"[" });
+            }
+            b.push(b'1');
+            for &obj in kinds.iter().rev() {
+                b.push(if obj { b'}' } else { b']' });
+            }
+            edit(&mut b, &edits);
+            let want = parser_accepts(&b);
+            proptest::prop_assert_eq!(scanner_accepts(&b), want);
+            if b.first() == Some(&b'{') {
+                proptest::prop_assert_eq!(fields_accept(&b), want);
+            }
+        }
     }
 
     proptest::proptest! {

@@ -1,10 +1,11 @@
 //! Property tests: the normalizer never panics, whatever it is given, and never loses input
 //! silently (non-blank input always produces at least one item: an event, a skip or a
-//! rejection).
+//! rejection) — also under budgets of a few bytes, where every line decoded whole is
+//! accounted for and the rest is one `budget_exceeded` rejection.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use kmswatch_normalize::{Item, Normalizer, Options};
+use kmswatch_normalize::{Item, Normalizer, Options, RejectReason, ELIDED_PREFIX_BYTES};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -185,5 +186,141 @@ proptest! {
         run(&f);
         let n = cut.index(f.len());
         run(&f[..n]);
+    }
+}
+
+// ---- tiny budgets ----------------------------------------------------------------------
+
+/// A normalizer with the given budgets.
+fn tight(max_record_bytes: usize, max_decompressed_bytes: u64, depth: usize) -> Normalizer {
+    Normalizer::new(Options {
+        max_record_bytes,
+        max_decompressed_bytes,
+        max_container_depth: depth,
+        ..Options::default()
+    })
+    .unwrap()
+}
+
+/// The invariants of every run, whatever the budgets: no panic; a rejection keeps at most
+/// `max_record_bytes` bytes (a larger span is elided: its start, size and hash); a
+/// `budget_exceeded` rejection comes once and last.
+fn run_tight(n: &Normalizer, bytes: &[u8], origin: &str) -> Vec<Item> {
+    let max = n.options().max_record_bytes;
+    let items = n.normalize_to_vec(bytes, origin);
+    let mut over = 0;
+    for (k, i) in items.iter().enumerate() {
+        let Item::Rejected { error, bytes, .. } = i else {
+            continue;
+        };
+        assert!(!error.detail.is_empty());
+        match error.elided {
+            None => assert!(bytes.len() <= max, "{} > {max}", bytes.len()),
+            Some(e) => {
+                assert!(e.size_bytes > max as u64, "{e:?}");
+                assert!(
+                    bytes.len() <= max.min(ELIDED_PREFIX_BYTES),
+                    "{}",
+                    bytes.len()
+                );
+            }
+        }
+        if error.reason == RejectReason::BudgetExceeded {
+            over += 1;
+            assert_eq!(
+                k,
+                items.len() - 1,
+                "the budget's rejection is the last item"
+            );
+        }
+    }
+    assert!(over <= 1, "{over} budget rejections");
+    items
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn zip_of(name: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    w.start_file(name, opts).unwrap();
+    w.write_all(data).unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes, bare or in gzip or zip, under budgets of a few bytes.
+    #[test]
+    fn tiny_budgets_on_arbitrary_bytes(
+        bytes in prop::collection::vec(any::<u8>(), 0..1024),
+        wrap in 0u8..3,
+        max_record in 0usize..300,
+        budget in 0u64..2048,
+        depth in 0usize..3,
+    ) {
+        let n = tight(max_record, budget, depth);
+        let input = match wrap {
+            0 => bytes,
+            1 => gzip(&bytes),
+            _ => zip_of("x.jsonl", &bytes),
+        };
+        let items = run_tight(&n, &input, "prop");
+        let blank = input.iter().all(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
+        prop_assert!(blank || !items.is_empty());
+    }
+
+    /// JSON lines, bare or in gzip or zip, under a budget that may cut them: every line that
+    /// was decoded whole is accounted for (an event, a skip or a rejection on its line);
+    /// beyond the cut there is exactly one `budget_exceeded` rejection and nothing else.
+    #[test]
+    fn every_decoded_line_is_accounted_for(
+        vs in prop::collection::vec(arb_json(), 1..6),
+        wrap in 0u8..3,
+        cut_at in 0.0f64..1.5,
+        max_record in 0usize..400,
+    ) {
+        let mut text = Vec::new();
+        let mut ends = Vec::new();
+        for v in &vs {
+            text.extend(serde_json::to_vec(v).unwrap());
+            ends.push(text.len());
+            text.push(b'\n');
+        }
+        let budget = (text.len() as f64 * cut_at) as u64;
+        let (input, origin) = match wrap {
+            0 => (text.clone(), "prop.jsonl".to_string()),
+            1 => (gzip(&text), "prop.jsonl.gz".to_string()),
+            _ => (zip_of("l.jsonl", &text), "prop.zip!l.jsonl".to_string()),
+        };
+        let n = tight(max_record, budget, 2);
+        let items = run_tight(&n, &input, origin.split('!').next().unwrap_or_default());
+        let decoded_whole = wrap == 0 || budget >= text.len() as u64;
+        let over = items.iter().filter(|i| matches!(i,
+            Item::Rejected { error, .. } if error.reason == RejectReason::BudgetExceeded)).count();
+        prop_assert_eq!(over, usize::from(!decoded_whole));
+        for (k, &end) in ends.iter().enumerate() {
+            let line = k as u64 + 1;
+            let whole = decoded_whole || end as u64 <= budget;
+            let seen = items.iter().any(|i| {
+                let l = match i {
+                    Item::Event { location, .. }
+                    | Item::Skipped { location, .. }
+                    | Item::Rejected { location, .. } => location,
+                };
+                l.line == line && (*l.origin == *origin || l.origin.starts_with(&format!("{origin} ")))
+            });
+            if whole {
+                prop_assert!(seen, "line {} not accounted for: {:?}", line, items);
+            }
+        }
     }
 }

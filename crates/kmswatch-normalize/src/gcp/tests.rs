@@ -758,6 +758,21 @@ fn project_fixtures() {
     assert!(events.iter().any(|e| e.kms.pending_window_days == Some(30)));
 }
 
+/// A Panther sample file of KMS events, by its file name: not by its whole path, which
+/// holds the checkout's folder (`kmswatch`, as `git clone` names it).
+fn is_kms_sample(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains("kms"))
+}
+
+#[test]
+fn kms_samples_are_chosen_by_file_name() {
+    let root = Path::new("/home/dev/kmswatch/../shared/data/gcp/panther-analysis-test-events");
+    assert!(is_kms_sample(&root.join("panther_gcp_kms_tests.jsonl")));
+    assert!(!is_kms_sample(&root.join("panther_gcp_other_tests.jsonl")));
+}
+
 #[test]
 fn shared_samples() {
     let root = workspace_root().join("../shared/data/gcp");
@@ -778,7 +793,7 @@ fn shared_samples() {
 
     let kms_file: Vec<_> = p_files
         .iter()
-        .filter(|p| p.to_string_lossy().contains("kms"))
+        .filter(|p| is_kms_sample(p))
         .cloned()
         .collect();
     let (c, events) = count(&kms_file);
