@@ -122,14 +122,19 @@ pub struct AwsS3SqsConfig {
     /// Messages per receive call, 1..=10.
     #[serde(default = "default_max_messages")]
     pub max_messages: u32,
-    /// What to do with an object that cannot be read.
+    /// What to do with an object that cannot be read for a reason retrying will not fix
+    /// (NoSuchKey, AccessDenied, over `max_object_bytes`) and with a message that is not a
+    /// notification. `delete` (default): it is handed out as a dead letter and the message is
+    /// deleted once the runtime has written it. `retry`/`keep`: the message is left on the
+    /// queue (logged, not dead-lettered: the queue still holds it).
     #[serde(default)]
     pub on_bad_object: OnBadObject,
     /// Skip (and acknowledge) CloudTrail digest files (`CloudTrail-Digest` in the key).
     #[serde(default = "default_true")]
     pub skip_digest_files: bool,
-    /// Objects larger than this are reported as bad instead of being read into memory.
-    /// Default 64 MiB, at most 1 GiB.
+    /// Objects larger than this (per HeadObject, before any download) are set aside as dead
+    /// letters (`object_too_large`) instead of being read into memory; a body that turns out
+    /// larger while downloading is cut off the same way. Default 64 MiB, at most 1 GiB.
     #[serde(default = "default_max_object_bytes")]
     pub max_object_bytes: u64,
     /// Upper bound of the exponential backoff after errors, in seconds.
@@ -189,7 +194,8 @@ pub struct AwsS3Config {
     /// Skip CloudTrail digest files.
     #[serde(default = "default_true")]
     pub skip_digest_files: bool,
-    /// Objects larger than this are reported and skipped. Default 64 MiB, at most 1 GiB.
+    /// Objects larger than this (per the listing's size) are set aside as dead letters
+    /// (`object_too_large`) without being downloaded. Default 64 MiB, at most 1 GiB.
     #[serde(default = "default_max_object_bytes")]
     pub max_object_bytes: u64,
     /// Format hint handed to the normalizer with every object.

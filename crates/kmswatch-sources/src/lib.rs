@@ -31,6 +31,8 @@ pub mod s3event;
 pub mod sqs;
 mod track;
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
@@ -173,6 +175,34 @@ pub(crate) fn set_aside(source_type: &'static str, dead: DeadLetter, ack: AckHan
     }
 }
 
+/// Things a source passed over on purpose, counted by reason: not data, so not dead letters
+/// (`s3_test_event`: the message S3 sends when a notification is configured;
+/// `cloudtrail_digest`: a digest file, skipped per `skip_digest_files`). The runtime may
+/// export them as `kmswatch_source_skipped_total{source,reason}`.
+#[derive(Debug, Default)]
+pub struct SkipCounts(Mutex<BTreeMap<&'static str, u64>>);
+
+impl SkipCounts {
+    pub(crate) fn add(&self, reason: &'static str, n: u64) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += n;
+    }
+
+    /// The counts so far, by reason.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+}
+
 /// Whether retrying an operation can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
@@ -300,6 +330,16 @@ impl Source {
         match self {
             Self::File(s) => s.drain().await,
             Self::AwsS3Sqs(_) | Self::AwsS3(_) | Self::Kafka(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// What the source passed over on purpose so far (see [`SkipCounts`]); the handle stays
+    /// valid while the source runs elsewhere.
+    pub fn skip_counts(&self) -> Arc<SkipCounts> {
+        match self {
+            Self::AwsS3Sqs(s) => s.skip_counts(),
+            Self::AwsS3(s) => s.skip_counts(),
+            Self::Kafka(_) | Self::File(_) => Arc::new(SkipCounts::default()),
         }
     }
 }
