@@ -132,6 +132,13 @@ pub struct AwsS3SqsConfig {
     /// Skip (and acknowledge) CloudTrail digest files (`CloudTrail-Digest` in the key).
     #[serde(default = "default_true")]
     pub skip_digest_files: bool,
+    /// Buckets whose objects may be read (names, without `s3://`). An object a message
+    /// announces in any other bucket is not read but set aside as a dead letter
+    /// (`bucket_not_allowed`): a forged or misrouted notification must not make kmswatch read
+    /// a bucket it was not meant to (nor show it its credentials' role). Empty (the default):
+    /// any bucket the credentials can read; list the trail buckets in production.
+    #[serde(default)]
+    pub buckets: Vec<String>,
     /// Objects larger than this (per HeadObject, before any download) are set aside as dead
     /// letters (`object_too_large`) instead of being read into memory; a body that turns out
     /// larger while downloading is cut off the same way. Default 64 MiB, at most 1 GiB.
@@ -554,6 +561,17 @@ fn validate_sqs(c: &AwsS3SqsConfig) -> Result<(), ConfigError> {
     if !(1..=3600).contains(&c.max_backoff_secs) {
         return Err(err(T, "max_backoff_secs", "must be 1..=3600"));
     }
+    if let Some(b) = c
+        .buckets
+        .iter()
+        .find(|b| !crate::s3event::is_bucket_name(b))
+    {
+        return Err(err(
+            T,
+            "buckets",
+            format!("{b:?} is not an S3 bucket name (a name, without s3:// or a key)"),
+        ));
+    }
     check_object_bytes(T, c.max_object_bytes)
 }
 
@@ -839,6 +857,10 @@ mod tests {
             (
                 r#"{"type":"aws_s3_sqs","queue_url":"https://q","max_object_bytes":2147483648}"#,
                 "max_object_bytes",
+            ),
+            (
+                r#"{"type":"aws_s3_sqs","queue_url":"https://q","buckets":["s3://trail"]}"#,
+                "buckets",
             ),
             (
                 r#"{"type":"aws_s3","bucket":"b","start_date":"2024-03-01","end_date":"2024-03-01","max_object_bytes":0}"#,

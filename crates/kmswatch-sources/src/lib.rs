@@ -113,8 +113,11 @@ pub mod reason {
     pub const INVALID_OBJECT_STATE: &str = "invalid_object_state";
     /// GetObject/HeadObject: another client error (4xx) that retrying does not fix.
     pub const UNREADABLE_OBJECT: &str = "unreadable_object";
-    /// An SQS message body that is not JSON or not an S3/SNS/EventBridge/CloudTrail notice.
+    /// An SQS message body that is not JSON or not an S3/SNS/EventBridge/CloudTrail notice
+    /// (or names something that is not an S3 bucket name or key).
     pub const NOT_A_NOTIFICATION: &str = "not_a_notification";
+    /// A notification announced an object in a bucket that `buckets` does not list: not read.
+    pub const BUCKET_NOT_ALLOWED: &str = "bucket_not_allowed";
 }
 
 impl DeadLetter {

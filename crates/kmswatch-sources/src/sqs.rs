@@ -282,11 +282,31 @@ impl S3SqsSource {
             if digests > 0 {
                 self.skips.add("cloudtrail_digest", digests);
             }
-            if objects.is_empty() {
+            let allowed = &self.cfg.buckets;
+            let (objects, foreign): (Vec<ObjectRef>, Vec<ObjectRef>) = objects
+                .into_iter()
+                .partition(|o| allowed.is_empty() || allowed.contains(&o.bucket));
+            if !foreign.is_empty() && self.cfg.on_bad_object != OnBadObject::Delete {
+                let bucket = &foreign[0].bucket;
+                error!(message_id = %mid, queue_url = %self.cfg.queue_url, bucket = ?bucket, policy = ?self.cfg.on_bad_object, "notification for a bucket not in `buckets` left on the queue");
+                continue;
+            }
+            if objects.is_empty() && foreign.is_empty() {
                 self.delete(&receipt).await?;
                 continue;
             }
-            let id = self.register(receipt, objects.len());
+            let id = self.register(receipt, objects.len() + foreign.len());
+            for obj in foreign {
+                let dead = DeadLetter::new(
+                    obj.origin(),
+                    reason::BUCKET_NOT_ALLOWED,
+                    format!(
+                        "message {mid} on {}: bucket {:?} is not in `buckets`; not read",
+                        self.cfg.queue_url, obj.bucket
+                    ),
+                );
+                self.pending.push_back(Work::SetAside { msg: id, dead });
+            }
             self.pending.extend(objects.into_iter().map(|obj| {
                 Work::Object(PendingObject {
                     msg: id,

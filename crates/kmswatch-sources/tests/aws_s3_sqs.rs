@@ -351,6 +351,46 @@ async fn message_that_is_not_a_notification_is_dead_lettered_with_its_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_in_a_bucket_not_listed_is_set_aside_unread() {
+    let Some(ep) = endpoint() else { return };
+    let aws = aws(&ep).await;
+    let trail = unique("kmsw-trail");
+    let other = unique("kmsw-other");
+    let (queue_url, _) = aws.queue(&trail).await;
+    aws.bucket(&trail).await;
+    aws.bucket(&other).await;
+    let key = "AWSLogs/111122223333/CloudTrail/us-east-1/2024/05/01/x.json.gz";
+    aws.put(&trail, key, gzip(TRAIL)).await;
+    aws.put(&other, key, gzip(TRAIL)).await;
+    // One message announcing an object in each bucket.
+    let notice = serde_json::json!({"Records": [
+        {"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":trail},"object":{"key":key}}},
+        {"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":other},"object":{"key":key}}},
+    ]});
+    aws.send(&queue_url, notice.to_string()).await;
+    let mut cfg = aws.source_config(&queue_url);
+    cfg.buckets = vec![trail.clone()];
+    let mut src = S3SqsSource::new(cfg).await.expect("source");
+    let mut batches = vec![next(&mut src).await, next(&mut src).await];
+    batches.sort_by_key(|b| b.dead.len());
+    let set_aside = batches.pop().expect("other");
+    let read = batches.pop().expect("trail");
+    assert_eq!(read.origin, format!("s3://{trail}/{key}"));
+    assert_eq!(&read.bytes[..], &gzip(TRAIL)[..]);
+    assert_set_aside(
+        &set_aside,
+        &format!("s3://{other}/{key}"),
+        reason::BUCKET_NOT_ALLOWED,
+    );
+    // The message goes once both are acknowledged.
+    read.ack.ack();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(aws.queue_depth(&queue_url).await, 1);
+    set_aside.ack.ack();
+    aws.wait_empty(&queue_url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_sets_aside_objects_over_max_object_bytes() {
     let Some(ep) = endpoint() else { return };
     let aws = aws(&ep).await;

@@ -183,6 +183,7 @@ impl Aws {
             max_messages: 10,
             on_bad_object: OnBadObject::Delete,
             skip_digest_files: true,
+            buckets: Vec::new(),
             max_object_bytes: 1 << 20,
             max_backoff_secs: 2,
             format: None,
