@@ -82,9 +82,19 @@ fn default_true() -> bool {
 fn default_max_backoff_secs() -> u64 {
     60
 }
+/// Default `max_object_bytes` of every source that reads whole objects (S3 objects, whole
+/// files, compressed files, stdin documents): 64 MiB. One object is held in memory as read
+/// (compressed, for gzip/zip), and the normalizer decodes it within its own per-object
+/// budget; with the runtime's few batches in flight per source this fits the Helm chart's
+/// 512 MiB container. CloudTrail delivers gzip objects of a few MB at most.
+pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 64 << 20;
+
 fn default_max_object_bytes() -> u64 {
-    1 << 30
+    DEFAULT_MAX_OBJECT_BYTES
 }
+
+/// The largest `max_object_bytes` accepted: 1 GiB (an object is held in memory whole).
+pub const MAX_MAX_OBJECT_BYTES: u64 = 1 << 30;
 
 /// `type: aws_s3_sqs`.
 #[derive(Debug, Clone, Deserialize)]
@@ -112,13 +122,26 @@ pub struct AwsS3SqsConfig {
     /// Messages per receive call, 1..=10.
     #[serde(default = "default_max_messages")]
     pub max_messages: u32,
-    /// What to do with an object that cannot be read.
+    /// What to do with an object that cannot be read for a reason retrying will not fix
+    /// (NoSuchKey, AccessDenied, over `max_object_bytes`) and with a message that is not a
+    /// notification. `delete` (default): it is handed out as a dead letter and the message is
+    /// deleted once the runtime has written it. `retry`/`keep`: the message is left on the
+    /// queue (logged, not dead-lettered: the queue still holds it).
     #[serde(default)]
     pub on_bad_object: OnBadObject,
     /// Skip (and acknowledge) CloudTrail digest files (`CloudTrail-Digest` in the key).
     #[serde(default = "default_true")]
     pub skip_digest_files: bool,
-    /// Objects larger than this are reported as bad instead of being read into memory.
+    /// Buckets whose objects may be read (names, without `s3://`). An object a message
+    /// announces in any other bucket is not read but set aside as a dead letter
+    /// (`bucket_not_allowed`): a forged or misrouted notification must not make kmswatch read
+    /// a bucket it was not meant to (nor show it its credentials' role). Empty (the default):
+    /// any bucket the credentials can read; list the trail buckets in production.
+    #[serde(default)]
+    pub buckets: Vec<String>,
+    /// Objects larger than this (per HeadObject, before any download) are set aside as dead
+    /// letters (`object_too_large`) instead of being read into memory; a body that turns out
+    /// larger while downloading is cut off the same way. Default 64 MiB, at most 1 GiB.
     #[serde(default = "default_max_object_bytes")]
     pub max_object_bytes: u64,
     /// Upper bound of the exponential backoff after errors, in seconds.
@@ -178,7 +201,8 @@ pub struct AwsS3Config {
     /// Skip CloudTrail digest files.
     #[serde(default = "default_true")]
     pub skip_digest_files: bool,
-    /// Objects larger than this are reported and skipped.
+    /// Objects larger than this (per the listing's size) are set aside as dead letters
+    /// (`object_too_large`) without being downloaded. Default 64 MiB, at most 1 GiB.
     #[serde(default = "default_max_object_bytes")]
     pub max_object_bytes: u64,
     /// Format hint handed to the normalizer with every object.
@@ -344,6 +368,17 @@ fn default_poll_interval_ms() -> u64 {
 fn default_max_batch_bytes() -> usize {
     1 << 20
 }
+/// Default `max_record_bytes` of the `file` source: 64 MiB (a JSON line may be a whole
+/// single-line CloudTrail document; the normalizer bounds each record inside it again).
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 << 20;
+fn default_max_record_bytes() -> u64 {
+    DEFAULT_MAX_RECORD_BYTES
+}
+/// Default `quiet_period_ms` of the `file` source: 2 s.
+pub const DEFAULT_QUIET_PERIOD_MS: u64 = 2_000;
+fn default_quiet_period_ms() -> u64 {
+    DEFAULT_QUIET_PERIOD_MS
+}
 
 /// `type: file`.
 #[derive(Debug, Clone, Deserialize)]
@@ -351,8 +386,10 @@ fn default_max_batch_bytes() -> usize {
 pub struct FileConfig {
     /// Files, directories (read recursively), globs (`logs/**/*.json*`) or `-` for stdin.
     pub paths: Vec<String>,
-    /// Keep reading files as they grow (appended complete lines), across rotation and
-    /// truncation, and pick up new files matching the globs.
+    /// Keep reading files as they grow (appended lines), across rotation and truncation, and
+    /// pick up new files matching the globs. A last line without a newline is read once the
+    /// file has been quiet for `quiet_period_ms` and the line is a complete JSON value (Azure
+    /// writes `PT1H.json` that way), or when the source is drained at shutdown.
     #[serde(default)]
     pub follow: bool,
     /// Directory where `follow` mode persists file positions; without it positions live only
@@ -365,9 +402,31 @@ pub struct FileConfig {
     /// How often followed files are checked for growth, in milliseconds.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
-    /// Largest batch of appended lines handed out at once in `follow` mode and for stdin.
+    /// Largest batch of lines handed out at once, in bytes (a JSON-lines file or stdin is
+    /// read in batches that end on a line, in every mode; one line longer than this is a
+    /// batch of its own). 1 KiB..=256 MiB, at most `max_record_bytes`; default 1 MiB.
     #[serde(default = "default_max_batch_bytes")]
     pub max_batch_bytes: usize,
+    /// A line longer than this, in bytes, is not read into memory: it is skipped, its size
+    /// and SHA-256 computed on the way, and handed out as a dead letter
+    /// (`record_too_large`, location `PATH:OFFSET`); the lines after it are read as usual.
+    /// 1 KiB..=1 GiB; default 64 MiB.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: u64,
+    /// A file that is not JSON lines — a pretty-printed document such as a CloudTrail
+    /// `{"Records":[...]}` file or a JSON array, told apart by its first line not being a
+    /// complete JSON value — or a compressed file (`.gz`, `.zip`, or gzip/zip content) is
+    /// handed over whole, as it must be decoded whole; larger than this, in bytes, it is set
+    /// aside unread as a dead letter (`object_too_large`). Also bounds a document read from
+    /// stdin. 1 byte..=1 GiB; default 64 MiB.
+    #[serde(default = "default_max_object_bytes")]
+    pub max_object_bytes: u64,
+    /// `follow` mode: how long, in milliseconds, a file must stop growing before a last
+    /// line without a newline is read (when it is a complete JSON value) and before a whole
+    /// document or compressed file is read. Also how long stdin must be silent for the same.
+    /// 0..=3,600,000; default 2,000.
+    #[serde(default = "default_quiet_period_ms")]
+    pub quiet_period_ms: u64,
     /// Format hint handed to the normalizer (`auto` or absent: detect).
     #[serde(default)]
     pub format: Option<String>,
@@ -499,10 +558,21 @@ fn validate_sqs(c: &AwsS3SqsConfig) -> Result<(), ConfigError> {
             ));
         }
     }
-    if c.max_backoff_secs == 0 {
-        return Err(err(T, "max_backoff_secs", "must be at least 1"));
+    if !(1..=3600).contains(&c.max_backoff_secs) {
+        return Err(err(T, "max_backoff_secs", "must be 1..=3600"));
     }
-    Ok(())
+    if let Some(b) = c
+        .buckets
+        .iter()
+        .find(|b| !crate::s3event::is_bucket_name(b))
+    {
+        return Err(err(
+            T,
+            "buckets",
+            format!("{b:?} is not an S3 bucket name (a name, without s3:// or a key)"),
+        ));
+    }
+    check_object_bytes(T, c.max_object_bytes)
 }
 
 fn validate_s3(c: &AwsS3Config) -> Result<(), ConfigError> {
@@ -541,7 +611,7 @@ fn validate_s3(c: &AwsS3Config) -> Result<(), ConfigError> {
     if let Some(r) = c.regions.iter().find(|r| r.is_empty() || r.contains('/')) {
         return Err(err(T, "regions", format!("{r:?} is not a region")));
     }
-    Ok(())
+    check_object_bytes(T, c.max_object_bytes)
 }
 
 fn validate_kafka(c: &KafkaConfig) -> Result<(), ConfigError> {
@@ -634,11 +704,46 @@ fn validate_file(c: &FileConfig) -> Result<(), ConfigError> {
             "stdin (-) cannot be mixed with files in follow mode",
         ));
     }
-    if c.poll_interval_ms == 0 {
-        return Err(err(T, "poll_interval_ms", "must be at least 1"));
+    if !(1..=3_600_000).contains(&c.poll_interval_ms) {
+        return Err(err(T, "poll_interval_ms", "must be 1..=3600000 (one hour)"));
     }
-    if c.max_batch_bytes < 1024 {
-        return Err(err(T, "max_batch_bytes", "must be at least 1024"));
+    if c.quiet_period_ms > 3_600_000 {
+        return Err(err(T, "quiet_period_ms", "must be 0..=3600000 (one hour)"));
+    }
+    if !(1024..=256 << 20).contains(&c.max_batch_bytes) {
+        return Err(err(
+            T,
+            "max_batch_bytes",
+            "must be 1024..=268435456 (1 KiB to 256 MiB)",
+        ));
+    }
+    if !(1024..=MAX_MAX_OBJECT_BYTES).contains(&c.max_record_bytes) {
+        return Err(err(
+            T,
+            "max_record_bytes",
+            "must be 1024..=1073741824 (1 KiB to 1 GiB)",
+        ));
+    }
+    if (c.max_batch_bytes as u64) > c.max_record_bytes {
+        return Err(err(
+            T,
+            "max_batch_bytes",
+            format!(
+                "{} is larger than max_record_bytes ({}): a batch would hold lines over the record limit",
+                c.max_batch_bytes, c.max_record_bytes
+            ),
+        ));
+    }
+    check_object_bytes(T, c.max_object_bytes)
+}
+
+fn check_object_bytes(source_type: &'static str, v: u64) -> Result<(), ConfigError> {
+    if !(1..=MAX_MAX_OBJECT_BYTES).contains(&v) {
+        return Err(err(
+            source_type,
+            "max_object_bytes",
+            format!("{v} must be 1..=1073741824 (1 GiB: an object is held in memory whole)"),
+        ));
     }
     Ok(())
 }
@@ -675,6 +780,9 @@ mod tests {
             panic!("wrong variant {c:?}")
         };
         assert!(f.follow);
+        assert_eq!(f.max_record_bytes, DEFAULT_MAX_RECORD_BYTES);
+        assert_eq!(f.max_object_bytes, DEFAULT_MAX_OBJECT_BYTES);
+        assert_eq!(f.quiet_period_ms, DEFAULT_QUIET_PERIOD_MS);
         c.validate().expect("valid");
     }
 
@@ -730,6 +838,34 @@ mod tests {
                 "accounts",
             ),
             (r#"{"type":"file","paths":["logs/[a.json"]}"#, "paths"),
+            (
+                r#"{"type":"file","paths":["a"],"max_record_bytes":512}"#,
+                "max_record_bytes",
+            ),
+            (
+                r#"{"type":"file","paths":["a"],"max_batch_bytes":4096,"max_record_bytes":2048}"#,
+                "max_batch_bytes",
+            ),
+            (
+                r#"{"type":"file","paths":["a"],"max_object_bytes":0}"#,
+                "max_object_bytes",
+            ),
+            (
+                r#"{"type":"file","paths":["a"],"quiet_period_ms":3600001}"#,
+                "quiet_period_ms",
+            ),
+            (
+                r#"{"type":"aws_s3_sqs","queue_url":"https://q","max_object_bytes":2147483648}"#,
+                "max_object_bytes",
+            ),
+            (
+                r#"{"type":"aws_s3_sqs","queue_url":"https://q","buckets":["s3://trail"]}"#,
+                "buckets",
+            ),
+            (
+                r#"{"type":"aws_s3","bucket":"b","start_date":"2024-03-01","end_date":"2024-03-01","max_object_bytes":0}"#,
+                "max_object_bytes",
+            ),
         ];
         for (json, field) in bad {
             let c = parse(json).expect(json);

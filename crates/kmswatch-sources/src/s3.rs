@@ -4,6 +4,7 @@
 //! prefixes of the requested accounts, regions and dates are listed.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -12,7 +13,10 @@ use tracing::{info, warn};
 
 use crate::config::{civil_from_days, parse_date};
 use crate::s3event::{is_digest_key, ObjectRef};
-use crate::{AckHandle, AwsS3Config, Backoff, Batch, Retry, S3Layout, SourceError};
+use crate::{
+    reason, set_aside, AckHandle, AwsS3Config, Backoff, Batch, DeadLetter, Retry, S3Layout,
+    SkipCounts, SourceError,
+};
 
 /// Load the AWS configuration: standard credential chain, optional region and endpoint
 /// override (`AWS_ENDPOINT_URL` is honoured by the chain itself).
@@ -34,11 +38,12 @@ pub(crate) fn s3_client(conf: &SdkConfig, force_path_style: bool) -> aws_sdk_s3:
     aws_sdk_s3::Client::from_conf(c)
 }
 
-/// Why an object could not be read.
+/// Why an object was not handed over.
 #[derive(Debug)]
 pub(crate) enum FetchError {
-    /// Missing, forbidden or too large: retrying will not help.
-    Bad(String),
+    /// Missing, forbidden, archived or too large: retrying will not help. The dead letter
+    /// names the object, the reason and the error code (and the size, when known).
+    Bad(DeadLetter),
     /// Network, throttling, 5xx.
     Transient(String),
 }
@@ -58,53 +63,126 @@ impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
     }
 }
 
+/// Sort an S3 error into a dead letter (retrying will not help) or a transient failure.
+fn fetch_error<E>(
+    operation: &str,
+    obj: &ObjectRef,
+    e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> FetchError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    let status = status_of(&e);
+    let code = e.code().map(str::to_owned);
+    let why = match (code.as_deref(), status) {
+        (Some("NoSuchKey" | "NotFound"), _) | (None, Some(404)) => Some(reason::NO_SUCH_KEY),
+        (Some("NoSuchBucket"), _) => Some(reason::NO_SUCH_BUCKET),
+        (Some("InvalidObjectState"), _) => Some(reason::INVALID_OBJECT_STATE),
+        (Some("AccessDenied" | "Forbidden" | "AllAccessDisabled"), _) | (_, Some(403)) => {
+            Some(reason::ACCESS_DENIED)
+        }
+        (_, Some(408 | 429)) => None,
+        (_, Some(400..=499)) => Some(reason::UNREADABLE_OBJECT),
+        _ => None,
+    };
+    let message = DisplayErrorContext(&e).to_string();
+    match why {
+        Some(why) => {
+            let status =
+                status.map_or_else(|| "no HTTP status".to_owned(), |s| format!("HTTP {s}"));
+            let code = code.unwrap_or_else(|| "no error code".to_owned());
+            FetchError::Bad(DeadLetter::new(
+                obj.origin(),
+                why,
+                format!("{operation}: {status}, {code}: {message}"),
+            ))
+        }
+        None => FetchError::Transient(format!("{operation}: {message}")),
+    }
+}
+
+fn too_large(obj: &ObjectRef, size: u64, max_bytes: u64, when: &str) -> FetchError {
+    FetchError::Bad(
+        DeadLetter::new(
+            obj.origin(),
+            reason::OBJECT_TOO_LARGE,
+            format!("{size} bytes exceed max_object_bytes ({max_bytes}) {when}; not read"),
+        )
+        .with_size(size),
+    )
+}
+
+/// HeadObject first (its size decides before anything is downloaded, and a missing or
+/// forbidden object is found without a GET), then the object. Used where the size is not
+/// known from S3 itself (a notification's size is whatever the message says).
+pub(crate) async fn head_and_fetch(
+    s3: &aws_sdk_s3::Client,
+    obj: &ObjectRef,
+    max_bytes: u64,
+) -> Result<bytes::Bytes, FetchError> {
+    let head = s3
+        .head_object()
+        .bucket(&obj.bucket)
+        .key(&obj.key)
+        .send()
+        .await
+        .map_err(|e| fetch_error("HeadObject", obj, e))?;
+    let size = head
+        .content_length()
+        .and_then(|l| u64::try_from(l).ok())
+        .unwrap_or(0);
+    if size > max_bytes {
+        return Err(too_large(obj, size, max_bytes, "per HeadObject"));
+    }
+    fetch_object(s3, obj, max_bytes).await
+}
+
+/// GetObject, reading at most `max_bytes` of the body: an object larger than the listing's
+/// size or its Content-Length says is cut off and set aside, never held whole.
 pub(crate) async fn fetch_object(
     s3: &aws_sdk_s3::Client,
     obj: &ObjectRef,
     max_bytes: u64,
 ) -> Result<bytes::Bytes, FetchError> {
-    if obj.size.is_some_and(|s| s > max_bytes) {
-        return Err(FetchError::Bad(format!(
-            "object larger than max_object_bytes ({max_bytes})"
-        )));
+    if let Some(size) = obj.size.filter(|&s| s > max_bytes) {
+        return Err(too_large(obj, size, max_bytes, "per the listing"));
     }
-    let resp = match s3
+    let resp = s3
         .get_object()
         .bucket(&obj.bucket)
         .key(&obj.key)
         .send()
         .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            let status = status_of(&e);
-            let code = e.code().map(str::to_owned);
-            let msg = DisplayErrorContext(&e).to_string();
-            let bad = matches!(status, Some(400 | 403 | 404))
-                || matches!(
-                    code.as_deref(),
-                    Some("NoSuchKey" | "NoSuchBucket" | "AccessDenied" | "InvalidObjectState")
-                );
-            return Err(if bad {
-                FetchError::Bad(msg)
-            } else {
-                FetchError::Transient(msg)
-            });
-        }
-    };
-    if resp
-        .content_length()
-        .is_some_and(|l| u64::try_from(l).unwrap_or(0) > max_bytes)
-    {
-        return Err(FetchError::Bad(format!(
-            "object larger than max_object_bytes ({max_bytes})"
-        )));
+        .map_err(|e| fetch_error("GetObject", obj, e))?;
+    let length = resp.content_length().and_then(|l| u64::try_from(l).ok());
+    if let Some(size) = length.filter(|&l| l > max_bytes) {
+        return Err(too_large(
+            obj,
+            size,
+            max_bytes,
+            "per GetObject's Content-Length",
+        ));
     }
-    resp.body
-        .collect()
+    let cap = usize::try_from(length.unwrap_or(0).min(max_bytes)).unwrap_or(0);
+    let mut buf = Vec::with_capacity(cap);
+    let mut body = resp.body;
+    while let Some(chunk) = body
+        .try_next()
         .await
-        .map(|b| b.into_bytes())
-        .map_err(|e| FetchError::Transient(format!("reading body: {e}")))
+        .map_err(|e| FetchError::Transient(format!("GetObject: reading the body: {e}")))?
+    {
+        if (buf.len() + chunk.len()) as u64 > max_bytes {
+            let seen = (buf.len() + chunk.len()) as u64;
+            return Err(too_large(
+                obj,
+                length.unwrap_or(seen).max(seen),
+                max_bytes,
+                "while downloading (at least)",
+            ));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(bytes::Bytes::from(buf))
 }
 
 fn s3_error<E, R>(operation: &'static str, location: String, e: SdkError<E, R>) -> SourceError
@@ -152,6 +230,7 @@ pub struct S3BackfillSource {
     /// Flat layout: LastModified window, epoch seconds `[from, to)`.
     window: (i64, i64),
     backoff: Backoff,
+    skips: Arc<SkipCounts>,
 }
 
 impl std::fmt::Debug for S3BackfillSource {
@@ -180,7 +259,13 @@ impl S3BackfillSource {
             planned: false,
             window: (start * 86_400, (end + 1) * 86_400),
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
+            skips: Arc::default(),
         })
+    }
+
+    /// What the backfill passed over on purpose (digest files).
+    pub fn skip_counts(&self) -> Arc<SkipCounts> {
+        self.skips.clone()
     }
 
     /// The common prefixes one level below `prefix`.
@@ -313,6 +398,7 @@ impl S3BackfillSource {
             for o in resp.contents() {
                 let Some(key) = o.key() else { continue };
                 if self.cfg.skip_digest_files && is_digest_key(key) {
+                    self.skips.add("cloudtrail_digest", 1);
                     continue;
                 }
                 if self.cfg.layout == S3Layout::Flat {
@@ -334,8 +420,9 @@ impl S3BackfillSource {
         }
     }
 
-    /// The next object of the range, `Ok(None)` when all were read. Objects that cannot be
-    /// read are reported and skipped.
+    /// The next object of the range, `Ok(None)` when all were read. An object that cannot be
+    /// read for a reason retrying will not fix (missing, forbidden, archived, over
+    /// `max_object_bytes` per the listing) is handed out as a dead letter instead.
     pub async fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
         if !self.planned {
             self.plan().await?;
@@ -359,16 +446,17 @@ impl S3BackfillSource {
                             dead: Vec::new(),
                         }));
                     }
-                    Err(crate::s3::FetchError::Bad(why)) => {
-                        warn!(origin = %obj.origin(), reason = %why, "s3 object skipped");
+                    Err(FetchError::Bad(dead)) => {
+                        self.backoff.reset();
+                        return Ok(Some(set_aside("aws_s3", dead, AckHandle::noop())));
                     }
-                    Err(crate::s3::FetchError::Transient(why)) if self.backoff.attempts() < 5 => {
+                    Err(FetchError::Transient(why)) if self.backoff.attempts() < 5 => {
                         let d = self.backoff.next_delay();
                         warn!(origin = %obj.origin(), reason = %why, "s3 read failed; retrying");
                         tokio::time::sleep(d).await;
                         self.objects.push_front(obj);
                     }
-                    Err(crate::s3::FetchError::Transient(why)) => {
+                    Err(FetchError::Transient(why)) => {
                         return Err(SourceError::S3 {
                             operation: "GetObject",
                             location: obj.origin(),

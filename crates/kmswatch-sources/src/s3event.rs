@@ -39,10 +39,43 @@ pub enum Notice {
 #[error("not an S3/SNS/EventBridge/CloudTrail notification: {0}")]
 pub struct NoticeError(pub String);
 
-/// Parse an SQS message body.
+/// Parse an SQS message body. Bucket names must follow S3's naming rules and keys be 1 to
+/// 1024 bytes: the bucket becomes part of the request's host name (virtual-hosted style), so
+/// a forged message must not be able to put anything else there.
 pub fn parse_notice(body: &str) -> Result<Notice, NoticeError> {
     let v: Value = serde_json::from_str(body).map_err(|e| NoticeError(format!("not JSON: {e}")))?;
-    parse_value(&v, 0)
+    let notice = parse_value(&v, 0)?;
+    if let Notice::Objects(objects) = &notice {
+        for o in objects {
+            if !is_bucket_name(&o.bucket) {
+                return Err(NoticeError(format!(
+                    "{:?} is not an S3 bucket name",
+                    o.bucket
+                )));
+            }
+            if o.key.is_empty() || o.key.len() > 1024 {
+                return Err(NoticeError(format!(
+                    "an object key of {} bytes (S3 keys are 1 to 1024)",
+                    o.key.len()
+                )));
+            }
+        }
+    }
+    Ok(notice)
+}
+
+/// S3's bucket naming rules: 3 to 63 characters of lower-case letters, digits, `.` and `-`,
+/// starting and ending with a letter or digit, no `..`, not an IPv4 address.
+pub fn is_bucket_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let edge = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && edge(b.first())
+        && edge(b.last())
+        && !name.contains("..")
+        && name.parse::<std::net::Ipv4Addr>().is_err()
 }
 
 fn parse_value(v: &Value, depth: u8) -> Result<Notice, NoticeError> {
@@ -192,16 +225,16 @@ mod tests {
 
     #[test]
     fn eventbridge_and_cloudtrail_notices() {
-        let eb = r#"{"version":"0","detail-type":"Object Created","source":"aws.s3","detail":{"bucket":{"name":"b"},"object":{"key":"k%20x.json","size":5}}}"#;
+        let eb = r#"{"version":"0","detail-type":"Object Created","source":"aws.s3","detail":{"bucket":{"name":"bkt"},"object":{"key":"k%20x.json","size":5}}}"#;
         assert_eq!(
             parse_notice(eb),
             Ok(Notice::Objects(vec![ObjectRef {
-                bucket: "b".into(),
+                bucket: "bkt".into(),
                 key: "k x.json".into(),
                 size: Some(5)
             }]))
         );
-        let ct = r#"{"s3Bucket":"b","s3ObjectKey":["AWSLogs/1/CloudTrail/x.json.gz","AWSLogs/1/CloudTrail-Digest/y.json.gz"]}"#;
+        let ct = r#"{"s3Bucket":"bkt","s3ObjectKey":["AWSLogs/1/CloudTrail/x.json.gz","AWSLogs/1/CloudTrail-Digest/y.json.gz"]}"#;
         let Ok(Notice::Objects(o)) = parse_notice(ct) else {
             panic!("not parsed")
         };
@@ -222,6 +255,29 @@ mod tests {
         assert!(parse_notice(r#"{"Records":[{"s3":{}}]}"#).is_err());
         assert!(parse_notice(r#"{"a":1}"#).is_err());
         assert_eq!(decode_key("%zz%4"), "%zz%4");
+        // A bucket name is part of the host name: only S3's grammar passes.
+        for bad in [
+            "evil.example.com:8443",
+            "Bucket",
+            "a",
+            "x..y",
+            "192.168.0.1",
+            "b/c",
+            "-b",
+            "b@evil",
+        ] {
+            assert!(!is_bucket_name(bad), "{bad}");
+            let body = format!(
+                r#"{{"Records":[{{"s3":{{"bucket":{{"name":{bad:?}}},"object":{{"key":"k"}}}}}}]}}"#
+            );
+            assert!(parse_notice(&body).is_err(), "{body}");
+        }
+        assert!(is_bucket_name("ct-logs.111122223333"));
+        let long_key = format!(
+            r#"{{"s3Bucket":"b-1","s3ObjectKey":["{}"]}}"#,
+            "k".repeat(1025)
+        );
+        assert!(parse_notice(&long_key).is_err());
         assert_eq!(decode_key("%E2%9C%93"), "\u{2713}");
     }
 }

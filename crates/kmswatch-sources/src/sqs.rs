@@ -1,22 +1,37 @@
 //! `aws_s3_sqs`: S3 objects announced on an SQS queue.
 //!
 //! Long-polls the queue, parses each message ([`crate::s3event`]), fetches the announced
-//! objects one at a time as batches are asked for, keeps the message invisible
+//! objects one at a time as batches are asked for (HeadObject first, so an object over
+//! `max_object_bytes` is never downloaded), keeps the message invisible
 //! (ChangeMessageVisibility heartbeat) while any of its objects is still in the pipeline, and
 //! deletes it only once every object was acknowledged. A nack or a dropped handle leaves the
 //! message: it is received again after its visibility timeout (and ends in the queue's
 //! dead-letter queue when the queue has a redrive policy).
+//!
+//! Nothing is dropped silently. With `on_bad_object: delete` (the default) an object that
+//! cannot be read for a reason retrying will not fix (NoSuchKey, AccessDenied, archived, over
+//! `max_object_bytes`) and a message that is not a notification are each handed out as a
+//! batch holding one [`crate::DeadLetter`] (the message body itself, for a message, since it
+//! is gone once deleted) and the message's acknowledgement: the message is deleted only once
+//! the runtime has written the dead letter. `s3:TestEvent` messages and CloudTrail digest
+//! files are deleted and counted ([`crate::SkipCounts`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::s3::{fetch_object, s3_client, sdk_config, FetchError};
+use crate::s3::{head_and_fetch, s3_client, sdk_config, FetchError};
 use crate::s3event::{is_digest_key, parse_notice, Notice, ObjectRef};
-use crate::{AckHandle, AwsS3SqsConfig, Backoff, Batch, OnBadObject, Retry, Settle, SourceError};
+use crate::{
+    reason, set_aside, AckHandle, AwsS3SqsConfig, Backoff, Batch, Bytes, DeadLetter, OnBadObject,
+    Retry, Settle, SkipCounts, SourceError,
+};
+
+const SOURCE_TYPE: &str = "aws_s3_sqs";
 
 /// Give up on an object (leave its message for redelivery) after this many transient failures.
 const MAX_FETCH_ATTEMPTS: u32 = 5;
@@ -25,6 +40,14 @@ struct PendingObject {
     msg: u64,
     obj: ObjectRef,
     attempts: u32,
+}
+
+/// What is still to hand out, in order.
+enum Work {
+    /// An announced object to read.
+    Object(PendingObject),
+    /// A message that is not a notification, set aside.
+    SetAside { msg: u64, dead: DeadLetter },
 }
 
 enum TrackerMsg {
@@ -44,11 +67,12 @@ pub struct S3SqsSource {
     cfg: AwsS3SqsConfig,
     sqs: aws_sdk_sqs::Client,
     s3: aws_sdk_s3::Client,
-    pending: VecDeque<PendingObject>,
+    pending: VecDeque<Work>,
     abandoned: HashSet<u64>,
     tracker: mpsc::UnboundedSender<TrackerMsg>,
     next_id: u64,
     backoff: Backoff,
+    skips: Arc<SkipCounts>,
 }
 
 impl std::fmt::Debug for S3SqsSource {
@@ -93,6 +117,20 @@ impl S3SqsSource {
             tracker: tx,
             next_id: 0,
             backoff,
+            skips: Arc::default(),
+        })
+    }
+
+    /// What the source passed over on purpose (`s3_test_event`, `cloudtrail_digest`).
+    pub fn skip_counts(&self) -> Arc<SkipCounts> {
+        self.skips.clone()
+    }
+
+    /// The acknowledgement of one batch of message `id`.
+    fn handle(&self, id: u64) -> AckHandle {
+        let tx = self.tracker.clone();
+        AckHandle::new(move |how| {
+            let _ = tx.send(TrackerMsg::Settled { id, how });
         })
     }
 
@@ -100,11 +138,17 @@ impl S3SqsSource {
     /// retried with backoff; permanent ones (no such queue, access denied) are returned.
     pub async fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
         loop {
-            if let Some(p) = self.pending.pop_front() {
-                if let Some(b) = self.fetch(p).await {
-                    return Ok(Some(b));
+            match self.pending.pop_front() {
+                Some(Work::Object(p)) => {
+                    if let Some(b) = self.fetch(p).await {
+                        return Ok(Some(b));
+                    }
+                    continue;
                 }
-                continue;
+                Some(Work::SetAside { msg, dead }) => {
+                    return Ok(Some(set_aside(SOURCE_TYPE, dead, self.handle(msg))));
+                }
+                None => {}
             }
             match self.receive().await {
                 Ok(()) => self.backoff.reset(),
@@ -128,33 +172,39 @@ impl S3SqsSource {
             return None;
         }
         let origin = p.obj.origin();
-        match fetch_object(&self.s3, &p.obj, self.cfg.max_object_bytes).await {
+        // A cancelled call (shutdown) leaves the object pending, not lost.
+        self.pending.push_front(Work::Object(PendingObject {
+            msg: p.msg,
+            obj: p.obj.clone(),
+            attempts: p.attempts,
+        }));
+        let fetched = head_and_fetch(&self.s3, &p.obj, self.cfg.max_object_bytes).await;
+        self.pending.pop_front();
+        match fetched {
             Ok(bytes) => {
                 self.backoff.reset();
                 info!(origin = %origin, bytes = bytes.len(), "s3 object read");
-                let tx = self.tracker.clone();
-                let id = p.msg;
                 Some(Batch {
                     origin,
                     bytes,
                     format: format_hint(&self.cfg.format),
                     received_at: SystemTime::now(),
-                    ack: AckHandle::new(move |how| {
-                        let _ = tx.send(TrackerMsg::Settled { id, how });
-                    }),
+                    ack: self.handle(p.msg),
                     dead: Vec::new(),
                 })
             }
-            Err(FetchError::Bad(why)) => {
-                error!(origin = %origin, reason = %why, policy = ?self.cfg.on_bad_object, "bad s3 object");
+            Err(FetchError::Bad(dead)) => {
+                self.backoff.reset();
                 let how = match self.cfg.on_bad_object {
-                    OnBadObject::Delete => Settle::Ack,
+                    OnBadObject::Delete => {
+                        // Deleted once the runtime has written the dead letter.
+                        return Some(set_aside(SOURCE_TYPE, dead, self.handle(p.msg)));
+                    }
                     OnBadObject::Retry => Settle::Retry,
                     OnBadObject::Keep => Settle::Reject,
                 };
-                if !how.is_ack() {
-                    self.abandoned.insert(p.msg);
-                }
+                error!(origin = %origin, reason = %dead.reason, detail = %dead.detail, policy = ?self.cfg.on_bad_object, "unreadable s3 object left on the queue");
+                self.abandoned.insert(p.msg);
                 self.settle(p.msg, how);
                 None
             }
@@ -168,8 +218,9 @@ impl S3SqsSource {
                 }
                 let d = self.backoff.next_delay();
                 warn!(origin = %origin, reason = %why, delay_ms = d.as_millis() as u64, "s3 read failed; retrying");
+                // Queued again before waiting, so a cancelled call loses nothing.
+                self.pending.push_front(Work::Object(p));
                 tokio::time::sleep(d).await;
-                self.pending.push_front(p);
                 None
             }
         }
@@ -194,18 +245,29 @@ impl S3SqsSource {
             let objects = match parse_notice(&body) {
                 Ok(Notice::TestEvent) => {
                     info!(message_id = %mid, "s3:TestEvent deleted");
+                    self.skips.add("s3_test_event", 1);
                     self.delete(&receipt).await?;
                     continue;
                 }
                 Ok(Notice::Objects(o)) => o,
+                Err(e) if self.cfg.on_bad_object == OnBadObject::Delete => {
+                    let location = format!("sqs://{}#{mid}", without_scheme(&self.cfg.queue_url));
+                    let dead = DeadLetter::new(
+                        location,
+                        reason::NOT_A_NOTIFICATION,
+                        format!("message {mid} on {}: {e}", self.cfg.queue_url),
+                    )
+                    .with_bytes(Bytes::from(body));
+                    let id = self.register(receipt, 1);
+                    self.pending.push_back(Work::SetAside { msg: id, dead });
+                    continue;
+                }
                 Err(e) => {
-                    error!(message_id = %mid, queue_url = %self.cfg.queue_url, error = %e, policy = ?self.cfg.on_bad_object, "unreadable sqs message");
-                    if self.cfg.on_bad_object == OnBadObject::Delete {
-                        self.delete(&receipt).await?;
-                    }
+                    error!(message_id = %mid, queue_url = %self.cfg.queue_url, error = %e, policy = ?self.cfg.on_bad_object, "message that is not a notification left on the queue");
                     continue;
                 }
             };
+            let total = objects.len();
             let objects: Vec<ObjectRef> = objects
                 .into_iter()
                 .filter(|o| {
@@ -216,25 +278,55 @@ impl S3SqsSource {
                     !skip
                 })
                 .collect();
-            if objects.is_empty() {
+            let digests = (total - objects.len()) as u64;
+            if digests > 0 {
+                self.skips.add("cloudtrail_digest", digests);
+            }
+            let allowed = &self.cfg.buckets;
+            let (objects, foreign): (Vec<ObjectRef>, Vec<ObjectRef>) = objects
+                .into_iter()
+                .partition(|o| allowed.is_empty() || allowed.contains(&o.bucket));
+            if !foreign.is_empty() && self.cfg.on_bad_object != OnBadObject::Delete {
+                let bucket = &foreign[0].bucket;
+                error!(message_id = %mid, queue_url = %self.cfg.queue_url, bucket = ?bucket, policy = ?self.cfg.on_bad_object, "notification for a bucket not in `buckets` left on the queue");
+                continue;
+            }
+            if objects.is_empty() && foreign.is_empty() {
                 self.delete(&receipt).await?;
                 continue;
             }
-            let id = self.next_id;
-            self.next_id += 1;
-            let _ = self.tracker.send(TrackerMsg::Register {
-                id,
-                receipt,
-                count: objects.len(),
-            });
-            self.pending
-                .extend(objects.into_iter().map(|obj| PendingObject {
+            let id = self.register(receipt, objects.len() + foreign.len());
+            for obj in foreign {
+                let dead = DeadLetter::new(
+                    obj.origin(),
+                    reason::BUCKET_NOT_ALLOWED,
+                    format!(
+                        "message {mid} on {}: bucket {:?} is not in `buckets`; not read",
+                        self.cfg.queue_url, obj.bucket
+                    ),
+                );
+                self.pending.push_back(Work::SetAside { msg: id, dead });
+            }
+            self.pending.extend(objects.into_iter().map(|obj| {
+                Work::Object(PendingObject {
                     msg: id,
                     obj,
                     attempts: 0,
-                }));
+                })
+            }));
         }
         Ok(())
+    }
+
+    /// Track a received message whose `count` batches must all be acknowledged before it is
+    /// deleted; its id.
+    fn register(&mut self, receipt: String, count: usize) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let _ = self
+            .tracker
+            .send(TrackerMsg::Register { id, receipt, count });
+        id
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), SourceError> {
@@ -247,6 +339,11 @@ impl S3SqsSource {
             .map(|_| ())
             .map_err(|e| sqs_error("DeleteMessage", &self.cfg.queue_url, e))
     }
+}
+
+/// `https://sqs.REGION.amazonaws.com/ACCOUNT/NAME` → `sqs.REGION.amazonaws.com/ACCOUNT/NAME`.
+fn without_scheme(url: &str) -> &str {
+    url.split_once("://").map_or(url, |(_, rest)| rest)
 }
 
 fn sqs_error<E, R>(

@@ -1,179 +1,13 @@
-//! Integration tests of `aws_s3_sqs` against a real S3/SQS emulator (moto_server), started by
-//! `scripts/services up` (which `scripts/test` sources). Skipped, with a message, when
-//! `KMSWATCH_TEST_AWS_ENDPOINT` is not set.
+//! Integration tests of `aws_s3_sqs` and `aws_s3` against a real S3/SQS emulator
+//! (moto_server), started by `scripts/services up` (which `scripts/test` sources). Skipped,
+//! with a message, when `KMSWATCH_TEST_AWS_ENDPOINT` is not set.
 
-use std::io::Write;
-use std::time::{Duration, Instant};
+mod common;
 
-use aws_config::BehaviorVersion;
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_sqs::types::QueueAttributeName;
-use kmswatch_sources::{AwsS3SqsConfig, Batch, OnBadObject, S3SqsSource};
+use std::time::Duration;
 
-fn endpoint() -> Option<String> {
-    match std::env::var("KMSWATCH_TEST_AWS_ENDPOINT") {
-        Ok(e) if !e.is_empty() => {
-            for (k, v) in [
-                ("AWS_ACCESS_KEY_ID", "testing"),
-                ("AWS_SECRET_ACCESS_KEY", "testing"),
-                ("AWS_EC2_METADATA_DISABLED", "true"),
-            ] {
-                if std::env::var_os(k).is_none() {
-                    std::env::set_var(k, v);
-                }
-            }
-            Some(e)
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED: KMSWATCH_TEST_AWS_ENDPOINT is not set; run scripts/test (or `source scripts/services up`)"
-            );
-            None
-        }
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{prefix}-{}-{}", std::process::id(), n % 1_000_000_000)
-}
-
-struct Aws {
-    s3: aws_sdk_s3::Client,
-    sqs: aws_sdk_sqs::Client,
-    endpoint: String,
-}
-
-async fn aws(endpoint: &str) -> Aws {
-    let conf = aws_config::defaults(BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .load()
-        .await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&conf)
-            .force_path_style(true)
-            .build(),
-    );
-    Aws {
-        s3,
-        sqs: aws_sdk_sqs::Client::new(&conf),
-        endpoint: endpoint.to_owned(),
-    }
-}
-
-impl Aws {
-    async fn queue(&self, name: &str) -> (String, String) {
-        let url = self
-            .sqs
-            .create_queue()
-            .queue_name(name)
-            .send()
-            .await
-            .expect("create queue")
-            .queue_url
-            .expect("queue url");
-        let arn = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("queue attributes")
-            .attributes
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .expect("queue arn");
-        (url, arn)
-    }
-
-    async fn bucket(&self, name: &str) {
-        self.s3
-            .create_bucket()
-            .bucket(name)
-            .send()
-            .await
-            .expect("create bucket");
-    }
-
-    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) {
-        self.s3
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .expect("put object");
-    }
-
-    /// Messages visible plus in flight.
-    async fn queue_depth(&self, url: &str) -> u64 {
-        let attrs = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .expect("queue attributes")
-            .attributes
-            .unwrap_or_default();
-        attrs.values().filter_map(|v| v.parse::<u64>().ok()).sum()
-    }
-
-    async fn wait_empty(&self, url: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let depth = self.queue_depth(url).await;
-            if depth == 0 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "queue still holds {depth} message(s)"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    fn source_config(&self, queue_url: &str) -> AwsS3SqsConfig {
-        AwsS3SqsConfig {
-            queue_url: queue_url.to_owned(),
-            region: Some("us-east-1".into()),
-            endpoint_url: Some(self.endpoint.clone()),
-            force_path_style: true,
-            wait_time_secs: 1,
-            visibility_timeout_secs: 2,
-            max_messages: 10,
-            on_bad_object: OnBadObject::Delete,
-            skip_digest_files: true,
-            max_object_bytes: 1 << 20,
-            max_backoff_secs: 2,
-            format: None,
-        }
-    }
-}
-
-async fn next(src: &mut S3SqsSource) -> Batch {
-    tokio::time::timeout(Duration::from_secs(30), src.next_batch())
-        .await
-        .expect("no batch within 30 s")
-        .expect("source error")
-        .expect("source ended")
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).expect("gzip");
-    e.finish().expect("gzip")
-}
-
-const TRAIL: &[u8] = br#"{"Records":[{"eventVersion":"1.08","eventSource":"kms.amazonaws.com","eventName":"Decrypt","awsRegion":"us-east-1","eventTime":"2024-05-01T00:00:00Z","eventID":"11111111-2222-3333-4444-555555555555","recipientAccountId":"111122223333"}]}"#;
+use common::{aws, endpoint, gzip, next, s3_notice, unique, PrivateMoto, TRAIL};
+use kmswatch_sources::{reason, Batch, S3SqsSource, Source, SourceConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_notification_is_read_then_deleted_after_ack() {
@@ -226,14 +60,7 @@ async fn dropped_or_nacked_handles_leave_the_message_for_redelivery() {
     aws.bucket(&name).await;
     let key = "AWSLogs/111122223333/CloudTrail/us-east-1/2024/05/01/x.json.gz";
     aws.put(&name, key, gzip(TRAIL)).await;
-    let notice = serde_json::json!({"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":name},"object":{"key":key}}}]});
-    aws.sqs
-        .send_message()
-        .queue_url(&queue_url)
-        .message_body(notice.to_string())
-        .send()
-        .await
-        .expect("send");
+    aws.send(&queue_url, s3_notice(&name, key)).await;
 
     let mut src = S3SqsSource::new(aws.source_config(&queue_url))
         .await
@@ -261,33 +88,40 @@ async fn sns_wrapped_test_events_digests_and_missing_objects() {
     aws.bucket(&name).await;
     let key = "AWSLogs/111122223333/CloudTrail/eu-west-1/2024/05/01/sns.json.gz";
     aws.put(&name, key, gzip(TRAIL)).await;
-    let s3_notice = |k: &str| {
-        serde_json::json!({"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":name},"object":{"key":k}}}]}).to_string()
-    };
+    let missing = "AWSLogs/111122223333/CloudTrail/eu-west-1/2024/05/01/missing.json.gz";
     let bodies = [
         serde_json::json!({"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":name}).to_string(),
-        s3_notice("AWSLogs/111122223333/CloudTrail/eu-west-1/2024/05/01/missing.json.gz"),
-        s3_notice("AWSLogs/111122223333/CloudTrail-Digest/eu-west-1/2024/05/01/d.json.gz"),
-        serde_json::json!({"Type":"Notification","MessageId":"m-1","TopicArn":"arn:aws:sns:eu-west-1:111122223333:ct","Message":s3_notice(key)}).to_string(),
+        s3_notice(&name, "AWSLogs/111122223333/CloudTrail-Digest/eu-west-1/2024/05/01/d.json.gz"),
+        serde_json::json!({"Type":"Notification","MessageId":"m-1","TopicArn":"arn:aws:sns:eu-west-1:111122223333:ct","Message":s3_notice(&name, key)}).to_string(),
+        s3_notice(&name, missing),
     ];
     for b in bodies {
-        aws.sqs
-            .send_message()
-            .queue_url(&queue_url)
-            .message_body(b)
-            .send()
-            .await
-            .expect("send");
+        aws.send(&queue_url, b).await;
     }
     let mut src = S3SqsSource::new(aws.source_config(&queue_url))
         .await
         .expect("source");
-    // Only the SNS-wrapped object comes out; the test event, the digest and the missing object
-    // are handled (deleted) by the source itself.
-    let b = next(&mut src).await;
-    assert_eq!(b.origin, format!("s3://{name}/{key}"));
-    b.ack.ack();
+    let skips = src.skip_counts();
+    // The SNS-wrapped object comes out, and the missing object as a dead letter; the test
+    // event and the digest are deleted (and counted) by the source itself.
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let b = next(&mut src).await;
+        got.push((b.origin.clone(), b.dead.len()));
+        b.ack.ack();
+    }
+    got.sort();
+    let mut want = vec![
+        (format!("s3://{name}/{key}"), 0),
+        (format!("s3://{name}/{missing}"), 1),
+    ];
+    want.sort();
+    assert_eq!(got, want);
     aws.wait_empty(&queue_url).await;
+    assert_eq!(
+        skips.snapshot(),
+        vec![("cloudtrail_digest", 1), ("s3_test_event", 1)]
+    );
     let extra = tokio::time::timeout(Duration::from_secs(3), src.next_batch()).await;
     assert!(extra.is_err(), "unexpected batch: {extra:?}");
 }
@@ -353,4 +187,250 @@ async fn backfill_lists_only_the_requested_days_accounts_and_regions() {
     // The organization trail only.
     let org = read(serde_json::json!({"organization_ids":["o-abcdef1234"]})).await;
     assert_eq!(org, vec![keys[5].to_owned()]);
+}
+
+/// A batch that holds only one dead letter for `location`, with no bytes of its own.
+fn assert_set_aside(b: &Batch, location: &str, why: &str) {
+    assert!(b.bytes.is_empty(), "{} bytes handed over", b.bytes.len());
+    assert_eq!(b.origin, location);
+    assert_eq!(b.dead.len(), 1, "{:?}", b.dead);
+    assert_eq!(b.dead[0].location, location);
+    assert_eq!(b.dead[0].reason, why, "{:?}", b.dead[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_object_is_one_dead_letter_and_its_message_waits_for_the_ack() {
+    let Some(ep) = endpoint() else { return };
+    let aws = aws(&ep).await;
+    let name = unique("kmsw-gone");
+    let (queue_url, _) = aws.queue(&name).await;
+    aws.bucket(&name).await;
+    // Written, announced, then deleted before kmswatch reads it.
+    let key = "AWSLogs/111122223333/CloudTrail/us-east-1/2024/05/01/gone.json.gz";
+    aws.put(&name, key, gzip(TRAIL)).await;
+    aws.send(&queue_url, s3_notice(&name, key)).await;
+    aws.s3
+        .delete_object()
+        .bucket(&name)
+        .key(key)
+        .send()
+        .await
+        .expect("delete object");
+
+    let mut src = S3SqsSource::new(aws.source_config(&queue_url))
+        .await
+        .expect("source");
+    let location = format!("s3://{name}/{key}");
+    let b = next(&mut src).await;
+    assert_set_aside(&b, &location, reason::NO_SUCH_KEY);
+    let dead = &b.dead[0];
+    assert_eq!(dead.bytes, None, "S3 would still hold it");
+    assert!(dead.detail.contains("404"), "{}", dead.detail);
+    // Not deleted before the dead letter is written (the batch acknowledged): still in
+    // flight past the 2 s visibility timeout ...
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(aws.queue_depth(&queue_url).await, 1);
+    // ... and received again when the handle is dropped.
+    drop(b);
+    let b = next(&mut src).await;
+    assert_set_aside(&b, &location, reason::NO_SUCH_KEY);
+    b.ack.ack();
+    aws.wait_empty(&queue_url).await;
+    let extra = tokio::time::timeout(Duration::from_secs(3), src.next_batch()).await;
+    assert!(extra.is_err(), "unexpected batch: {extra:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_over_max_object_bytes_is_set_aside_without_being_downloaded() {
+    if endpoint().is_none() {
+        return;
+    }
+    // A moto_server of this test's own, logging every request it receives.
+    let Some(moto) = PrivateMoto::start(true) else {
+        return;
+    };
+    let aws = aws(&moto.endpoint).await;
+    let name = unique("kmsw-big");
+    let (queue_url, _) = aws.queue(&name).await;
+    aws.bucket(&name).await;
+    let big = vec![b'x'; 2 << 20];
+    aws.put(&name, "big.json", big.clone()).await;
+    aws.put(&name, "small.json.gz", gzip(TRAIL)).await;
+    // The notification understates the size: HeadObject decides, not the message.
+    let forged = serde_json::json!({"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":name},"object":{"key":"big.json","size":10}}}]});
+    aws.send(&queue_url, forged.to_string()).await;
+    aws.send(&queue_url, s3_notice(&name, "small.json.gz"))
+        .await;
+
+    let cfg = aws.source_config(&queue_url);
+    assert_eq!(cfg.max_object_bytes, 1 << 20);
+    let mut src = S3SqsSource::new(cfg).await.expect("source");
+    let mut batches = vec![next(&mut src).await, next(&mut src).await];
+    batches.sort_by(|a, b| a.origin.cmp(&b.origin));
+    let small = batches.pop().expect("small");
+    let set_aside = batches.pop().expect("big");
+    assert_eq!(&small.bytes[..], &gzip(TRAIL)[..]);
+    assert!(small.dead.is_empty());
+    assert_set_aside(
+        &set_aside,
+        &format!("s3://{name}/big.json"),
+        reason::OBJECT_TOO_LARGE,
+    );
+    assert_eq!(set_aside.dead[0].size, Some(big.len() as u64));
+    assert!(set_aside.dead[0].detail.contains("max_object_bytes"));
+    small.ack.ack();
+    set_aside.ack.ack();
+    aws.wait_empty(&queue_url).await;
+
+    let requests = moto.requests();
+    let on = |method: &str, key: &str| {
+        requests
+            .iter()
+            .filter(|(m, u)| m == method && u.contains(&format!("/{name}/{key}")))
+            .count()
+    };
+    assert_eq!(on("HEAD", "big.json"), 1, "{requests:?}");
+    assert_eq!(on("GET", "big.json"), 0, "the big object was downloaded");
+    assert_eq!(on("GET", "small.json.gz"), 1, "{requests:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_that_is_not_a_notification_is_dead_lettered_with_its_body() {
+    let Some(ep) = endpoint() else { return };
+    let aws = aws(&ep).await;
+    let name = unique("kmsw-junk");
+    let (queue_url, _) = aws.queue(&name).await;
+    let bodies = [
+        "hello, this is not JSON".to_owned(),
+        serde_json::json!({"detail-type":"Something Else","detail":{}}).to_string(),
+    ];
+    let mut ids = Vec::new();
+    for b in &bodies {
+        ids.push(aws.send(&queue_url, b.clone()).await);
+    }
+    let mut src = S3SqsSource::new(aws.source_config(&queue_url))
+        .await
+        .expect("source");
+    let queue = queue_url
+        .split_once("://")
+        .map_or(&queue_url[..], |(_, r)| r);
+    let check = |b: &Batch| -> usize {
+        let i = bodies
+            .iter()
+            .position(|body| {
+                b.dead.first().and_then(|d| d.bytes.as_deref()) == Some(body.as_bytes())
+            })
+            .expect("a dead letter carrying one of the bodies");
+        let location = format!("sqs://{queue}#{}", ids[i]);
+        assert_set_aside(b, &location, reason::NOT_A_NOTIFICATION);
+        let d = &b.dead[0];
+        assert_eq!(d.size, Some(bodies[i].len() as u64));
+        assert_eq!(
+            d.sha256.as_deref(),
+            Some(
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bodies[i].as_bytes())).as_str()
+            )
+        );
+        assert!(d.detail.contains(&ids[i]), "{}", d.detail);
+        i
+    };
+    let first = next(&mut src).await;
+    let second = next(&mut src).await;
+    let (a, b) = (check(&first), check(&second));
+    assert_ne!(a, b);
+    // Both stay on the queue until their batches are acknowledged.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(aws.queue_depth(&queue_url).await, 2);
+    // One handle dropped: that message comes back, once; the other is deleted.
+    drop(first);
+    second.ack.ack();
+    let again = next(&mut src).await;
+    assert_eq!(check(&again), a);
+    again.ack.ack();
+    aws.wait_empty(&queue_url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_in_a_bucket_not_listed_is_set_aside_unread() {
+    let Some(ep) = endpoint() else { return };
+    let aws = aws(&ep).await;
+    let trail = unique("kmsw-trail");
+    let other = unique("kmsw-other");
+    let (queue_url, _) = aws.queue(&trail).await;
+    aws.bucket(&trail).await;
+    aws.bucket(&other).await;
+    let key = "AWSLogs/111122223333/CloudTrail/us-east-1/2024/05/01/x.json.gz";
+    aws.put(&trail, key, gzip(TRAIL)).await;
+    aws.put(&other, key, gzip(TRAIL)).await;
+    // One message announcing an object in each bucket.
+    let notice = serde_json::json!({"Records": [
+        {"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":trail},"object":{"key":key}}},
+        {"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":other},"object":{"key":key}}},
+    ]});
+    aws.send(&queue_url, notice.to_string()).await;
+    let mut cfg = aws.source_config(&queue_url);
+    cfg.buckets = vec![trail.clone()];
+    let mut src = S3SqsSource::new(cfg).await.expect("source");
+    let mut batches = vec![next(&mut src).await, next(&mut src).await];
+    batches.sort_by_key(|b| b.dead.len());
+    let set_aside = batches.pop().expect("other");
+    let read = batches.pop().expect("trail");
+    assert_eq!(read.origin, format!("s3://{trail}/{key}"));
+    assert_eq!(&read.bytes[..], &gzip(TRAIL)[..]);
+    assert_set_aside(
+        &set_aside,
+        &format!("s3://{other}/{key}"),
+        reason::BUCKET_NOT_ALLOWED,
+    );
+    // The message goes once both are acknowledged.
+    read.ack.ack();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(aws.queue_depth(&queue_url).await, 1);
+    set_aside.ack.ack();
+    aws.wait_empty(&queue_url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_sets_aside_objects_over_max_object_bytes() {
+    let Some(ep) = endpoint() else { return };
+    let aws = aws(&ep).await;
+    let bucket = unique("kmsw-backfill-big");
+    aws.bucket(&bucket).await;
+    let day = "AWSLogs/111122223333/CloudTrail/us-east-1/2024/02/28";
+    aws.put(&bucket, &format!("{day}/small.json.gz"), gzip(TRAIL))
+        .await;
+    aws.put(&bucket, &format!("{day}/big.json"), vec![b'y'; 2 << 20])
+        .await;
+    aws.put(
+        &bucket,
+        &format!("{day}/111122223333_CloudTrail-Digest_us-east-1_d.json.gz"),
+        gzip(b"{}"),
+    )
+    .await;
+    let cfg: SourceConfig = serde_json::from_value(serde_json::json!({
+        "type": "aws_s3", "bucket": bucket, "endpoint_url": ep, "region": "us-east-1",
+        "force_path_style": true, "start_date": "2024-02-28", "end_date": "2024-02-28",
+        "max_object_bytes": 1 << 20,
+    }))
+    .expect("config");
+    let mut src = Source::open(&cfg).await.expect("open");
+    let skips = src.skip_counts();
+    let mut read = Vec::new();
+    let mut dead = Vec::new();
+    while let Some(b) = src.next_batch().await.expect("batch") {
+        if b.dead.is_empty() {
+            read.push(b.origin.clone());
+        } else {
+            assert_set_aside(
+                &b,
+                &format!("s3://{bucket}/{day}/big.json"),
+                reason::OBJECT_TOO_LARGE,
+            );
+            dead.push(b.dead[0].clone());
+        }
+    }
+    assert_eq!(read, vec![format!("s3://{bucket}/{day}/small.json.gz")]);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].size, Some(2 << 20));
+    assert_eq!(skips.snapshot(), vec![("cloudtrail_digest", 1)]);
 }
