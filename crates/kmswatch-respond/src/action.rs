@@ -5,6 +5,7 @@
 //! key or destroys key material, so no playbook, CLI call or undo can ask for one.
 
 use crate::error::RespondError;
+use kmswatch_model::resource::{self, AwsKeyRef};
 use kmswatch_model::Provider;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -261,112 +262,89 @@ pub struct KeyRef {
 }
 
 impl KeyRef {
-    /// Parse a key id for `provider`.
+    /// Parse a key id for `provider` by the strict grammar of [`kmswatch_model::resource`]:
+    /// nothing that fails it ever becomes a `KeyRef`, so no responder ever builds a URL or an
+    /// endpoint from text that did not pass it.
+    ///
+    /// - AWS: a key or alias ARN (partition, region grammar, 12-digit account, key id or alias
+    ///   name), or a bare key id / `alias/NAME` (the configured region and the credentials'
+    ///   own account then apply).
+    /// - Azure: `https://NAME.SUFFIX[:443]/keys/NAME[/VERSION]` with a Key Vault or Managed HSM
+    ///   DNS suffix; canonical form lower-cased host, no port.
+    /// - GCP: `projects/P/locations/L/keyRings/R/cryptoKeys/K[/cryptoKeyVersions/N]`.
     pub fn parse(provider: Provider, id: &str) -> Result<KeyRef, RespondError> {
         let id = id.trim();
-        let bad = |why: &str| RespondError::InvalidKey {
-            key: id.to_string(),
-            reason: why.to_string(),
+        let bad = |reason: String| RespondError::InvalidKey {
+            key: quote(id),
+            reason,
         };
         if id.is_empty() {
-            return Err(bad("empty key id"));
+            return Err(bad("empty key id".into()));
         }
         match provider {
-            Provider::Aws => {
-                if let Some(rest) = id.strip_prefix("arn:") {
-                    // arn:PARTITION:kms:REGION:ACCOUNT:key/ID | alias/NAME
-                    let parts: Vec<&str> = rest.splitn(5, ':').collect();
-                    let [_partition, service, region, account, resource] = parts.as_slice() else {
-                        return Err(bad(
-                            "an AWS KMS ARN has the form arn:aws:kms:REGION:ACCOUNT:key/ID",
-                        ));
-                    };
-                    if *service != "kms" || region.is_empty() || account.is_empty() {
-                        return Err(bad(
-                            "an AWS KMS ARN has the form arn:aws:kms:REGION:ACCOUNT:key/ID",
-                        ));
-                    }
-                    if !(resource.starts_with("key/") || resource.starts_with("alias/")) {
-                        return Err(bad("the ARN names neither key/ID nor alias/NAME"));
-                    }
+            Provider::Aws => match resource::parse_aws_key_ref(id).map_err(|e| bad(e.reason))? {
+                AwsKeyRef::Arn(arn) => {
+                    let uid = arn.arn();
                     Ok(KeyRef {
                         provider,
-                        uid: id.to_string(),
-                        account: Some(account.to_string()),
-                        region: Some(region.to_string()),
-                        name: id.to_string(),
-                        vault: None,
-                        version: None,
-                    })
-                } else {
-                    Ok(KeyRef {
-                        provider,
-                        uid: id.to_string(),
-                        account: None,
-                        region: None,
-                        name: id.to_string(),
+                        name: uid.clone(),
+                        uid,
+                        account: Some(arn.account),
+                        region: Some(arn.region),
                         vault: None,
                         version: None,
                     })
                 }
-            }
+                AwsKeyRef::Bare(r) => Ok(KeyRef {
+                    provider,
+                    uid: r.key_id().to_string(),
+                    name: r.key_id().to_string(),
+                    account: None,
+                    region: None,
+                    vault: None,
+                    version: None,
+                }),
+            },
             Provider::Azure => {
-                let (scheme, rest) = id.split_once("://").ok_or_else(|| {
-                    bad("an Azure key id is https://VAULT.vault.azure.net/keys/NAME")
-                })?;
-                let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-                let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-                let (name, version) =
-                    match segs.as_slice() {
-                        ["keys", name] | ["deletedkeys", name] => (*name, None),
-                        ["keys", name, version] => (*name, Some(version.to_string())),
-                        _ => return Err(bad(
-                            "an Azure key id is https://VAULT.vault.azure.net/keys/NAME[/VERSION]",
-                        )),
-                    };
-                if host.is_empty() {
-                    return Err(bad("no vault host"));
+                let o = resource::parse_azure_object_id(id).map_err(|e| bad(e.reason))?;
+                if o.collection != resource::AzureCollection::Keys {
+                    return Err(bad(
+                        "an Azure key id is https://VAULT.vault.azure.net/keys/NAME[/VERSION]"
+                            .into(),
+                    ));
                 }
-                let vault = format!("{scheme}://{host}");
                 Ok(KeyRef {
                     provider,
-                    uid: format!("{vault}/keys/{name}"),
-                    account: Some(host.to_string()),
+                    uid: o.uid(),
+                    account: Some(o.vault.host()),
                     region: None,
-                    name: name.to_string(),
-                    vault: Some(vault),
-                    version,
+                    name: o.name,
+                    vault: Some(o.vault.base_url()),
+                    version: o.version,
                 })
             }
             Provider::Gcp => {
-                let id = id.strip_prefix("//cloudkms.googleapis.com/").unwrap_or(id);
-                let segs: Vec<&str> = id.split('/').collect();
-                let ok = segs.len() >= 8
-                    && segs.first() == Some(&"projects")
-                    && segs.get(2) == Some(&"locations")
-                    && segs.get(4) == Some(&"keyRings")
-                    && segs.get(6) == Some(&"cryptoKeys")
-                    && segs.iter().take(8).all(|s| !s.is_empty());
-                if !ok {
-                    return Err(bad("a GCP key id is projects/P/locations/L/keyRings/R/cryptoKeys/K[/cryptoKeyVersions/V]"));
-                }
-                let version = match segs.get(8..) {
-                    Some(["cryptoKeyVersions", v]) if !v.is_empty() => Some(v.to_string()),
-                    Some([]) | None => None,
-                    _ => return Err(bad("a GCP key id is projects/P/locations/L/keyRings/R/cryptoKeys/K[/cryptoKeyVersions/V]")),
-                };
-                let key = segs.get(..8).map(|s| s.join("/")).unwrap_or_default();
+                let n = resource::parse_gcp_crypto_key(id).map_err(|e| bad(e.reason))?;
+                let key = n.name();
                 Ok(KeyRef {
                     provider,
                     uid: key.clone(),
-                    account: segs.get(1).map(|s| s.to_string()),
-                    region: segs.get(3).map(|s| s.to_string()),
+                    account: Some(n.project),
+                    region: Some(n.location),
                     name: key,
                     vault: None,
-                    version,
+                    version: n.version,
                 })
             }
         }
+    }
+}
+
+/// Log text quoted in an error or a record: at most 256 characters.
+pub(crate) fn quote(s: &str) -> String {
+    match s.char_indices().nth(256) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
@@ -416,6 +394,9 @@ pub struct KeyState {
     /// AWS: `CUSTOMER` or `AWS` (AWS-managed keys cannot be changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager: Option<String>,
+    /// When the key was deleted (Azure soft delete `deletedDate`), epoch ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at_ms: Option<i64>,
 }
 
 impl KeyState {
@@ -442,15 +423,23 @@ mod tests {
         assert_eq!(k.account.as_deref(), Some("111122223333"));
         assert_eq!(k.region.as_deref(), Some("eu-west-1"));
         assert!(KeyRef::parse(Provider::Aws, "arn:aws:s3:::bucket").is_err());
+        let bare = KeyRef::parse(Provider::Aws, "alias/app").unwrap();
+        assert_eq!((bare.account, bare.region), (None, None));
+        let v = "0123456789abcdef0123456789abcdef";
         let k = KeyRef::parse(
             Provider::Azure,
-            "https://kv-demo.vault.azure.net/keys/cmk/0123",
+            &format!("https://KV-Demo.vault.azure.net:443/keys/cmk/{v}"),
         )
         .unwrap();
         assert_eq!(k.uid, "https://kv-demo.vault.azure.net/keys/cmk");
-        assert_eq!(k.version.as_deref(), Some("0123"));
+        assert_eq!(k.version.as_deref(), Some(v));
         assert_eq!(k.vault.as_deref(), Some("https://kv-demo.vault.azure.net"));
+        assert_eq!(k.account.as_deref(), Some("kv-demo.vault.azure.net"));
         assert!(KeyRef::parse(Provider::Azure, "https://kv/secrets/x").is_err());
+        assert!(
+            KeyRef::parse(Provider::Azure, "https://kv-demo.vault.azure.net/secrets/x").is_err(),
+            "a secret is not a key"
+        );
         let k = KeyRef::parse(
             Provider::Gcp,
             "projects/kmswatch-demo/locations/global/keyRings/r/cryptoKeys/k/cryptoKeyVersions/3",
@@ -464,6 +453,49 @@ mod tests {
         assert_eq!(k.account.as_deref(), Some("kmswatch-demo"));
         assert!(KeyRef::parse(Provider::Gcp, "projects/p/keyRings/r").is_err());
         assert!(KeyRef::parse(Provider::Gcp, "").is_err());
+    }
+
+    /// The hostile forms of the issue never become a key reference (so no backend can build a
+    /// URL from them): each cloud, every trick.
+    #[test]
+    fn hostile_key_ids_are_refused() {
+        let key = "1234abcd-12ab-34cd-56ef-1234567890ab";
+        let cases: &[(Provider, String)] = &[
+            (Provider::Azure, "https://x.vault.attacker.example/keys/k".into()),
+            (Provider::Azure, "https://localhost?x.vault.azure.net/keys/k".into()),
+            (Provider::Azure, "https://kv.vault.x@host/keys/k".into()),
+            (Provider::Azure, "https://kv-demo.vault.azure.net@127.0.0.1/keys/k".into()),
+            (Provider::Azure, "https://kv-demo.vault.azure.net:8443/keys/k".into()),
+            (Provider::Azure, "https://kv-demo.vault.azure.net/keys/k?x=1".into()),
+            (Provider::Azure, "https://kv-demo.vault.azure.net/keys/k#x".into()),
+            (Provider::Azure, "https://kv-demo.vault.azure.net/keys/../../x".into()),
+            (Provider::Azure, "http://kv-demo.vault.azure.net/keys/k".into()),
+            (Provider::Azure, "https://kv-demo.vault.azure.net/deletedkeys/k".into()),
+            (
+                Provider::Aws,
+                format!("arn:aws:kms:eu-west-1.attacker.example:111122223333:key/{key}"),
+            ),
+            (Provider::Aws, format!("arn:aws:kms:localhost:111122223333:key/{key}")),
+            (Provider::Aws, "k1".into()),
+            (Provider::Aws, "https://kms.attacker.example/".into()),
+            (
+                Provider::Gcp,
+                "projects/kmswatch-demo/locations/global/keyRings/r/cryptoKeys/k/../../x".into(),
+            ),
+            (
+                Provider::Gcp,
+                "projects/kmswatch-demo/locations/global/keyRings/r/cryptoKeys/k?alt=x".into(),
+            ),
+            (
+                Provider::Gcp,
+                "//attacker.example/projects/kmswatch-demo/locations/global/keyRings/r/cryptoKeys/k"
+                    .into(),
+            ),
+        ];
+        for (p, id) in cases {
+            let e = KeyRef::parse(*p, id).expect_err(id);
+            assert!(matches!(e, RespondError::InvalidKey { .. }), "{id}: {e}");
+        }
     }
 
     #[test]

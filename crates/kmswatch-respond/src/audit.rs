@@ -52,8 +52,17 @@ pub enum Outcome {
     Applied,
     /// The key already was in the wanted state (or this finding's action already ran).
     AlreadyApplied,
-    /// The policy refused (deny list, not allowed, break-glass, rate limit, blast radius).
+    /// The policy refused (deny list, not allowed, break-glass, out of scope, invalid key id,
+    /// rate limit, blast radius).
     Refused,
+    /// Plan only: the cloud's own state or history does not corroborate the finding (the key
+    /// is not in the state the finding implies, the event is not in CloudTrail / Cloud
+    /// Logging, the grant does not exist). Nothing was changed; `detail` says why.
+    NotCorroborated,
+    /// Plan only: a log origin of the finding is not verified (`respond.provenance`: not a
+    /// trusted location, or no valid CloudTrail digest — `retryable` when the digest may
+    /// still come). Nothing was changed; `detail` says why.
+    UnverifiedOrigin,
     /// The provider call failed.
     Failed,
     /// Approve record.
@@ -74,6 +83,8 @@ impl Outcome {
             Outcome::Applied => "applied",
             Outcome::AlreadyApplied => "already_applied",
             Outcome::Refused => "refused",
+            Outcome::NotCorroborated => "not_corroborated",
+            Outcome::UnverifiedOrigin => "unverified_origin",
             Outcome::Failed => "failed",
             Outcome::Approved => "approved",
             Outcome::Rejected => "rejected",
@@ -146,6 +157,10 @@ pub struct AuditRecord {
     /// When this action undoes an earlier one: that execute record's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo_of: Option<String>,
+    /// Plan records of playbook actions: what the finding claims (its log origins and evidence
+    /// events), so that an approval checks the same claims against the cloud.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis: Option<crate::basis::Basis>,
 }
 
 /// What the responder hands back: audit records to send to the sinks, and findings it raised

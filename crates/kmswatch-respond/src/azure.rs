@@ -9,11 +9,26 @@
 //! `PATCH {vault}/keys/{name}` with `{"attributes":{"enabled":false|true}}` or `{"tags":..}`,
 //! `POST {vault}/keys/{name}/rotate`, `GET|PUT {vault}/keys/{name}/rotationpolicy`,
 //! `POST {vault}/deletedkeys/{name}/recover`. Never KeyDelete or purge.
+//!
+//! Requests go only to the vault host of a [`KeyRef`] that passed the Key Vault grammar (a
+//! documented DNS suffix of the configured `cloud`), re-checked when each URL is built, or to
+//! `vault_endpoint` from configuration. The bearer token is requested for that host's own
+//! audience (`https://vault.azure.net`, `https://managedhsm.azure.net`, the sovereign clouds'
+//! equivalents), so a Key Vault token is never sent to a Managed HSM and vice versa.
+//!
+//! Corroboration: Key Vault has no API to look a data-plane event up by id, so the checks are
+//! the key's own state (exists, enabled / soft-deleted as the action implies) and, for
+//! `cancel_deletion`, that the key's `deletedDate` is not before the finding's deletion event.
 
 use crate::action::{Action, ActionKind, KeyRef, KeyState, FINDING_TAG};
 use crate::backend::KeyBackend;
+use crate::basis::Basis;
+use crate::config::{check_endpoint, range};
+use crate::corroborate::{claims_about, NotCorroborated};
 use crate::error::RespondError;
 use crate::http::{Auth, Rest, Secret, TokenSource};
+use crate::net::Net;
+use kmswatch_model::resource::{self, AzureCloud, AzureVaultKind};
 use kmswatch_model::Provider;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -21,10 +36,63 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// The Azure cloud a responder serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AzureCloudName {
+    /// Azure (public): `*.vault.azure.net`, `*.managedhsm.azure.net`,
+    /// `login.microsoftonline.com`.
+    #[default]
+    Public,
+    /// Azure operated by 21Vianet: `*.vault.azure.cn`, `*.managedhsm.azure.cn`,
+    /// `login.chinacloudapi.cn`.
+    China,
+    /// Azure US Government: `*.vault.usgovcloudapi.net`, `*.managedhsm.usgovcloudapi.net`,
+    /// `login.microsoftonline.us`.
+    UsGovernment,
+}
+
+impl AzureCloudName {
+    /// The model's cloud.
+    pub fn cloud(self) -> AzureCloud {
+        match self {
+            AzureCloudName::Public => AzureCloud::Public,
+            AzureCloudName::China => AzureCloud::China,
+            AzureCloudName::UsGovernment => AzureCloud::UsGovernment,
+        }
+    }
+
+    fn authority(self) -> &'static str {
+        match self {
+            AzureCloudName::Public => "https://login.microsoftonline.com",
+            AzureCloudName::China => "https://login.chinacloudapi.cn",
+            AzureCloudName::UsGovernment => "https://login.microsoftonline.us",
+        }
+    }
+
+    /// The token audience of a kind of vault in this cloud (`https://vault.azure.net`).
+    fn resource(self, kind: AzureVaultKind) -> String {
+        let suffix = resource::AZURE_KEY_VAULT_SUFFIXES
+            .iter()
+            .find(|(_, k, c)| *k == kind && *c == self.cloud())
+            .map_or("vault.azure.net", |(s, _, _)| s);
+        format!("https://{suffix}")
+    }
+}
+
 /// The `respond.azure:` section.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AzureConfig {
+    /// The cloud (`public` default, `china`, `us_government`): only its Key Vault / Managed HSM
+    /// hosts are ever contacted, and tokens are requested from its Entra ID authority.
+    #[serde(default)]
+    pub cloud: AzureCloudName,
+    /// Vault hosts whose keys this responder may act on (`kv-prod.vault.azure.net`, globs
+    /// such as `kv-*.vault.azure.net`). Empty: any vault of `cloud`. A key outside is refused
+    /// before any call.
+    #[serde(default)]
+    pub vaults: Vec<String>,
     /// Entra ID tenant (client credentials).
     #[serde(default)]
     pub tenant_id: Option<String>,
@@ -40,7 +108,7 @@ pub struct AzureConfig {
     /// Use the managed identity (IMDS) instead of client credentials.
     #[serde(default)]
     pub managed_identity: bool,
-    /// Entra ID authority (default `https://login.microsoftonline.com`).
+    /// Entra ID authority (default: the cloud's, `https://login.microsoftonline.com`).
     #[serde(default)]
     pub authority: Option<String>,
     /// IMDS token endpoint (default `http://169.254.169.254/metadata/identity/oauth2/token`).
@@ -63,25 +131,93 @@ pub struct AzureConfig {
     pub max_retry_wait_secs: Option<u64>,
 }
 
+impl AzureConfig {
+    pub(crate) fn validate(&self) -> Result<(), RespondError> {
+        for (f, u) in [
+            ("azure.authority", &self.authority),
+            ("azure.imds_endpoint", &self.imds_endpoint),
+            ("azure.vault_endpoint", &self.vault_endpoint),
+        ] {
+            if let Some(u) = u {
+                check_endpoint(f, u)?;
+            }
+        }
+        if let Some(t) = &self.tenant_id {
+            let ok = !t.is_empty()
+                && t.len() <= 253
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                return Err(RespondError::Config(format!(
+                    "azure.tenant_id: {t:?} is not a tenant id or domain"
+                )));
+            }
+        }
+        if let Some(v) = &self.api_version {
+            if v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            {
+                return Err(RespondError::Config(format!(
+                    "azure.api_version: {v:?} is not an API version"
+                )));
+            }
+        }
+        range("azure.max_retries", self.max_retries.unwrap_or(4), 0, 10)?;
+        range(
+            "azure.max_retry_wait_secs",
+            self.max_retry_wait_secs.unwrap_or(30),
+            0,
+            600,
+        )
+    }
+}
+
 /// The Azure Key Vault responder.
 #[derive(Debug)]
 pub struct AzureBackend {
-    rest: Rest,
+    /// Requests to key vaults (token audience of the cloud's vaults).
+    vaults: Rest,
+    /// Requests to managed HSM pools (their own audience).
+    hsms: Rest,
+    cloud: AzureCloudName,
     vault_endpoint: Option<String>,
     api_version: String,
 }
 
 impl AzureBackend {
     /// Build from config (reads the secret's environment variable; no network).
-    pub fn new(cfg: &AzureConfig) -> Result<AzureBackend, RespondError> {
-        let source = if let Some(t) = &cfg.static_token {
+    pub fn new(cfg: &AzureConfig, net: &Net) -> Result<AzureBackend, RespondError> {
+        let rest = |kind: AzureVaultKind| -> Result<Rest, RespondError> {
+            Ok(Rest::new(
+                "Azure",
+                net.http(),
+                Auth::new("Azure", Self::token_source(cfg, kind)?),
+                cfg.max_retries.unwrap_or(4),
+                Duration::from_secs(cfg.max_retry_wait_secs.unwrap_or(30)),
+            ))
+        };
+        Ok(AzureBackend {
+            vaults: rest(AzureVaultKind::Vault)?,
+            hsms: rest(AzureVaultKind::ManagedHsm)?,
+            cloud: cfg.cloud,
+            vault_endpoint: cfg.vault_endpoint.clone(),
+            api_version: cfg.api_version.clone().unwrap_or_else(|| "7.4".into()),
+        })
+    }
+
+    /// Where tokens for `kind` come from.
+    fn token_source(cfg: &AzureConfig, kind: AzureVaultKind) -> Result<TokenSource, RespondError> {
+        let resource = cfg.cloud.resource(kind);
+        Ok(if let Some(t) = &cfg.static_token {
             TokenSource::Static(t.clone())
         } else if cfg.managed_identity {
             TokenSource::AzureManagedIdentity {
                 endpoint: cfg.imds_endpoint.clone().unwrap_or_else(|| {
                     "http://169.254.169.254/metadata/identity/oauth2/token".into()
                 }),
-                resource: "https://vault.azure.net".into(),
+                resource,
                 client_id: cfg.client_id.clone(),
             }
         } else {
@@ -102,7 +238,7 @@ impl AzureBackend {
                 authority: cfg
                     .authority
                     .clone()
-                    .unwrap_or_else(|| "https://login.microsoftonline.com".into()),
+                    .unwrap_or_else(|| cfg.cloud.authority().into()),
                 tenant: cfg
                     .tenant_id
                     .clone()
@@ -112,39 +248,78 @@ impl AzureBackend {
                     .clone()
                     .ok_or_else(|| RespondError::Config("azure.client_id is required".into()))?,
                 client_secret: secret,
-                scope: "https://vault.azure.net/.default".into(),
+                scope: format!("{resource}/.default"),
             }
-        };
-        Ok(AzureBackend {
-            rest: Rest::new(
-                "Azure",
-                Auth::new("Azure", source),
-                cfg.max_retries.unwrap_or(4),
-                Duration::from_secs(cfg.max_retry_wait_secs.unwrap_or(30)),
-            ),
-            vault_endpoint: cfg.vault_endpoint.clone(),
-            api_version: cfg.api_version.clone().unwrap_or_else(|| "7.4".into()),
         })
     }
 
-    fn url(&self, key: &KeyRef, path: &str) -> String {
+    /// The key's vault host, re-checked against the grammar and the configured cloud: the
+    /// only host a request for `key` may go to.
+    fn host(&self, key: &KeyRef) -> Result<resource::AzureVaultHost, RespondError> {
+        let bad = |reason: String| RespondError::InvalidKey {
+            key: key.uid.clone(),
+            reason,
+        };
+        let authority = key
+            .vault
+            .as_deref()
+            .and_then(|v| v.strip_prefix("https://"))
+            .ok_or_else(|| bad("no vault URL".into()))?;
+        let host = resource::parse_azure_vault_authority(authority).map_err(|e| bad(e.reason))?;
+        if host.cloud != self.cloud.cloud() {
+            return Err(bad(format!(
+                "{host} is not a vault of the configured Azure cloud"
+            )));
+        }
+        if !resource::is_azure_object_name(&key.name) {
+            return Err(bad("not a Key Vault key name".into()));
+        }
+        Ok(host)
+    }
+
+    /// The URL of `path` on the key's vault (or on `vault_endpoint`), and the client whose
+    /// token audience fits the vault.
+    fn url(&self, key: &KeyRef, path: &str) -> Result<(&Rest, String), RespondError> {
+        let host = self.host(key)?;
         let base = self
             .vault_endpoint
             .clone()
-            .or_else(|| key.vault.clone())
-            .unwrap_or_default();
-        format!(
-            "{}{path}?api-version={}",
-            base.trim_end_matches('/'),
-            self.api_version
-        )
+            .unwrap_or_else(|| host.base_url());
+        let rest = match host.kind {
+            AzureVaultKind::Vault => &self.vaults,
+            AzureVaultKind::ManagedHsm => &self.hsms,
+        };
+        Ok((
+            rest,
+            format!(
+                "{}{path}?api-version={}",
+                base.trim_end_matches('/'),
+                self.api_version
+            ),
+        ))
+    }
+
+    async fn call(
+        &self,
+        op: &str,
+        key: &KeyRef,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), RespondError> {
+        let (rest, url) = self.url(key, path)?;
+        rest.call(op, key, method, &url, body).await
     }
 
     async fn patch(&self, key: &KeyRef, body: Value) -> Result<Value, RespondError> {
-        let url = self.url(key, &format!("/keys/{}", key.name));
         Ok(self
-            .rest
-            .call("UpdateKey", key, Method::PATCH, &url, Some(&body))
+            .call(
+                "UpdateKey",
+                key,
+                Method::PATCH,
+                &format!("/keys/{}", key.name),
+                Some(&body),
+            )
             .await?
             .1)
     }
@@ -172,14 +347,13 @@ impl KeyBackend for AzureBackend {
     }
 
     async fn describe(&self, key: &KeyRef) -> Result<KeyState, RespondError> {
-        let url = self.url(key, &format!("/keys/{}", key.name));
-        let (body, deleted) = match self.rest.call("GetKey", key, Method::GET, &url, None).await {
+        let path = format!("/keys/{}", key.name);
+        let (body, deleted) = match self.call("GetKey", key, Method::GET, &path, None).await {
             Ok((_, v)) => (v, false),
             Err(e) if e.code() == Some("KeyNotFound") => {
-                let url = self.url(key, &format!("/deletedkeys/{}", key.name));
+                let path = format!("/deletedkeys/{}", key.name);
                 let (_, v) = self
-                    .rest
-                    .call("GetDeletedKey", key, Method::GET, &url, None)
+                    .call("GetDeletedKey", key, Method::GET, &path, None)
                     .await
                     .map_err(|d| {
                         if d.code() == Some("KeyNotFound") {
@@ -219,13 +393,17 @@ impl KeyBackend for AzureBackend {
                 .next()
                 .filter(|v| !v.is_empty() && kid.contains("/keys/"))
                 .map(str::to_string),
+            // Key Vault's `deletedDate` is epoch seconds.
+            deleted_at_ms: body
+                .get("deletedDate")
+                .and_then(Value::as_i64)
+                .map(|s| s.saturating_mul(1000)),
             ..Default::default()
         };
         if !deleted {
-            let url = self.url(key, &format!("/keys/{}/rotationpolicy", key.name));
+            let path = format!("/keys/{}/rotationpolicy", key.name);
             if let Ok((_, p)) = self
-                .rest
-                .call("GetKeyRotationPolicy", key, Method::GET, &url, None)
+                .call("GetKeyRotationPolicy", key, Method::GET, &path, None)
                 .await
             {
                 let rotate = p
@@ -268,10 +446,9 @@ impl KeyBackend for AzureBackend {
             ActionKind::CancelDeletion => {
                 let mut enabled = before.enabled;
                 if before.pending_deletion {
-                    let url = self.url(key, &format!("/deletedkeys/{}/recover", key.name));
+                    let path = format!("/deletedkeys/{}/recover", key.name);
                     let (_, v) = self
-                        .rest
-                        .call("RecoverDeletedKey", key, Method::POST, &url, None)
+                        .call("RecoverDeletedKey", key, Method::POST, &path, None)
                         .await?;
                     enabled = v
                         .pointer("/attributes/enabled")
@@ -284,10 +461,9 @@ impl KeyBackend for AzureBackend {
                 }
             }
             ActionKind::Rotate => {
-                let url = self.url(key, &format!("/keys/{}/rotate", key.name));
+                let path = format!("/keys/{}/rotate", key.name);
                 let (_, v) = self
-                    .rest
-                    .call("RotateKey", key, Method::POST, &url, None)
+                    .call("RotateKey", key, Method::POST, &path, None)
                     .await?;
                 let kid = v
                     .pointer("/key/kid")
@@ -302,16 +478,15 @@ impl KeyBackend for AzureBackend {
                 } else {
                     json!({"lifetimeActions": []})
                 };
-                let url = self.url(key, &format!("/keys/{}/rotationpolicy", key.name));
-                self.rest
-                    .call(
-                        "UpdateKeyRotationPolicy",
-                        key,
-                        Method::PUT,
-                        &url,
-                        Some(&body),
-                    )
-                    .await?;
+                let path = format!("/keys/{}/rotationpolicy", key.name);
+                self.call(
+                    "UpdateKeyRotationPolicy",
+                    key,
+                    Method::PUT,
+                    &path,
+                    Some(&body),
+                )
+                .await?;
             }
             ActionKind::Tag | ActionKind::Untag => {
                 let mut tags = before.tags.clone();
@@ -333,5 +508,34 @@ impl KeyBackend for AzureBackend {
             }
         }
         Ok(None)
+    }
+
+    async fn corroborate(
+        &self,
+        key: &KeyRef,
+        action: &Action,
+        basis: &Basis,
+        before: &KeyState,
+    ) -> Result<Vec<String>, NotCorroborated> {
+        let claims = claims_about(key, before, basis)?;
+        let mut checked = vec![format!(
+            "{} evidence event(s) about the key; Key Vault has no API to look events up by id, the key's state is the evidence",
+            claims.len()
+        )];
+        if action.kind == ActionKind::CancelDeletion {
+            let first = claims.iter().map(|c| c.time).min().unwrap_or(0);
+            match before.deleted_at_ms {
+                // Key Vault records the deletion time; a deletion older than the events the
+                // finding reports is not the deletion it reports.
+                Some(d) if d + 60_000 < first => {
+                    return Err(NotCorroborated::no(format!(
+                    "the key was deleted at {d} ms, before the finding's first event at {first} ms"
+                )))
+                }
+                Some(d) => checked.push(format!("the key was soft-deleted at {d} ms")),
+                None => return Err(NotCorroborated::no("the deleted key has no deletedDate")),
+            }
+        }
+        Ok(checked)
     }
 }

@@ -3,10 +3,12 @@
 use crate::action::{Action, ActionKind, KeyRef, KeyState, FINDING_LABEL, FINDING_TAG};
 use crate::aws::AwsBackend;
 use crate::azure::AzureBackend;
+use crate::basis::Basis;
+use crate::corroborate::{claims_about, NotCorroborated};
 use crate::error::RespondError;
 use crate::gcp::GcpBackend;
 use kmswatch_model::Provider;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// One cloud's key API. `describe` is the read-only plan step (resolve the key, read its state,
@@ -28,6 +30,16 @@ pub trait KeyBackend {
         action: &Action,
         before: &KeyState,
     ) -> Result<Option<String>, RespondError>;
+    /// Read-only: check with the cloud's own records that the finding's evidence events about
+    /// `key` really happened (where the cloud has an API for it), and, for grant actions, that
+    /// the grant exists. Returns what was checked (see [`crate::corroborate`]).
+    async fn corroborate(
+        &self,
+        key: &KeyRef,
+        action: &Action,
+        basis: &Basis,
+        before: &KeyState,
+    ) -> Result<Vec<String>, NotCorroborated>;
 }
 
 /// Every responder kmswatch has.
@@ -36,7 +48,7 @@ pub enum Backend {
     /// AWS KMS.
     Aws(AwsBackend),
     /// Azure Key Vault (REST).
-    Azure(AzureBackend),
+    Azure(Box<AzureBackend>),
     /// Google Cloud KMS (REST).
     Gcp(GcpBackend),
     /// An in-memory key store with the same semantics, for tests and demos.
@@ -75,14 +87,31 @@ impl KeyBackend for Backend {
             Backend::Memory(b) => b.execute(key, action, before).await,
         }
     }
+
+    async fn corroborate(
+        &self,
+        key: &KeyRef,
+        action: &Action,
+        basis: &Basis,
+        before: &KeyState,
+    ) -> Result<Vec<String>, NotCorroborated> {
+        match self {
+            Backend::Aws(b) => b.corroborate(key, action, basis, before).await,
+            Backend::Azure(b) => b.corroborate(key, action, basis, before).await,
+            Backend::Gcp(b) => b.corroborate(key, action, basis, before).await,
+            Backend::Memory(b) => b.corroborate(key, action, basis, before).await,
+        }
+    }
 }
 
-/// An in-memory key store (tests, demos): keys by uid; records every change call.
+/// An in-memory key store (tests, demos): keys by uid; records every change call; an event
+/// history ([`MemoryBackend::log_event`]) that corroboration looks events up in.
 #[derive(Debug, Clone)]
 pub struct MemoryBackend {
     provider: Provider,
     keys: Arc<Mutex<HashMap<String, KeyState>>>,
     calls: Arc<Mutex<Vec<String>>>,
+    events: Arc<Mutex<HashSet<String>>>,
 }
 
 impl MemoryBackend {
@@ -92,6 +121,15 @@ impl MemoryBackend {
             provider,
             keys: Arc::default(),
             calls: Arc::default(),
+            events: Arc::default(),
+        }
+    }
+
+    /// Record that the event with this native id really happened (what the cloud's own history
+    /// would return).
+    pub fn log_event(&self, uid: &str) {
+        if let Ok(mut e) = self.events.lock() {
+            e.insert(uid.to_string());
         }
     }
 
@@ -183,5 +221,28 @@ impl KeyBackend for MemoryBackend {
             | ActionKind::SetPrimary => {}
         }
         Ok(None)
+    }
+
+    async fn corroborate(
+        &self,
+        key: &KeyRef,
+        _action: &Action,
+        basis: &Basis,
+        before: &KeyState,
+    ) -> Result<Vec<String>, NotCorroborated> {
+        let known = self.events.lock().map(|e| e.clone()).unwrap_or_default();
+        claims_about(key, before, basis)?
+            .into_iter()
+            .map(|c| {
+                if known.contains(&c.uid) {
+                    Ok(format!("event {} found in the history", c.uid))
+                } else {
+                    Err(NotCorroborated::no(format!(
+                        "event {} ({}) is not in the history",
+                        c.uid, c.operation
+                    )))
+                }
+            })
+            .collect()
     }
 }

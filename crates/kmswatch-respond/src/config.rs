@@ -17,10 +17,16 @@
 //!   deny: {names: ["alias/prod-root-*"], tags: ["owner=payments"]}
 //!   rate_limits: {aws: {per_second: 4, burst: 4}}
 //!   blast_radius: {max_keys_per_hour: 10}
+//!   provenance: {require: trusted_location, trusted_locations: [{location: "s3://org-trail/AWSLogs/*"}]}
 //!   aws: {accounts: {"111122223333": {role_arn: "arn:aws:iam::111122223333:role/kmswatch-respond"}}}
-//!   azure: {tenant_id: ..., client_id: ..., client_secret_env: AZURE_CLIENT_SECRET}
-//!   gcp: {credentials_file: /etc/kmswatch/sa.json}
+//!   azure: {tenant_id: ..., client_id: ..., client_secret_env: AZURE_CLIENT_SECRET, vaults: ["kv-prod.vault.azure.net"]}
+//!   gcp: {credentials_file: /etc/kmswatch/sa.json, projects: [kmswatch-prod]}
 //! ```
+//!
+//! [`RespondConfig::validate`] is pure and complete: every glob (playbook rules, allow/deny
+//! lists, scopes, trusted locations) is compiled there, so an invalid pattern is a validation
+//! error naming the field and the pattern, never a selector that silently matches nothing or
+//! everything.
 
 use crate::action::ActionKind;
 use crate::audit::Mode;
@@ -28,6 +34,8 @@ use crate::aws::AwsConfig;
 use crate::azure::AzureConfig;
 use crate::error::RespondError;
 use crate::gcp::GcpConfig;
+use crate::provenance::ProvenanceConfig;
+use globset::{Glob, GlobMatcher};
 use kmswatch_model::Provider;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -65,6 +73,10 @@ pub struct RespondConfig {
     /// Name recorded as `who` for playbook actions (default `kmswatch`).
     #[serde(default = "default_actor")]
     pub actor: String,
+    /// What an automatic action in `enforce` mode (or approved) requires of the finding's log
+    /// origins (default: nothing beyond the cloud-state corroboration every such action gets).
+    #[serde(default)]
+    pub provenance: ProvenanceConfig,
     /// AWS KMS responder.
     #[serde(default)]
     pub aws: Option<AwsConfig>,
@@ -88,6 +100,7 @@ impl Default for RespondConfig {
             blast_radius: BlastRadius::default(),
             rate_wait_max_ms: default_rate_wait(),
             actor: default_actor(),
+            provenance: ProvenanceConfig::default(),
             aws: None,
             azure: None,
             gcp: None,
@@ -131,6 +144,28 @@ pub struct Playbook {
     pub mode: Option<Mode>,
 }
 
+impl Playbook {
+    /// A playbook of these rules (globs) and actions, for any level, tag and cloud, in the
+    /// global mode.
+    pub fn new(name: &str, rules: &[&str], actions: &[ActionKind]) -> Playbook {
+        Playbook {
+            name: name.to_string(),
+            rules: rules.iter().map(|r| r.to_string()).collect(),
+            min_level: None,
+            tags: Vec::new(),
+            providers: Vec::new(),
+            actions: actions
+                .iter()
+                .map(|kind| ActionSpec {
+                    kind: *kind,
+                    rotation_period_days: None,
+                })
+                .collect(),
+            mode: None,
+        }
+    }
+}
+
 /// One action of a playbook.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,7 +191,8 @@ pub struct KeyMatch {
     /// Tags/labels: `key=value` (value may be a glob) or `key` (any value).
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Accounts / subscriptions-vaults / projects, exact.
+    /// Accounts (AWS account id), vaults (Azure vault host `NAME.vault.azure.net`), projects
+    /// (GCP project id), globs.
     #[serde(default)]
     pub accounts: Vec<String>,
 }
@@ -258,9 +294,65 @@ fn default_blast() -> u32 {
     10
 }
 
+/// Compile one glob of field `field`; an invalid pattern is an error naming both.
+pub(crate) fn compile_glob(field: &str, pattern: &str) -> Result<GlobMatcher, RespondError> {
+    Glob::new(pattern)
+        .map(|g| g.compile_matcher())
+        .map_err(|e| {
+            RespondError::Config(format!("{field}: invalid glob {pattern:?}: {}", e.kind()))
+        })
+}
+
+/// Compile a list of globs of field `field` (`field[i]` in errors).
+pub(crate) fn compile_globs(
+    field: &str,
+    patterns: &[String],
+) -> Result<Vec<(String, GlobMatcher)>, RespondError> {
+    patterns
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Ok((p.clone(), compile_glob(&format!("{field}[{i}]"), p)?)))
+        .collect()
+}
+
+pub(crate) fn range<T: PartialOrd + std::fmt::Display + Copy>(
+    field: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), RespondError> {
+    if v < lo || v > hi {
+        return Err(RespondError::Config(format!(
+            "{field}: {v} is out of range ({lo}..={hi})"
+        )));
+    }
+    Ok(())
+}
+
+/// An endpoint given in configuration: an absolute `http(s)://` URL.
+pub(crate) fn check_endpoint(field: &str, url: &str) -> Result<(), RespondError> {
+    let ok = reqwest::Url::parse(url)
+        .ok()
+        .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+    if ok {
+        Ok(())
+    } else {
+        Err(RespondError::Config(format!(
+            "{field}: {url:?} is not an http(s) URL"
+        )))
+    }
+}
+
 impl RespondConfig {
-    /// Pure validation (no I/O).
+    /// Pure validation (no I/O): every field, every glob compiled (an invalid pattern is an
+    /// error naming the field and the pattern), every range, the grammar of every configured
+    /// account, region and role.
     pub fn validate(&self) -> Result<(), RespondError> {
+        crate::policy::Compiled::new(self).map(|_| ())
+    }
+
+    /// The checks that compiling does not do already.
+    pub(crate) fn validate_fields(&self) -> Result<(), RespondError> {
         let bad = |m: String| Err(RespondError::Config(m));
         for (i, p) in self.playbooks.iter().enumerate() {
             if p.name.trim().is_empty() {
@@ -297,30 +389,36 @@ impl RespondConfig {
                     }
                 }
             }
-            for g in &p.rules {
-                globset::Glob::new(g)
-                    .map_err(|e| RespondError::Config(format!("playbook {}: {e}", p.name)))?;
-            }
-        }
-        for (what, m) in [("allow", &self.allow), ("deny", &self.deny)] {
-            for g in m.ids.iter().chain(&m.names) {
-                globset::Glob::new(g).map_err(|e| RespondError::Config(format!("{what}: {e}")))?;
-            }
         }
         for (name, r) in [
             ("aws", self.rate_limits.aws),
             ("azure", self.rate_limits.azure),
             ("gcp", self.rate_limits.gcp),
         ] {
-            if !(r.per_second > 0.0 && r.per_second.is_finite()) || r.burst == 0 {
+            let ok =
+                r.per_second > 0.0 && r.per_second <= 1000.0 && (1..=10_000).contains(&r.burst);
+            if !ok {
                 return bad(format!(
-                    "rate_limits.{name}: per_second must be > 0 and burst >= 1"
+                    "rate_limits.{name}: per_second must be in (0, 1000] and burst in 1..=10000"
                 ));
             }
         }
-        if self.blast_radius.max_keys_per_hour == 0 {
-            return bad("blast_radius.max_keys_per_hour must be >= 1".into());
+        range(
+            "blast_radius.max_keys_per_hour",
+            self.blast_radius.max_keys_per_hour,
+            1,
+            100_000,
+        )?;
+        range("rate_wait_max_ms", self.rate_wait_max_ms, 0, 600_000)?;
+        if let Some(a) = &self.aws {
+            a.validate()?;
         }
-        Ok(())
+        if let Some(a) = &self.azure {
+            a.validate()?;
+        }
+        if let Some(g) = &self.gcp {
+            g.validate()?;
+        }
+        self.provenance.validate()
     }
 }

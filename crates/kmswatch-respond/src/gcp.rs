@@ -9,11 +9,22 @@
 //! `POST {key}/cryptoKeyVersions` + `POST {key}:updatePrimaryVersion` (rotate),
 //! `POST {version}:restore`, `PATCH {key}?updateMask=rotationPeriod,nextRotationTime|labels`.
 //! Never `:destroy`.
+//!
+//! URLs are built only from key names that passed the Cloud KMS grammar (re-checked for every
+//! URL) and version ids that are numbers; the endpoints come from configuration.
+//! Corroboration looks each evidence event up in Cloud Logging (`entries:list` by `insertId`
+//! in the event's project, within a day of its time): it must exist, be the method the
+//! finding says, and be about the key.
 
 use crate::action::{Action, ActionKind, KeyRef, KeyState, VersionState, FINDING_LABEL};
 use crate::backend::KeyBackend;
+use crate::basis::{Basis, Claim};
+use crate::config::{check_endpoint, range};
+use crate::corroborate::{claims_about, NotCorroborated};
 use crate::error::RespondError;
 use crate::http::{pem_to_der, Auth, Rest, Secret, TokenSource};
+use crate::net::Net;
+use kmswatch_model::resource;
 use kmswatch_model::Provider;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -38,6 +49,13 @@ pub struct GcpConfig {
     /// Cloud KMS endpoint (default `https://cloudkms.googleapis.com`).
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// Cloud Logging endpoint for corroboration (default `https://logging.googleapis.com`).
+    #[serde(default)]
+    pub logging_endpoint: Option<String>,
+    /// Projects whose keys this responder may act on (project ids, globs). Empty: any. A key
+    /// outside is refused before any call.
+    #[serde(default)]
+    pub projects: Vec<String>,
     /// A fixed bearer token (tests).
     #[serde(default)]
     pub static_token: Option<Secret>,
@@ -59,11 +77,34 @@ struct ServiceAccountKey {
     token_uri: Option<String>,
 }
 
+impl GcpConfig {
+    pub(crate) fn validate(&self) -> Result<(), RespondError> {
+        for (f, u) in [
+            ("gcp.token_uri", &self.token_uri),
+            ("gcp.metadata_endpoint", &self.metadata_endpoint),
+            ("gcp.endpoint", &self.endpoint),
+            ("gcp.logging_endpoint", &self.logging_endpoint),
+        ] {
+            if let Some(u) = u {
+                check_endpoint(f, u)?;
+            }
+        }
+        range("gcp.max_retries", self.max_retries.unwrap_or(4), 0, 10)?;
+        range(
+            "gcp.max_retry_wait_secs",
+            self.max_retry_wait_secs.unwrap_or(30),
+            0,
+            600,
+        )
+    }
+}
+
 /// The Google Cloud KMS responder.
 #[derive(Debug)]
 pub struct GcpBackend {
     rest: Rest,
     endpoint: String,
+    logging_endpoint: String,
 }
 
 /// RFC 3339 UTC timestamp of epoch milliseconds.
@@ -102,8 +143,10 @@ fn last_segment(name: &str) -> String {
 
 impl GcpBackend {
     /// Build from config (reads the key file; no network).
-    pub fn new(cfg: &GcpConfig) -> Result<GcpBackend, RespondError> {
-        let scope = "https://www.googleapis.com/auth/cloudkms".to_string();
+    pub fn new(cfg: &GcpConfig, net: &Net) -> Result<GcpBackend, RespondError> {
+        let scope =
+            "https://www.googleapis.com/auth/cloudkms https://www.googleapis.com/auth/logging.read"
+                .to_string();
         let file = cfg
             .credentials_file
             .clone()
@@ -142,24 +185,61 @@ impl GcpBackend {
                     .unwrap_or_else(|| "http://metadata.google.internal".into()),
             }
         };
+        let trim = |e: Option<&String>, d: &str| {
+            e.map_or(d, String::as_str)
+                .trim_end_matches('/')
+                .to_string()
+        };
         Ok(GcpBackend {
             rest: Rest::new(
                 "GCP",
+                net.http(),
                 Auth::new("GCP", source),
                 cfg.max_retries.unwrap_or(4),
                 Duration::from_secs(cfg.max_retry_wait_secs.unwrap_or(30)),
             ),
-            endpoint: cfg
-                .endpoint
-                .clone()
-                .unwrap_or_else(|| "https://cloudkms.googleapis.com".into())
-                .trim_end_matches('/')
-                .to_string(),
+            endpoint: trim(cfg.endpoint.as_ref(), "https://cloudkms.googleapis.com"),
+            logging_endpoint: trim(
+                cfg.logging_endpoint.as_ref(),
+                "https://logging.googleapis.com",
+            ),
         })
     }
 
-    fn url(&self, name: &str, suffix: &str) -> String {
-        format!("{}/v1/{name}{suffix}", self.endpoint)
+    /// The key's canonical name, re-checked against the grammar: the only name a URL is built
+    /// from.
+    fn key_name(key: &KeyRef) -> Result<String, RespondError> {
+        let n =
+            resource::parse_gcp_crypto_key(&key.name).map_err(|e| RespondError::InvalidKey {
+                key: key.uid.clone(),
+                reason: e.reason,
+            })?;
+        match n.version {
+            None => Ok(n.name()),
+            Some(_) => Err(RespondError::InvalidKey {
+                key: key.uid.clone(),
+                reason: "a key name, not a version, was expected".into(),
+            }),
+        }
+    }
+
+    fn url(&self, key: &KeyRef, suffix: &str) -> Result<String, RespondError> {
+        Ok(format!(
+            "{}/v1/{}{suffix}",
+            self.endpoint,
+            Self::key_name(key)?
+        ))
+    }
+
+    /// The URL of version `v` of the key (`v` must be a version number).
+    fn version_url(&self, key: &KeyRef, v: &str, suffix: &str) -> Result<String, RespondError> {
+        if !resource::is_gcp_version(v) {
+            return Err(RespondError::InvalidKey {
+                key: key.uid.clone(),
+                reason: format!("{:?} is not a key version number", crate::action::quote(v)),
+            });
+        }
+        self.url(key, &format!("/cryptoKeyVersions/{v}{suffix}"))
     }
 
     async fn set_version_state(
@@ -168,10 +248,7 @@ impl GcpBackend {
         v: &str,
         state: &str,
     ) -> Result<(), RespondError> {
-        let url = self.url(
-            &format!("{}/cryptoKeyVersions/{v}", key.name),
-            "?updateMask=state",
-        );
+        let url = self.version_url(key, v, "?updateMask=state")?;
         self.rest
             .call(
                 "UpdateCryptoKeyVersion",
@@ -185,7 +262,13 @@ impl GcpBackend {
     }
 
     async fn set_primary(&self, key: &KeyRef, v: &str) -> Result<(), RespondError> {
-        let url = self.url(&key.name, ":updatePrimaryVersion");
+        if !resource::is_gcp_version(v) {
+            return Err(RespondError::InvalidKey {
+                key: key.uid.clone(),
+                reason: format!("{:?} is not a key version number", crate::action::quote(v)),
+            });
+        }
+        let url = self.url(key, ":updatePrimaryVersion")?;
         self.rest
             .call(
                 "UpdateCryptoKeyPrimaryVersion",
@@ -207,18 +290,12 @@ impl KeyBackend for GcpBackend {
     async fn describe(&self, key: &KeyRef) -> Result<KeyState, RespondError> {
         let (_, k) = self
             .rest
-            .call(
-                "GetCryptoKey",
-                key,
-                Method::GET,
-                &self.url(&key.name, ""),
-                None,
-            )
+            .call("GetCryptoKey", key, Method::GET, &self.url(key, "")?, None)
             .await?;
         let mut versions = Vec::new();
         let mut page: Option<String> = None;
         for _ in 0..100 {
-            let mut url = self.url(&key.name, "/cryptoKeyVersions?pageSize=1000");
+            let mut url = self.url(key, "/cryptoKeyVersions?pageSize=1000")?;
             if let Some(p) = &page {
                 url.push_str(&format!("&pageToken={}", crate::http::form_encode(p)));
             }
@@ -287,6 +364,7 @@ impl KeyBackend for GcpBackend {
             primary_version: primary,
             versions,
             manager: None,
+            deleted_at_ms: None,
         })
     }
 
@@ -328,7 +406,7 @@ impl KeyBackend for GcpBackend {
                     targets
                 };
                 for v in &targets {
-                    let url = self.url(&format!("{}/cryptoKeyVersions/{v}", key.name), ":restore");
+                    let url = self.version_url(key, v, ":restore")?;
                     self.rest
                         .call(
                             "RestoreCryptoKeyVersion",
@@ -347,7 +425,7 @@ impl KeyBackend for GcpBackend {
                 )));
             }
             ActionKind::Rotate => {
-                let url = self.url(&key.name, "/cryptoKeyVersions");
+                let url = self.url(key, "/cryptoKeyVersions")?;
                 let (_, v) = self
                     .rest
                     .call(
@@ -387,7 +465,7 @@ impl KeyBackend for GcpBackend {
                 } else {
                     json!({})
                 };
-                let url = self.url(&key.name, "?updateMask=rotationPeriod,nextRotationTime");
+                let url = self.url(key, "?updateMask=rotationPeriod,nextRotationTime")?;
                 self.rest
                     .call("UpdateCryptoKey", key, Method::PATCH, &url, Some(&body))
                     .await?;
@@ -406,7 +484,7 @@ impl KeyBackend for GcpBackend {
                 } else {
                     labels.remove(FINDING_LABEL);
                 }
-                let url = self.url(&key.name, "?updateMask=labels");
+                let url = self.url(key, "?updateMask=labels")?;
                 self.rest
                     .call(
                         "UpdateCryptoKey",
@@ -425,6 +503,92 @@ impl KeyBackend for GcpBackend {
             }
         }
         Ok(None)
+    }
+
+    async fn corroborate(
+        &self,
+        key: &KeyRef,
+        _action: &Action,
+        basis: &Basis,
+        before: &KeyState,
+    ) -> Result<Vec<String>, NotCorroborated> {
+        let mut checked = Vec::new();
+        for c in claims_about(key, before, basis)? {
+            checked.push(self.lookup(key, c).await?);
+        }
+        Ok(checked)
+    }
+}
+
+impl GcpBackend {
+    /// Cloud Logging `entries:list` by `insertId` within a day of the claim: the entry exists,
+    /// is the method the finding says and names the key.
+    async fn lookup(&self, key: &KeyRef, c: &Claim) -> Result<String, NotCorroborated> {
+        // insertIds are short tokens; anything else could change the filter's meaning.
+        if c.uid.is_empty()
+            || c.uid.len() > 128
+            || !c
+                .uid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        {
+            return Err(NotCorroborated::no(format!(
+                "evidence event id {:?} is not a Cloud Logging insertId",
+                c.uid
+            )));
+        }
+        let project = c
+            .account
+            .as_deref()
+            .filter(|p| resource::is_gcp_project(p))
+            .or(key.account.as_deref())
+            .ok_or_else(|| NotCorroborated::no("no project to look the event up in"))?;
+        let filter = format!(
+            "insertId=\"{}\" AND timestamp>=\"{}\" AND timestamp<=\"{}\"",
+            c.uid,
+            rfc3339(c.time - 86_400_000),
+            rfc3339(c.time + 86_400_000)
+        );
+        let body = json!({"resourceNames": [format!("projects/{project}")], "filter": filter, "pageSize": 5});
+        let url = format!("{}/v2/entries:list", self.logging_endpoint);
+        let (_, v) = self
+            .rest
+            .call("ListLogEntries", key, Method::POST, &url, Some(&body))
+            .await
+            .map_err(|e| NotCorroborated {
+                retryable: e.retryable(),
+                why: format!("Cloud Logging entries:list for {}: {e}", c.uid),
+            })?;
+        let entry = v
+            .get("entries")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|e| e.get("insertId").and_then(Value::as_str) == Some(c.uid.as_str()));
+        let Some(entry) = entry else {
+            return Err(NotCorroborated::later(format!(
+                "Cloud Logging has no entry {} in project {project}: the event the finding reports did not happen there, or is not recorded yet",
+                c.uid
+            )));
+        };
+        let method = entry
+            .pointer("/protoPayload/methodName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let resource_name = entry
+            .pointer("/protoPayload/resourceName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let same_method = method == c.operation || method.ends_with(&format!(".{}", c.operation));
+        let same_key =
+            resource_name == key.uid || resource_name.starts_with(&format!("{}/", key.uid));
+        if !same_method || !same_key {
+            return Err(NotCorroborated::no(format!(
+                "Cloud Logging entry {} is {method} on {resource_name}, not {} on {}",
+                c.uid, c.operation, key.uid
+            )));
+        }
+        Ok(format!("Cloud Logging entry {} ({method}) found", c.uid))
     }
 }
 

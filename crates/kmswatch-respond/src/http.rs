@@ -344,19 +344,17 @@ pub fn guard(method: &Method, url: &str) -> Result<(), RespondError> {
 }
 
 impl Rest {
-    /// A client.
+    /// A client over `http` (see [`crate::net::Net`]).
     pub fn new(
         provider: &'static str,
+        http: reqwest::Client,
         auth: Auth,
         max_retries: u32,
         max_retry_wait: Duration,
     ) -> Rest {
         Rest {
             provider,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
+            http,
             auth,
             max_retries,
             max_retry_wait,

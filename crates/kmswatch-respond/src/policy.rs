@@ -7,8 +7,10 @@
 
 use crate::action::{Action, ActionKind, KeyRef, KeyState};
 use crate::audit::{AuditRecord, Mode, Outcome, Phase};
-use crate::config::{KeyMatch, Playbook, Rate, RespondConfig};
-use globset::{Glob, GlobMatcher};
+use crate::config::{compile_glob, compile_globs, KeyMatch, Playbook, Rate, RespondConfig};
+use crate::error::RespondError;
+use globset::GlobMatcher;
+use kmswatch_model::resource::{self, AzureCloud};
 use kmswatch_model::{Finding, Provider};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -24,6 +26,9 @@ pub enum Refusal {
     Denied(String),
     /// An allow list is configured and the key is not on it.
     NotAllowed,
+    /// The key is outside what the responder is configured to serve (its AWS accounts, Azure
+    /// cloud and vaults, GCP projects).
+    OutOfScope(String),
     /// AWS-managed keys cannot be changed.
     ProviderManaged,
     /// The token bucket stayed empty longer than `rate_wait_max_ms`.
@@ -46,6 +51,7 @@ impl std::fmt::Display for Refusal {
             Refusal::BreakGlass => write!(f, "break_glass: the key is tagged kmswatch:break-glass=true (label kmswatch-break-glass); kmswatch never touches it"),
             Refusal::Denied(why) => write!(f, "denied: the key matches the deny list ({why})"),
             Refusal::NotAllowed => write!(f, "not_allowed: an allow list is configured and the key is not on it"),
+            Refusal::OutOfScope(why) => write!(f, "out_of_scope: {why}"),
             Refusal::ProviderManaged => write!(f, "provider_managed: the key is managed by the cloud provider and cannot be changed"),
             Refusal::RateLimited { wait_ms } => write!(f, "rate_limited: the account's token bucket is empty (next token in {wait_ms} ms)"),
             Refusal::BlastRadius { keys, cap } => write!(f, "blast_radius: automatic actions already changed {keys} distinct keys in the last hour (cap {cap}); automatic actions are halted"),
@@ -53,42 +59,44 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// A compiled key selector.
+/// A compiled key selector (`allow` or `deny`).
 #[derive(Debug, Clone, Default)]
 struct CompiledMatch {
     ids: Vec<(String, GlobMatcher)>,
     names: Vec<(String, GlobMatcher)>,
-    tags: Vec<(String, Option<GlobMatcher>)>,
-    accounts: Vec<String>,
+    /// (selector as written, tag key, value glob or any value)
+    tags: Vec<(String, String, Option<GlobMatcher>)>,
+    accounts: Vec<(String, GlobMatcher)>,
 }
 
-fn glob(p: &str) -> Option<GlobMatcher> {
-    Glob::new(p).ok().map(|g| g.compile_matcher())
+/// The bare AWS key id of an ARN (`...:key/ID`).
+fn bare_key_id(id: &str) -> Option<&str> {
+    id.rsplit_once(":key/").map(|(_, id)| id)
 }
 
 impl CompiledMatch {
-    fn new(m: &KeyMatch) -> CompiledMatch {
-        CompiledMatch {
-            ids: m
-                .ids
-                .iter()
-                .filter_map(|p| Some((p.clone(), glob(p)?)))
-                .collect(),
-            names: m
-                .names
-                .iter()
-                .filter_map(|p| Some((p.clone(), glob(p)?)))
-                .collect(),
-            tags: m
-                .tags
-                .iter()
-                .map(|t| match t.split_once('=') {
-                    Some((k, v)) => (k.to_string(), glob(v)),
-                    None => (t.clone(), None),
+    fn new(m: &KeyMatch, field: &str) -> Result<CompiledMatch, RespondError> {
+        let tags = m
+            .tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                Ok(match t.split_once('=') {
+                    Some((k, v)) => (
+                        t.clone(),
+                        k.to_string(),
+                        Some(compile_glob(&format!("{field}.tags[{i}]"), v)?),
+                    ),
+                    None => (t.clone(), t.clone(), None),
                 })
-                .collect(),
-            accounts: m.accounts.clone(),
-        }
+            })
+            .collect::<Result<_, RespondError>>()?;
+        Ok(CompiledMatch {
+            ids: compile_globs(&format!("{field}.ids"), &m.ids)?,
+            names: compile_globs(&format!("{field}.names"), &m.names)?,
+            tags,
+            accounts: compile_globs(&format!("{field}.accounts"), &m.accounts)?,
+        })
     }
 
     fn is_empty(&self) -> bool {
@@ -98,42 +106,182 @@ impl CompiledMatch {
             && self.accounts.is_empty()
     }
 
-    /// The first selector that matches, described.
-    fn matches(&self, key: &KeyRef, state: &KeyState) -> Option<String> {
-        let mut ids = vec![key.uid.as_str(), key.name.as_str()];
-        if let Some(r) = state.resolved_uid.as_deref() {
-            ids.push(r);
-        }
-        // The bare AWS key id (the part after key/).
-        let bare: Vec<String> = ids
-            .iter()
-            .filter_map(|i| i.rsplit_once(":key/").map(|(_, id)| id.to_string()))
-            .collect();
+    /// The first selector that matches from the key reference alone (no call needed): ids
+    /// against the key id (and an ARN's bare key id), names against the key's own name (an AWS
+    /// alias given as the key, an Azure key name, a GCP crypto key id), accounts against the
+    /// account the reference names.
+    fn matches_static(&self, key: &KeyRef) -> Option<String> {
+        let ids = [Some(key.uid.as_str()), bare_key_id(&key.uid)];
         for (p, g) in &self.ids {
-            if ids.iter().any(|i| g.is_match(i)) || bare.iter().any(|i| g.is_match(i)) {
+            if ids.iter().flatten().any(|i| g.is_match(i)) {
                 return Some(format!("id {p}"));
             }
         }
         let last = key.uid.rsplit('/').next().unwrap_or_default();
+        let alias = key
+            .uid
+            .find("alias/")
+            .and_then(|i| key.uid.get(i..))
+            .filter(|_| key.provider == Provider::Aws);
         for (p, g) in &self.names {
-            if state.names.iter().any(|n| g.is_match(n)) || g.is_match(last) {
+            if g.is_match(last) || alias.is_some_and(|a| g.is_match(a)) {
                 return Some(format!("name {p}"));
             }
         }
-        for (k, v) in &self.tags {
-            if let Some(val) = state.tags.get(k) {
-                if v.as_ref().is_none_or(|g| g.is_match(val)) {
-                    return Some(format!("tag {k}"));
-                }
-            }
-        }
-        let account = state.account.as_ref().or(key.account.as_ref());
-        if let Some(a) = account {
-            if self.accounts.iter().any(|x| x == a) {
-                return Some(format!("account {a}"));
+        if let Some(a) = &key.account {
+            if let Some((p, _)) = self.accounts.iter().find(|(_, g)| g.is_match(a)) {
+                return Some(format!("account {p}"));
             }
         }
         None
+    }
+
+    /// Whether a selector that did not match statically could still match once the key's
+    /// state is read: tags; AWS aliases; the resolved ARN or account of a key given by a bare
+    /// id or an alias.
+    fn may_match_state(&self, key: &KeyRef) -> bool {
+        let aws = key.provider == Provider::Aws;
+        let unresolved = aws && (key.account.is_none() || key.uid.contains("alias/"));
+        !self.tags.is_empty()
+            || (aws && !self.names.is_empty())
+            || (unresolved && !self.ids.is_empty())
+            || (key.account.is_none() && !self.accounts.is_empty())
+    }
+
+    /// The first selector that matches, from the reference and the state read by describe.
+    fn matches(&self, key: &KeyRef, state: &KeyState) -> Option<String> {
+        if let Some(m) = self.matches_static(key) {
+            return Some(m);
+        }
+        if let Some(r) = state.resolved_uid.as_deref() {
+            for (p, g) in &self.ids {
+                if g.is_match(r) || bare_key_id(r).is_some_and(|b| g.is_match(b)) {
+                    return Some(format!("id {p}"));
+                }
+            }
+        }
+        for (p, g) in &self.names {
+            if state.names.iter().any(|n| g.is_match(n)) {
+                return Some(format!("name {p}"));
+            }
+        }
+        for (t, k, v) in &self.tags {
+            if let Some(val) = state.tags.get(k) {
+                if v.as_ref().is_none_or(|g| g.is_match(val)) {
+                    return Some(format!("tag {t}"));
+                }
+            }
+        }
+        if let Some(a) = &state.account {
+            if let Some((p, _)) = self.accounts.iter().find(|(_, g)| g.is_match(a)) {
+                return Some(format!("account {p}"));
+            }
+        }
+        None
+    }
+}
+
+/// What each responder is configured to serve: a key outside it is refused before any call.
+#[derive(Debug, Clone, Default)]
+struct Scope {
+    /// AWS accounts (`aws.accounts` keys and `aws.account_ids`); empty: any.
+    aws_accounts: Vec<String>,
+    /// The Azure cloud of the responder (its vault hosts must be of it).
+    azure_cloud: Option<AzureCloud>,
+    /// Azure vault hosts (globs); empty: any vault of the cloud.
+    azure_vaults: Vec<(String, GlobMatcher)>,
+    /// GCP projects (globs); empty: any.
+    gcp_projects: Vec<(String, GlobMatcher)>,
+}
+
+impl Scope {
+    fn check(&self, key: &KeyRef, account: Option<&str>) -> Result<(), Refusal> {
+        let out = |m: String| Err(Refusal::OutOfScope(m));
+        match key.provider {
+            Provider::Aws => match account {
+                Some(a) if !self.aws_accounts.is_empty() && !self.aws_accounts.iter().any(|x| x == a) => out(format!(
+                    "AWS account {a} is not one the responder serves (aws.accounts, aws.account_ids)"
+                )),
+                _ => Ok(()),
+            },
+            Provider::Azure => {
+                let Some(host) = key
+                    .vault
+                    .as_deref()
+                    .and_then(|v| v.strip_prefix("https://"))
+                    .and_then(|h| resource::parse_azure_vault_authority(h).ok())
+                else {
+                    return out("no valid Key Vault host".into());
+                };
+                if let Some(c) = self.azure_cloud {
+                    if host.cloud != c {
+                        return out(format!(
+                            "vault {host} is not in the responder's Azure cloud (azure.cloud)"
+                        ));
+                    }
+                }
+                let h = host.host();
+                if !self.azure_vaults.is_empty() && !self.azure_vaults.iter().any(|(_, g)| g.is_match(&h)) {
+                    return out(format!("vault {h} is not one the responder serves (azure.vaults)"));
+                }
+                Ok(())
+            }
+            Provider::Gcp => match account {
+                Some(p) if !self.gcp_projects.is_empty() && !self.gcp_projects.iter().any(|(_, g)| g.is_match(p)) => out(format!(
+                    "project {p} is not one the responder serves (gcp.projects)"
+                )),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+/// Everything of the config that is compiled once: globs, selectors, scopes, trusted
+/// locations. [`RespondConfig::validate`] is "this compiles".
+#[derive(Debug, Clone)]
+pub(crate) struct Compiled {
+    playbook_rules: Vec<Vec<GlobMatcher>>,
+    allow: CompiledMatch,
+    deny: CompiledMatch,
+    scope: Scope,
+    pub(crate) provenance: crate::provenance::CompiledProvenance,
+}
+
+impl Compiled {
+    pub(crate) fn new(cfg: &RespondConfig) -> Result<Compiled, RespondError> {
+        cfg.validate_fields()?;
+        let playbook_rules = cfg
+            .playbooks
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                compile_globs(&format!("playbooks[{i}].rules"), &p.rules)
+                    .map(|v| v.into_iter().map(|(_, g)| g).collect())
+            })
+            .collect::<Result<_, _>>()?;
+        let scope = Scope {
+            aws_accounts: cfg
+                .aws
+                .as_ref()
+                .map(|a| a.accounts.keys().chain(&a.account_ids).cloned().collect())
+                .unwrap_or_default(),
+            azure_cloud: cfg.azure.as_ref().map(|a| a.cloud.cloud()),
+            azure_vaults: match &cfg.azure {
+                Some(a) => compile_globs("azure.vaults", &a.vaults)?,
+                None => Vec::new(),
+            },
+            gcp_projects: match &cfg.gcp {
+                Some(g) => compile_globs("gcp.projects", &g.projects)?,
+                None => Vec::new(),
+            },
+        };
+        Ok(Compiled {
+            playbook_rules,
+            allow: CompiledMatch::new(&cfg.allow, "allow")?,
+            deny: CompiledMatch::new(&cfg.deny, "deny")?,
+            scope,
+            provenance: crate::provenance::CompiledProvenance::new(&cfg.provenance)?,
+        })
     }
 }
 
@@ -206,13 +354,34 @@ pub struct PlannedAction {
     pub action: Action,
 }
 
+/// A finding's target refused before any call: its key id (or grant id) does not follow the
+/// provider's grammar (a forged or damaged record). Recorded, never acted on.
+#[derive(Debug, Clone)]
+pub struct InvalidTarget {
+    /// The playbook.
+    pub playbook: String,
+    /// Its mode.
+    pub mode: Mode,
+    /// The cloud the finding names.
+    pub provider: Provider,
+    /// The id as the finding gives it (cut to a bounded length).
+    pub key: String,
+    /// The (first) action the playbook asks for.
+    pub action: ActionKind,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// An AWS KMS grant id: 1–128 ASCII letters and digits.
+pub fn is_grant_id(s: &str) -> bool {
+    (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// The policy: compiled config plus the state rebuilt from the journal.
 #[derive(Debug)]
 pub struct Policy {
     cfg: RespondConfig,
-    playbook_rules: Vec<Vec<GlobMatcher>>,
-    allow: CompiledMatch,
-    deny: CompiledMatch,
+    compiled: Compiled,
     /// The mutable part (journal-derived).
     pub state: PolicyState,
 }
@@ -221,6 +390,7 @@ pub struct Policy {
 #[derive(Debug, Default)]
 pub struct PolicyState {
     seen: HashSet<String>,
+    actions: HashSet<String>,
     /// Pending actions by action id (their plan record).
     pub pending: BTreeMap<String, AuditRecord>,
     /// Outcome of finished actions by action id (applied / already_applied).
@@ -239,20 +409,13 @@ fn level_rank(level: Option<&str>) -> u8 {
 }
 
 impl Policy {
-    /// Compile a validated config.
-    pub fn new(cfg: RespondConfig) -> Policy {
-        let playbook_rules = cfg
-            .playbooks
-            .iter()
-            .map(|p| p.rules.iter().filter_map(|r| glob(r)).collect())
-            .collect();
-        Policy {
-            allow: CompiledMatch::new(&cfg.allow),
-            deny: CompiledMatch::new(&cfg.deny),
-            playbook_rules,
+    /// Validate and compile a config (an invalid glob is an error naming field and pattern).
+    pub fn new(cfg: RespondConfig) -> Result<Policy, RespondError> {
+        Ok(Policy {
+            compiled: Compiled::new(&cfg)?,
             cfg,
             state: PolicyState::default(),
-        }
+        })
     }
 
     /// The config.
@@ -260,11 +423,24 @@ impl Policy {
         &self.cfg
     }
 
+    pub(crate) fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
     /// The actions the playbooks ask for this finding: for each matching playbook, each action,
-    /// each key resource of a provider that parses.
+    /// each key resource whose id passes the grammar ([`KeyRef::parse`]). Resources that do
+    /// not (and grant actions without a valid grant id) are left out here; see
+    /// [`Policy::plan`].
     pub fn plan_finding(&self, f: &Finding) -> Vec<PlannedAction> {
+        self.plan(f).0
+    }
+
+    /// The playbooks' actions for this finding, and the targets that were refused before any
+    /// call because the finding's key id (or grant id) does not follow the provider's grammar.
+    pub fn plan(&self, f: &Finding) -> (Vec<PlannedAction>, Vec<InvalidTarget>) {
         let mut out = Vec::new();
-        for (pb, rules) in self.cfg.playbooks.iter().zip(&self.playbook_rules) {
+        let mut invalid = Vec::new();
+        for (pb, rules) in self.cfg.playbooks.iter().zip(&self.compiled.playbook_rules) {
             if !playbook_matches(pb, rules, f) {
                 continue;
             }
@@ -273,9 +449,19 @@ impl Policy {
                 if !pb.providers.is_empty() && !pb.providers.contains(&r.cloud_provider) {
                     continue;
                 }
-                let Ok(key) = KeyRef::parse(r.cloud_provider, &r.uid) else {
-                    tracing::warn!(key = %r.uid, "finding resource is not a key id; skipped");
-                    continue;
+                let key = match KeyRef::parse(r.cloud_provider, &r.uid) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        invalid.push(InvalidTarget {
+                            playbook: pb.name.clone(),
+                            mode,
+                            provider: r.cloud_provider,
+                            key: crate::action::quote(&r.uid),
+                            action: pb.actions.first().map_or(ActionKind::Tag, |a| a.kind),
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
                 };
                 for spec in &pb.actions {
                     let mut action = Action::new(spec.kind);
@@ -295,13 +481,27 @@ impl Policy {
                         }
                     }
                     match spec.kind {
-                        ActionKind::RevokeGrant | ActionKind::RetireGrant => {
-                            action.grant_id = grant_id_of(f);
-                            if action.grant_id.is_none() {
+                        ActionKind::RevokeGrant | ActionKind::RetireGrant => match grant_id_of(f) {
+                            Some(g) if is_grant_id(&g) => action.grant_id = Some(g),
+                            Some(g) => {
+                                invalid.push(InvalidTarget {
+                                        playbook: pb.name.clone(),
+                                        mode,
+                                        provider: r.cloud_provider,
+                                        key: key.uid.clone(),
+                                        action: spec.kind,
+                                        reason: format!(
+                                            "invalid grant id {:?}: a KMS grant id is 1-128 letters and digits",
+                                            crate::action::quote(&g)
+                                        ),
+                                    });
+                                continue;
+                            }
+                            None => {
                                 tracing::warn!(finding = %f.finding_info.uid, "grant action but the finding names no grant; skipped");
                                 continue;
                             }
-                        }
+                        },
                         ActionKind::Tag => action.tag_value = Some(f.finding_info.uid.clone()),
                         _ => {}
                     }
@@ -314,19 +514,51 @@ impl Policy {
                 }
             }
         }
-        out
+        (out, invalid)
     }
 
-    /// Allow/deny/break-glass and idempotency, from the key's state (read-only).
+    /// The static pre-check, decided from the key reference alone before anything touches
+    /// the network: the responder's scope (AWS accounts, Azure cloud and vaults, GCP
+    /// projects), the deny list by id/name/account, the allow list where the reference alone
+    /// decides it, and whether this action already ran. Only a key that passes may be
+    /// described. (The grammar was checked when the [`KeyRef`] was parsed.)
+    pub fn precheck(&self, action_id: &str, key: &KeyRef) -> Check {
+        if let Err(r) = self.compiled.scope.check(key, key.account.as_deref()) {
+            return Check::Refused(r);
+        }
+        if let Some(why) = self.compiled.deny.matches_static(key) {
+            return Check::Refused(Refusal::Denied(why));
+        }
+        let allow = &self.compiled.allow;
+        if !allow.is_empty() && allow.matches_static(key).is_none() && !allow.may_match_state(key) {
+            return Check::Refused(Refusal::NotAllowed);
+        }
+        if let Some(o) = self.state.done.get(action_id) {
+            return Check::AlreadyApplied(format!(
+                "action {action_id} already ran ({})",
+                o.as_str()
+            ));
+        }
+        Check::Proceed
+    }
+
+    /// The checks that need the key's state (after the read-only describe): break-glass,
+    /// deny and allow lists with tags, aliases and the resolved id and account, the scope of
+    /// the account the provider reports, provider-managed keys, and whether the state already
+    /// is the wanted one.
     pub fn check(&self, action_id: &str, key: &KeyRef, state: &KeyState, action: &Action) -> Check {
         if state.is_break_glass() {
             return Check::Refused(Refusal::BreakGlass);
         }
-        if let Some(why) = self.deny.matches(key, state) {
+        if let Some(why) = self.compiled.deny.matches(key, state) {
             return Check::Refused(Refusal::Denied(why));
         }
-        if !self.allow.is_empty() && self.allow.matches(key, state).is_none() {
+        if !self.compiled.allow.is_empty() && self.compiled.allow.matches(key, state).is_none() {
             return Check::Refused(Refusal::NotAllowed);
+        }
+        let account = state.account.as_deref().or(key.account.as_deref());
+        if let Err(r) = self.compiled.scope.check(key, account) {
+            return Check::Refused(r);
         }
         if state.manager.as_deref() == Some("AWS") {
             return Check::Refused(Refusal::ProviderManaged);
@@ -393,6 +625,11 @@ impl Policy {
 }
 
 impl PolicyState {
+    /// Whether the journal has any record of this action.
+    pub fn seen_action(&self, action_id: &str) -> bool {
+        self.actions.contains(action_id)
+    }
+
     fn expire_blast(&mut self, now_ms: i64) {
         while self
             .blast
@@ -417,6 +654,7 @@ impl PolicyState {
         if !self.seen.insert(r.record_id.clone()) {
             return;
         }
+        self.actions.insert(r.action_id.clone());
         match (r.phase, r.outcome) {
             (Phase::Plan, Outcome::Pending) => {
                 self.pending.insert(r.action_id.clone(), r.clone());
@@ -526,12 +764,14 @@ mod tests {
         }
     }
 
+    /// Key `n`'s ARN (`k1` -> `...:key/00000001-0000-4000-8000-000000000000`).
+    fn arn(n: u32) -> String {
+        format!("arn:aws:kms:us-east-1:111122223333:key/{n:08x}-0000-4000-8000-000000000000")
+    }
+
     fn key(id: &str) -> KeyRef {
-        KeyRef::parse(
-            Provider::Aws,
-            &format!("arn:aws:kms:us-east-1:111122223333:key/{id}"),
-        )
-        .unwrap()
+        let n = id.trim_start_matches('k').parse().unwrap_or(99);
+        KeyRef::parse(Provider::Aws, &arn(n)).unwrap()
     }
 
     #[test]
@@ -543,13 +783,13 @@ mod tests {
                 ..Default::default()
             },
             deny: KeyMatch {
-                ids: vec!["deny-me".into()],
+                ids: vec!["00000063-*".into()],
                 tags: vec!["owner=payments".into()],
                 ..Default::default()
             },
             ..Default::default()
         };
-        let p = Policy::new(cfg);
+        let p = Policy::new(cfg).unwrap();
         let d = Action::new(ActionKind::Disable);
         assert_eq!(
             p.check("a", &key("k1"), &state(&[], &["alias/app-one"]), &d),
@@ -564,7 +804,7 @@ mod tests {
             Check::Refused(Refusal::NotAllowed)
         );
         assert!(matches!(
-            p.check("a", &key("deny-me"), &state(&[], &["alias/app-x"]), &d),
+            p.check("a", &key("k99"), &state(&[], &["alias/app-x"]), &d),
             Check::Refused(Refusal::Denied(_))
         ));
         assert!(matches!(
@@ -621,7 +861,8 @@ mod tests {
                 max_keys_per_hour: 2,
             },
             ..Default::default()
-        });
+        })
+        .unwrap();
         let rec = |id: &str, key: &str, t: i64| AuditRecord {
             kind: crate::audit::AUDIT_KIND.into(),
             record_id: id.into(),
@@ -647,6 +888,7 @@ mod tests {
             detail: None,
             retryable: None,
             undo_of: None,
+            basis: None,
         };
         p.apply(&rec("r1", "k1", 1000));
         p.apply(&rec("r1", "k1", 1000)); // same record twice counts once
@@ -684,12 +926,8 @@ mod tests {
             ..Default::default()
         };
         cfg.validate().unwrap();
-        let p = Policy::new(cfg);
-        let mut f = crate::testutil::finding(
-            "kms_human_decrypt",
-            4,
-            &[(Provider::Aws, "arn:aws:kms:us-east-1:111122223333:key/k1")],
-        );
+        let p = Policy::new(cfg).unwrap();
+        let mut f = crate::testutil::finding("kms_human_decrypt", 4, &[(Provider::Aws, &arn(1))]);
         f.kmswatch.tags = vec!["attack.exfiltration".into()];
         let plan = p.plan_finding(&f);
         assert_eq!(plan.len(), 1);
@@ -714,5 +952,153 @@ mod tests {
         let cfg: Result<RespondConfig, _> =
             serde_json::from_value(serde_json::json!({"mdoe": "enforce"}));
         assert!(cfg.is_err(), "unknown keys are errors");
+    }
+
+    /// The pre-check decides before any call what the key reference alone decides: an allow
+    /// list that excludes the key, a deny list by id or account, the responder's scope.
+    #[test]
+    fn precheck_decides_what_the_reference_decides() {
+        let p = |allow: KeyMatch, deny: KeyMatch| {
+            Policy::new(RespondConfig {
+                allow,
+                deny,
+                aws: Some(crate::aws::AwsConfig {
+                    account_ids: vec!["111122223333".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let ids = |v: &[&str]| KeyMatch {
+            ids: v.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let by_id = p(ids(&["00000001-*"]), KeyMatch::default());
+        assert_eq!(by_id.precheck("a", &key("k1")), Check::Proceed);
+        assert_eq!(
+            by_id.precheck("a", &key("k2")),
+            Check::Refused(Refusal::NotAllowed),
+            "an allow list by id that excludes the key refuses before describe"
+        );
+        let by_tag = p(
+            KeyMatch {
+                tags: vec!["env=prod".into()],
+                ..Default::default()
+            },
+            KeyMatch::default(),
+        );
+        assert_eq!(
+            by_tag.precheck("a", &key("k2")),
+            Check::Proceed,
+            "tags are only known after the read-only describe"
+        );
+        let deny = p(
+            KeyMatch::default(),
+            KeyMatch {
+                accounts: vec!["1111222233*".into()],
+                ..Default::default()
+            },
+        );
+        assert!(matches!(
+            deny.precheck("a", &key("k1")),
+            Check::Refused(Refusal::Denied(_))
+        ));
+        let other_account = KeyRef::parse(
+            Provider::Aws,
+            "arn:aws:kms:us-east-1:999999999999:key/00000001-0000-4000-8000-000000000000",
+        )
+        .unwrap();
+        assert!(matches!(
+            by_tag.precheck("a", &other_account),
+            Check::Refused(Refusal::OutOfScope(_))
+        ));
+        // Azure: only the configured cloud and vaults.
+        let az = Policy::new(RespondConfig {
+            azure: Some(crate::azure::AzureConfig {
+                vaults: vec!["kv-prod*.vault.azure.net".into()],
+                static_token: Some(crate::http::Secret("t".into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+        let k = |u: &str| KeyRef::parse(Provider::Azure, u).unwrap();
+        assert_eq!(
+            az.precheck("a", &k("https://kv-prod1.vault.azure.net/keys/k")),
+            Check::Proceed
+        );
+        assert!(matches!(
+            az.precheck("a", &k("https://kv-test.vault.azure.net/keys/k")),
+            Check::Refused(Refusal::OutOfScope(_))
+        ));
+        assert!(matches!(
+            az.precheck("a", &k("https://kv-prod1.vault.azure.cn/keys/k")),
+            Check::Refused(Refusal::OutOfScope(_))
+        ));
+    }
+
+    /// Every glob is compiled by validate: an invalid one is an error naming field and
+    /// pattern (it used to be dropped, and an allow list of only invalid globs matched all).
+    #[test]
+    fn invalid_globs_fail_validation_with_field_and_pattern() {
+        let cases: Vec<(&str, RespondConfig)> = vec![
+            (
+                "allow.ids[0]",
+                RespondConfig {
+                    allow: KeyMatch {
+                        ids: vec!["prod-[".into()],
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            ),
+            (
+                "allow.names[1]",
+                RespondConfig {
+                    allow: KeyMatch {
+                        names: vec!["alias/ok".into(), "alias/{a".into()],
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            ),
+            (
+                "deny.tags[0]",
+                RespondConfig {
+                    deny: KeyMatch {
+                        tags: vec!["env=prod[".into()],
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            ),
+            (
+                "deny.accounts[0]",
+                RespondConfig {
+                    deny: KeyMatch {
+                        accounts: vec!["[1".into()],
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            ),
+            (
+                "playbooks[0].rules[0]",
+                RespondConfig {
+                    playbooks: vec![Playbook::new("pb", &["kms_["], &[ActionKind::Disable])],
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (field, cfg) in cases {
+            let e = cfg.validate().expect_err(field).to_string();
+            assert!(e.contains(field), "{field}: {e}");
+            let pattern = ["prod-[", "alias/{a", "prod[", "[1", "kms_["]
+                .iter()
+                .find(|p| e.contains(*p));
+            assert!(pattern.is_some(), "the pattern is named: {e}");
+            assert!(Policy::new(cfg).is_err());
+        }
     }
 }

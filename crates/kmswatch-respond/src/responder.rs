@@ -7,16 +7,21 @@ use crate::audit::{AuditRecord, Mode, Outcome, Phase, ResponseOutput, AUDIT_KIND
 use crate::aws::AwsBackend;
 use crate::azure::AzureBackend;
 use crate::backend::{Backend, KeyBackend};
+use crate::basis::Basis;
 use crate::config::RespondConfig;
+use crate::corroborate::{check_state, NotCorroborated};
 use crate::error::RespondError;
 use crate::gcp::GcpBackend;
 use crate::journal::Journal;
-use crate::policy::{Check, Policy, Refusal};
+use crate::net::Net;
+use crate::policy::{Check, InvalidTarget, Policy, Refusal};
+use crate::provenance::{CloudTrailPath, DigestVerifier, Require, Unverified};
 use kmswatch_model::{
     Analytic, Finding, FindingCloud, FindingExt, FindingInfo, FindingMetadata, Provider, Resource,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +32,14 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 pub const BLAST_RADIUS_RULE: &str = "kmswatch-respond-blast-radius";
 /// Rule id of the finding raised when an automatic action fails.
 pub const ACTION_FAILED_RULE: &str = "kmswatch-respond-action-failed";
+/// Rule id of the finding raised when the cloud does not corroborate a finding an automatic
+/// action was about to act on.
+pub const NOT_CORROBORATED_RULE: &str = "kmswatch-respond-not-corroborated";
+/// Rule id of the finding raised when a log origin of such a finding is not verified.
+pub const UNVERIFIED_ORIGIN_RULE: &str = "kmswatch-respond-unverified-origin";
+/// Rule id of the finding raised when a finding names a key (or grant) id that does not follow
+/// its provider's grammar: a forged or damaged record; nothing is called.
+pub const INVALID_TARGET_RULE: &str = "kmswatch-respond-invalid-target";
 
 fn system_clock() -> i64 {
     std::time::SystemTime::now()
@@ -80,13 +93,21 @@ struct Ctx {
     rule_id: Option<String>,
     playbook: Option<String>,
     undo_of: Option<String>,
+    /// What the finding claims (playbook actions).
+    basis: Option<Basis>,
 }
 
 /// The response engine: policy + responders + journal.
 pub struct Responder {
     policy: Mutex<Policy>,
     journal: Mutex<Journal>,
+    /// The journal, as an absolute path (printed in `undo_command`).
+    journal_path: PathBuf,
+    /// The config file the responder was built from, when the caller says (printed in
+    /// `undo_command`).
+    config_path: Option<PathBuf>,
     backends: HashMap<Provider, Backend>,
+    digests: DigestVerifier,
     clock: Clock,
     seq: AtomicU64,
 }
@@ -103,29 +124,90 @@ impl Responder {
     /// Validate the config, open the journal and replay it (pending approvals, rate and blast
     /// counters, finished actions), and build the configured responders (no network yet).
     pub fn new(cfg: RespondConfig) -> Result<Responder, RespondError> {
-        cfg.validate()?;
+        Responder::with_net(cfg, Net::default())
+    }
+
+    /// [`Responder::new`] with every connection sent to a local test server (feature
+    /// `test-hooks`, tests only).
+    #[cfg(feature = "test-hooks")]
+    pub fn new_redirected(
+        cfg: RespondConfig,
+        redirect: crate::testhook::Redirect,
+    ) -> Result<Responder, RespondError> {
+        Responder::with_net(
+            cfg,
+            Net {
+                redirect: Some(redirect),
+            },
+        )
+    }
+
+    fn with_net(cfg: RespondConfig, net: Net) -> Result<Responder, RespondError> {
+        let mut policy = Policy::new(cfg)?;
+        let cfg = policy.config().clone();
         let mut backends = HashMap::new();
         if let Some(a) = &cfg.aws {
-            backends.insert(Provider::Aws, Backend::Aws(AwsBackend::new(a.clone())));
+            backends.insert(
+                Provider::Aws,
+                Backend::Aws(AwsBackend::new(a.clone(), net.clone())),
+            );
         }
         if let Some(a) = &cfg.azure {
-            backends.insert(Provider::Azure, Backend::Azure(AzureBackend::new(a)?));
+            backends.insert(
+                Provider::Azure,
+                Backend::Azure(Box::new(AzureBackend::new(a, &net)?)),
+            );
         }
         if let Some(g) = &cfg.gcp {
-            backends.insert(Provider::Gcp, Backend::Gcp(GcpBackend::new(g)?));
+            backends.insert(Provider::Gcp, Backend::Gcp(GcpBackend::new(g, &net)?));
         }
         let (journal, records) = Journal::open(&cfg.journal_path)?;
-        let mut policy = Policy::new(cfg);
         for r in &records {
             policy.apply(r);
         }
         Ok(Responder {
             policy: Mutex::new(policy),
             journal: Mutex::new(journal),
+            journal_path: std::path::absolute(&cfg.journal_path)
+                .unwrap_or_else(|_| cfg.journal_path.clone()),
+            config_path: None,
             backends,
+            digests: DigestVerifier::new(cfg.provenance.cloudtrail_digest.clone(), net),
             clock: Arc::new(system_clock),
             seq: AtomicU64::new(0),
         })
+    }
+
+    /// The config file this responder's configuration was read from: `undo_command` (and the
+    /// approval hint) then name it, so the printed command reaches the same journal and
+    /// clouds. Without it they name the journal (`--journal PATH`).
+    pub fn with_config_path(mut self, path: &Path) -> Responder {
+        self.config_path = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+        self
+    }
+
+    /// The journal file (absolute).
+    pub fn journal_path(&self) -> &Path {
+        &self.journal_path
+    }
+
+    /// The options that make `kmswatch respond` find this responder's journal (and config).
+    fn locate_args(&self) -> String {
+        let quote = |p: &Path| {
+            let s = p.display().to_string();
+            if s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&b))
+            {
+                s
+            } else {
+                format!("'{}'", s.replace('\'', "'\\''"))
+            }
+        };
+        let mut a = format!("--journal {}", quote(&self.journal_path));
+        if let Some(c) = &self.config_path {
+            a = format!("--config {} {a}", quote(c));
+        }
+        a
     }
 
     /// Use this responder for its provider (replaces a configured one).
@@ -216,6 +298,7 @@ impl Responder {
             detail: None,
             retryable: None,
             undo_of: ctx.undo_of.clone(),
+            basis: None,
         }
     }
 
@@ -224,11 +307,15 @@ impl Responder {
     /// automatic action). Never fails: failures are records.
     pub async fn on_finding(&self, f: &Finding) -> Vec<ResponseOutput> {
         self.refresh();
-        let (plans, actor) = {
+        let ((plans, invalid), actor) = {
             let p = self.lock_policy();
-            (p.plan_finding(f), p.config().actor.clone())
+            (p.plan(f), p.config().actor.clone())
         };
         let mut out = Vec::new();
+        for t in invalid {
+            out.extend(self.refuse_invalid(f, t, &actor));
+        }
+        let basis = (!plans.is_empty()).then(|| Basis::of(f));
         for pa in plans {
             let action_id = hash(&[
                 &f.finding_info.uid,
@@ -253,10 +340,65 @@ impl Responder {
                 rule_id: Some(f.finding_info.analytic.uid.clone()),
                 playbook: Some(pa.playbook),
                 undo_of: None,
+                basis: basis.clone(),
             };
             out.extend(self.run(ctx).await);
         }
         out
+    }
+
+    /// A finding's target whose id does not follow the grammar: a refused plan record (no
+    /// call of any kind) and a finding, once per finding and target.
+    fn refuse_invalid(&self, f: &Finding, t: InvalidTarget, actor: &str) -> Vec<ResponseOutput> {
+        let action_id = hash(&["invalid", &f.finding_info.uid, &t.key, t.action.as_str()]);
+        if self.lock_policy().state.seen_action(&action_id) {
+            return Vec::new();
+        }
+        let ctx = Ctx {
+            action_id,
+            key: KeyRef {
+                provider: t.provider,
+                uid: t.key.clone(),
+                account: None,
+                region: None,
+                name: t.key,
+                vault: None,
+                version: None,
+            },
+            action: Action::new(t.action),
+            mode: t.mode,
+            automatic: true,
+            approved: false,
+            who: actor.to_string(),
+            reason: format!(
+                "playbook {} on finding {:?} ({})",
+                t.playbook, f.finding_info.title, f.finding_info.analytic.uid
+            ),
+            finding_id: Some(f.finding_info.uid.clone()),
+            rule_id: Some(f.finding_info.analytic.uid.clone()),
+            playbook: Some(t.playbook),
+            undo_of: None,
+            basis: None,
+        };
+        let mut r = self.record(&ctx, Phase::Plan, Outcome::Refused);
+        r.detail = Some(format!("invalid_target: {}; nothing was called", t.reason));
+        r.retryable = Some(false);
+        let r = self.write(r);
+        let raised = self.action_finding(
+            INVALID_TARGET_RULE,
+            "Finding names an invalid key: response refused",
+            &r,
+            format!(
+                "kmswatch refused to act on {:?} for finding {}: {}. A record naming a key that no cloud can have is forged or damaged; look at where it was read.",
+                r.key,
+                f.finding_info.uid,
+                r.detail.as_deref().unwrap_or_default()
+            ),
+        );
+        vec![
+            ResponseOutput::Audit(Box::new(r)),
+            ResponseOutput::Finding(Box::new(raised)),
+        ]
     }
 
     /// A person's request (CLI): runs unless `dry_run`; the policy's lists, break-glass and rate
@@ -296,6 +438,7 @@ impl Responder {
             rule_id: None,
             playbook: None,
             undo_of: None,
+            basis: None,
         };
         Ok(self.run(ctx).await)
     }
@@ -323,7 +466,9 @@ impl Responder {
             .cloned()
             .ok_or_else(|| {
                 RespondError::NotFound(format!(
-                    "no pending action {action_id} (see `kmswatch respond list`)"
+                    "no pending action {action_id} in the journal {} (see `kmswatch respond list {}`)",
+                    self.journal_path.display(),
+                    self.locate_args()
                 ))
             })?;
         let key = KeyRef::parse(plan.provider, &plan.key)?;
@@ -340,6 +485,7 @@ impl Responder {
             rule_id: plan.rule_id.clone(),
             playbook: plan.playbook.clone(),
             undo_of: None,
+            basis: plan.basis.clone(),
         };
         let approve = self.write(self.record(&ctx, Phase::Approve, Outcome::Approved));
         ctx.mode = Mode::Approve;
@@ -364,7 +510,9 @@ impl Responder {
             .cloned()
             .ok_or_else(|| {
                 RespondError::NotFound(format!(
-                    "no pending action {action_id} (see `kmswatch respond list`)"
+                    "no pending action {action_id} in the journal {} (see `kmswatch respond list {}`)",
+                    self.journal_path.display(),
+                    self.locate_args()
                 ))
             })?;
         let ctx = Ctx {
@@ -384,6 +532,7 @@ impl Responder {
             rule_id: plan.rule_id.clone(),
             playbook: plan.playbook.clone(),
             undo_of: None,
+            basis: None,
         };
         Ok(self.write(self.record(&ctx, Phase::Reject, Outcome::Rejected)))
     }
@@ -406,7 +555,8 @@ impl Responder {
         }
         .ok_or_else(|| {
             RespondError::NotFound(format!(
-                "no applied action with record or action id {id} in the journal"
+                "no applied action with record or action id {id} in the journal {}: give the journal the action was recorded in (the record's undo_command names it)",
+                self.journal_path.display()
             ))
         })?;
         let inverse = rec.undo.clone().ok_or_else(|| {
@@ -433,11 +583,18 @@ impl Responder {
             rule_id: rec.rule_id.clone(),
             playbook: rec.playbook.clone(),
             undo_of: Some(rec.record_id.clone()),
+            basis: None,
         };
         Ok(self.run(ctx).await)
     }
 
     /// Plan, then (mode and policy permitting) execute one action.
+    ///
+    /// Order: the static pre-check (scope, deny/allow by id/name/account, already done) before
+    /// any call; the read-only describe; the checks that need the key's state; the mode
+    /// (dry run, pending approval); for automatic actions that are about to execute, the
+    /// verified log origin and the cloud's corroboration; blast radius and rate limit; then
+    /// the change.
     async fn run(&self, ctx: Ctx) -> Vec<ResponseOutput> {
         let mut out = Vec::new();
         let audit = |r: AuditRecord| ResponseOutput::Audit(Box::new(r));
@@ -459,6 +616,24 @@ impl Responder {
             }
             return out;
         };
+
+        // Static pre-check: decided before anything touches the network.
+        let pre = self.lock_policy().precheck(&ctx.action_id, &ctx.key);
+        match pre {
+            Check::Refused(why) => {
+                let mut r = self.record(&ctx, Phase::Plan, Outcome::Refused);
+                r.detail = Some(format!("{why} (decided before any call)"));
+                out.push(audit(self.write(r)));
+                return out;
+            }
+            Check::AlreadyApplied(why) => {
+                let mut r = self.record(&ctx, Phase::Plan, Outcome::AlreadyApplied);
+                r.detail = Some(why);
+                out.push(audit(self.write(r)));
+                return out;
+            }
+            Check::Proceed => {}
+        }
 
         // Plan (read-only).
         let before = match backend.describe(&ctx.key).await {
@@ -524,15 +699,51 @@ impl Responder {
                 let mut r = plan_rec(
                     Outcome::Pending,
                     Some(format!(
-                        "waiting for approval: kmswatch respond approve {}",
-                        ctx.action_id
+                        "waiting for approval: kmswatch respond approve {} {}",
+                        ctx.action_id,
+                        self.locate_args()
                     )),
                 );
                 r.undo_command = None;
+                r.basis = ctx.basis.clone();
                 out.push(audit(self.write(r)));
                 return out;
             }
             _ => {}
+        }
+        // An automatic action about to execute: the finding must hold up.
+        let mut vouched = Vec::new();
+        if ctx.automatic {
+            let basis = ctx.basis.clone().unwrap_or_default();
+            if let Err(u) = self.verify_origins(&basis).await {
+                let mut r = plan_rec(
+                    Outcome::UnverifiedOrigin,
+                    Some(format!("unverified_origin: {}", u.why)),
+                );
+                r.retryable = Some(u.yet);
+                r.basis = ctx.basis.clone();
+                let r = self.write(r);
+                let f = self.unverified_finding(&r);
+                out.push(audit(r));
+                out.push(ResponseOutput::Finding(Box::new(f)));
+                return out;
+            }
+            match self.corroborate(backend, &ctx, &basis, &before).await {
+                Ok(c) => vouched = c,
+                Err(n) => {
+                    let mut r = plan_rec(
+                        Outcome::NotCorroborated,
+                        Some(format!("not_corroborated: {}", n.why)),
+                    );
+                    r.retryable = Some(n.retryable);
+                    r.basis = ctx.basis.clone();
+                    let r = self.write(r);
+                    let f = self.not_corroborated_finding(&r);
+                    out.push(audit(r));
+                    out.push(ResponseOutput::Finding(Box::new(f)));
+                    return out;
+                }
+            }
         }
         // Blast radius (automatic actions not approved by a person).
         if ctx.automatic && !ctx.approved {
@@ -576,7 +787,8 @@ impl Responder {
                 }
             }
         }
-        out.push(audit(self.write(plan_rec(Outcome::Planned, None))));
+        let detail = (!vouched.is_empty()).then(|| format!("corroborated: {}", vouched.join("; ")));
+        out.push(audit(self.write(plan_rec(Outcome::Planned, detail))));
 
         // Execute.
         let result = backend.execute(&ctx.key, &ctx.action, &before).await;
@@ -588,10 +800,13 @@ impl Responder {
             Ok(detail) => {
                 r.detail = detail;
                 r.undo = after.as_ref().and_then(|a| ctx.action.inverse(&before, a));
-                r.undo_command = r
-                    .undo
-                    .as_ref()
-                    .map(|_| format!("kmswatch respond undo {}", r.record_id));
+                r.undo_command = r.undo.as_ref().map(|_| {
+                    format!(
+                        "kmswatch respond undo {} {}",
+                        r.record_id,
+                        self.locate_args()
+                    )
+                });
                 if r.undo.is_none() {
                     r.detail = Some(
                         [r.detail.take(), Some("not reversible by kmswatch".into())]
@@ -625,6 +840,58 @@ impl Responder {
             out.push(ResponseOutput::Finding(Box::new(f)));
         }
         out
+    }
+
+    /// `respond.provenance`: every origin of the finding verified as configured.
+    async fn verify_origins(&self, basis: &Basis) -> Result<Vec<String>, Unverified> {
+        let compiled = self.lock_policy().compiled().provenance.clone();
+        if compiled.require == Require::None {
+            return Ok(Vec::new());
+        }
+        let mut checked = compiled.check_locations(basis)?;
+        if compiled.require == Require::CloudtrailDigest {
+            if let Some(c) = basis.events.iter().find(|c| {
+                c.provider == Provider::Aws
+                    && c.origin
+                        .as_ref()
+                        .is_none_or(|o| CloudTrailPath::parse(&o.location).is_none())
+            }) {
+                return Err(Unverified {
+                    why: format!(
+                        "AWS evidence event {} was not read from a CloudTrail log object in S3, so no digest can vouch for it",
+                        c.uid
+                    ),
+                    yet: false,
+                });
+            }
+            let now = self.now().div_euclid(1000);
+            for o in basis
+                .origins
+                .iter()
+                .filter(|o| o.location.starts_with("s3://"))
+            {
+                checked.push(self.digests.verify(&o.location, now).await?);
+            }
+        }
+        Ok(checked)
+    }
+
+    /// The cloud's corroboration of the finding for this action: the key's state, then the
+    /// backend's look-ups.
+    async fn corroborate(
+        &self,
+        backend: &Backend,
+        ctx: &Ctx,
+        basis: &Basis,
+        before: &KeyState,
+    ) -> Result<Vec<String>, NotCorroborated> {
+        let mut checked = vec![check_state(&ctx.action, before)?];
+        checked.extend(
+            backend
+                .corroborate(&ctx.key, &ctx.action, basis, before)
+                .await?,
+        );
+        Ok(checked)
     }
 
     fn finding(
@@ -713,23 +980,60 @@ impl Responder {
         )
     }
 
-    fn failure_finding(&self, r: &AuditRecord) -> Finding {
+    /// A finding about a step of an automatic action (grouped by action and finding).
+    fn action_finding(&self, rule: &str, title: &str, r: &AuditRecord, message: String) -> Finding {
         let mut g = BTreeMap::new();
         g.insert("action_id".into(), r.action_id.clone());
         if let Some(f) = &r.finding_id {
             g.insert("finding_id".into(), f.clone());
         }
-        self.finding(
+        self.finding(rule, title, message, r, g)
+    }
+
+    fn failure_finding(&self, r: &AuditRecord) -> Finding {
+        let why = r.detail.as_deref().unwrap_or("unknown error");
+        self.action_finding(
             ACTION_FAILED_RULE,
             "Automatic key response failed",
-            format!(
-                "kmswatch could not {} {}: {}",
-                r.action.kind.as_str(),
-                r.key,
-                r.detail.as_deref().unwrap_or("unknown error")
-            ),
             r,
-            g,
+            format!(
+                "kmswatch could not {} {}: {why}",
+                r.action.kind.as_str(),
+                r.key
+            ),
+        )
+    }
+
+    fn not_corroborated_finding(&self, r: &AuditRecord) -> Finding {
+        let why = r.detail.as_deref().unwrap_or("not corroborated");
+        self.action_finding(
+            NOT_CORROBORATED_RULE,
+            "Automatic key response not taken: the cloud does not corroborate the finding",
+            r,
+            format!(
+                "kmswatch did not {} {}: {why}. The finding may come from a forged or replayed log record; nothing was changed.",
+                r.action.kind.as_str(),
+                r.key
+            ),
+        )
+    }
+
+    fn unverified_finding(&self, r: &AuditRecord) -> Finding {
+        let why = r.detail.as_deref().unwrap_or("unverified origin");
+        let yet = if r.retryable == Some(true) {
+            "; the check may pass once the digest is delivered"
+        } else {
+            ""
+        };
+        self.action_finding(
+            UNVERIFIED_ORIGIN_RULE,
+            "Automatic key response not taken: log origin not verified",
+            r,
+            format!(
+                "kmswatch did not {} {}: {why}. Nothing was changed{yet}.",
+                r.action.kind.as_str(),
+                r.key
+            ),
         )
     }
 

@@ -1,10 +1,41 @@
 //! Helpers for tests (not part of the API).
 
 use kmswatch_model::{
-    Analytic, Finding, FindingExt, FindingInfo, FindingMetadata, Provider, Resource,
+    Analytic, Event, Finding, FindingExt, FindingInfo, FindingMetadata, Key, KmsOperation,
+    Provider, Resource,
 };
 
-/// A finding of rule `rule` at `severity_id` about `keys`.
+/// The native id [`finding`] gives the evidence event about `key`.
+pub fn event_id(key: &str) -> String {
+    format!("evt-{:016x}", fnv(key))
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// An evidence event: `operation` by `alice` on `key`, native id `uid`.
+pub fn evidence(provider: Provider, key: &str, uid: &str, operation: &str) -> Event {
+    let raw = serde_json::value::RawValue::from_string(format!("{{\"id\":{:?}}}", uid))
+        .map(kmswatch_model::Raw::from)
+        .unwrap_or_else(|_| kmswatch_model::Raw::from_checked("{}".into()));
+    let mut e = Event::new(0, KmsOperation::Other, raw);
+    e.metadata.uid = uid.to_string();
+    e.cloud.provider = provider;
+    e.api.operation = operation.to_string();
+    e.actor.user.uid = Some("alice".into());
+    e.kms.key = Some(Key {
+        uid: key.to_string(),
+        version: None,
+        account_uid: None,
+    });
+    e
+}
+
+/// A finding of rule `rule` at `severity_id` about `keys`, with one evidence event per key
+/// (native id [`event_id`] of the key).
 pub fn finding(rule: &str, severity_id: u8, keys: &[(Provider, &str)]) -> Finding {
     Finding {
         class_uid: 2004,
@@ -47,8 +78,11 @@ pub fn finding(rule: &str, severity_id: u8, keys: &[(Provider, &str)]) -> Findin
             })
             .collect(),
         attacks: Vec::new(),
-        evidences: Vec::new(),
-        evidences_count: 0,
+        evidences: keys
+            .iter()
+            .map(|(p, k)| evidence(*p, k, &event_id(k), "Decrypt"))
+            .collect(),
+        evidences_count: keys.len() as u64,
         count: 1,
         kmswatch: FindingExt::default(),
     }

@@ -114,6 +114,7 @@ fn handle(state: &Shared<Fake>, r: Req) -> Resp {
                 let mut b = bundle(name, k);
                 b["recoveryId"] = json!(format!("{VAULT}/deletedkeys/{name}"));
                 b["scheduledPurgeDate"] = json!(1_800_000_000);
+                b["deletedDate"] = json!(1_700_000_000);
                 Resp::json(200, b)
             }
             _ => err(

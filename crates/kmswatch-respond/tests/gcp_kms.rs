@@ -12,6 +12,7 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{self, KeyPair as _};
 use base64::Engine;
 use common::{serve, Req, Resp, Shared};
+use kmswatch_model::Finding;
 use kmswatch_model::Provider;
 use kmswatch_respond::action::BREAK_GLASS_LABEL;
 use kmswatch_respond::config::{ActionSpec, Playbook};
@@ -45,6 +46,8 @@ struct Fake {
     valid_token: Option<String>,
     throttle: u32,
     log: Vec<String>,
+    /// Cloud Logging entries (`entries:list` answers from these).
+    entries: Vec<Value>,
 }
 
 fn err(status: u16, code: &str, msg: &str) -> Resp {
@@ -113,7 +116,8 @@ fn handle(state: &Shared<Fake>, r: Req) -> Resp {
         if header["alg"] != "RS256"
             || claims["iss"] != SA
             || claims["aud"] != s.token_uri.as_str()
-            || claims["scope"] != "https://www.googleapis.com/auth/cloudkms"
+            || claims["scope"]
+                != "https://www.googleapis.com/auth/cloudkms https://www.googleapis.com/auth/logging.read"
         {
             return Resp::json(
                 400,
@@ -149,6 +153,39 @@ fn handle(state: &Shared<Fake>, r: Req) -> Resp {
             "kmswatch sent a destructive request: {} {}",
             r.method, r.path
         );
+    }
+    if r.path == "/v2/entries:list" {
+        // Cloud Logging: `insertId="X" AND timestamp>="T1" AND timestamp<="T2"` over one project.
+        let body = r.json();
+        let filter = body["filter"].as_str().unwrap_or_default().to_string();
+        let project = body["resourceNames"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let parts: Vec<&str> = filter.split(" AND ").collect();
+        let [id, from, to] = parts.as_slice() else {
+            return err(400, "INVALID_ARGUMENT", "unexpected filter");
+        };
+        let (Some(id), true, true) = (
+            id.strip_prefix("insertId=\"")
+                .and_then(|x| x.strip_suffix('"')),
+            from.starts_with("timestamp>=\""),
+            to.starts_with("timestamp<=\""),
+        ) else {
+            return err(400, "INVALID_ARGUMENT", "unexpected filter");
+        };
+        let found: Vec<Value> = s
+            .entries
+            .iter()
+            .filter(|e| {
+                e["insertId"] == id
+                    && e["logName"]
+                        .as_str()
+                        .is_some_and(|l| l.starts_with(&format!("{project}/logs/")))
+            })
+            .cloned()
+            .collect();
+        return Resp::json(200, json!({ "entries": found }));
     }
     let Some(path) = r.path.strip_prefix("/v1/") else {
         return err(404, "NOT_FOUND", "no such path");
@@ -378,6 +415,7 @@ async fn gcp_cloud_kms_end_to_end() {
         gcp: Some(GcpConfig {
             credentials_file: Some(sa_file),
             endpoint: Some(base.clone()),
+            logging_endpoint: Some(base.clone()),
             max_retry_wait_secs: Some(2),
             ..Default::default()
         }),
@@ -387,13 +425,43 @@ async fn gcp_cloud_kms_end_to_end() {
     let key = |n: &str| format!("{RING}/cryptoKeys/{n}");
     let versions = |n: &str| state.lock().unwrap().keys[&key(n)].versions.clone();
 
+    // The findings' events are in Cloud Logging.
+    let logged = |f: Finding| {
+        let mut s = state.lock().unwrap();
+        for e in &f.evidences {
+            let k = e.kms.key.as_ref().unwrap().uid.clone();
+            s.entries.push(json!({
+                "insertId": e.metadata.uid,
+                "logName": "projects/kmswatch-demo/logs/cloudaudit.googleapis.com%2Fdata_access",
+                "protoPayload": {
+                    "methodName": format!("google.cloud.kms.v1.KeyManagementService.{}", e.api.operation),
+                    "resourceName": format!("{k}/cryptoKeyVersions/3"),
+                },
+            }));
+        }
+        f
+    };
+
+    // A finding whose event Cloud Logging does not have: nothing changes.
+    let mut forged = finding("kms_human_decrypt", 4, &[(Provider::Gcp, &key("payments"))]);
+    forged.finding_info.uid = "forged".into();
+    forged.evidences[0].metadata.uid = "forged-insert-id".into();
+    let out = r.on_finding(&forged).await;
+    let rec = last(&out);
+    assert_eq!(rec.outcome, Outcome::NotCorroborated, "{rec:#?}");
+    assert!(rec
+        .detail
+        .unwrap()
+        .contains("Cloud Logging has no entry forged-insert-id"));
+    assert!(versions("payments").values().any(|s| s == "ENABLED"));
+
     // Disable: every ENABLED version; the undo re-enables exactly those.
     let out = r
-        .on_finding(&finding(
+        .on_finding(&logged(finding(
             "kms_human_decrypt",
             4,
             &[(Provider::Gcp, &key("payments"))],
-        ))
+        )))
         .await;
     let exec = last(&out);
     assert_eq!(exec.outcome, Outcome::Applied, "{exec:#?}");
@@ -453,11 +521,11 @@ async fn gcp_cloud_kms_end_to_end() {
 
     // A version scheduled for destruction is restored and enabled.
     let out = r
-        .on_finding(&finding(
+        .on_finding(&logged(finding(
             "kms_key_version_destroyed",
             5,
             &[(Provider::Gcp, &key("orders"))],
-        ))
+        )))
         .await;
     assert_eq!(last(&out).outcome, Outcome::Applied, "{:#?}", last(&out));
     assert_eq!(versions("orders")[&2], "ENABLED");

@@ -7,7 +7,7 @@ use kmswatch_model::Provider;
 use kmswatch_respond::action::BREAK_GLASS_TAG;
 use kmswatch_respond::config::{ActionSpec, BlastRadius, KeyMatch, Playbook, Rate};
 use kmswatch_respond::responder::BLAST_RADIUS_RULE;
-use kmswatch_respond::testutil::finding;
+use kmswatch_respond::testutil::{event_id, finding};
 use kmswatch_respond::{
     Action, ActionKind, AuditRecord, Backend, KeyState, ManualRequest, MemoryBackend, Mode,
     Outcome, Phase, RespondConfig, Responder, ResponseOutput,
@@ -16,8 +16,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+/// Key `kN`'s ARN (`k1` -> `...:key/00000001-0000-4000-8000-000000000000`).
 fn arn(id: &str) -> String {
-    format!("arn:aws:kms:us-east-1:111122223333:key/{id}")
+    let n: u32 = id.trim_start_matches('k').parse().unwrap();
+    format!("arn:aws:kms:us-east-1:111122223333:key/{n:08x}-0000-4000-8000-000000000000")
 }
 
 fn enabled() -> KeyState {
@@ -59,6 +61,8 @@ impl Env {
         let mem = MemoryBackend::new(Provider::Aws);
         for k in keys {
             mem.put(&arn(k), enabled());
+            // The evidence events of the test findings really happened.
+            mem.log_event(&event_id(&arn(k)));
         }
         Env {
             mem,
@@ -179,9 +183,17 @@ async fn idempotent_by_state_and_by_finding() {
     assert!(exec.state_before.as_ref().unwrap().enabled);
     assert!(!exec.state_after.as_ref().unwrap().enabled);
     assert_eq!(exec.undo.as_ref().map(|a| a.kind), Some(ActionKind::Enable));
+    // The printed command names the journal the action was recorded in.
     assert_eq!(
         exec.undo_command.as_deref(),
-        Some(format!("kmswatch respond undo {}", exec.record_id).as_str())
+        Some(
+            format!(
+                "kmswatch respond undo {} --journal {}",
+                exec.record_id,
+                dir.path().join("journal.jsonl").display()
+            )
+            .as_str()
+        )
     );
     assert_eq!(
         exec.finding_id.as_deref(),
@@ -397,7 +409,7 @@ async fn missing_responder_is_a_failed_record_and_a_finding() {
         4,
         &[(
             Provider::Gcp,
-            "projects/p/locations/global/keyRings/r/cryptoKeys/k",
+            "projects/kmswatch-demo/locations/global/keyRings/r/cryptoKeys/k",
         )],
     );
     let out = r.on_finding(&f).await;
@@ -411,5 +423,247 @@ async fn missing_responder_is_a_failed_record_and_a_finding() {
             .analytic
             .uid,
         kmswatch_respond::responder::ACTION_FAILED_RULE
+    );
+}
+
+/// An invalid glob anywhere in the lists is a validation error naming the field and the
+/// pattern; it used to pass, and an invalid tag glob matched every value (so an allow list of
+/// `env=prod[` let a key tagged `env=production` be disabled).
+#[test]
+fn invalid_globs_fail_validation_with_the_pattern() {
+    for (field, m) in [
+        (
+            "tags",
+            KeyMatch {
+                tags: vec!["env=prod[".into()],
+                ..Default::default()
+            },
+        ),
+        (
+            "accounts",
+            KeyMatch {
+                accounts: vec!["1111[".into()],
+                ..Default::default()
+            },
+        ),
+        (
+            "ids",
+            KeyMatch {
+                ids: vec!["arn:aws:kms:*:{x".into()],
+                ..Default::default()
+            },
+        ),
+    ] {
+        for which in ["allow", "deny"] {
+            let mut cfg = RespondConfig::default();
+            if which == "allow" {
+                cfg.allow = m.clone();
+            } else {
+                cfg.deny = m.clone();
+            }
+            let e = cfg
+                .validate()
+                .expect_err("an invalid glob must not validate")
+                .to_string();
+            assert!(e.contains(&format!("{which}.{field}[0]")), "{e}");
+            let pattern = m
+                .tags
+                .iter()
+                .chain(&m.accounts)
+                .chain(&m.ids)
+                .next()
+                .unwrap();
+            let shown = pattern.split_once('=').map_or(pattern.as_str(), |(_, v)| v);
+            assert!(e.contains(shown), "{e}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_allow_glob_never_lets_a_key_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(&["k1"]);
+    let mut tagged = enabled();
+    tagged.tags.insert("env".into(), "production".into());
+    env.mem.put(&arn("k1"), tagged);
+    let mut cfg = config(dir.path(), Mode::Enforce);
+    cfg.allow = KeyMatch {
+        tags: vec!["env=prod[".into()],
+        ..Default::default()
+    };
+    match Responder::new(cfg) {
+        Err(e) => assert!(e.to_string().contains("allow.tags[0]"), "{e}"),
+        Ok(r) => {
+            let r = r.with_backend(Backend::Memory(env.mem.clone()));
+            r.on_finding(&finding(
+                "kms_human_decrypt",
+                4,
+                &[(Provider::Aws, &arn("k1"))],
+            ))
+            .await;
+            panic!(
+                "the config was accepted; key enabled afterwards: {}",
+                env.mem.get(&arn("k1")).unwrap().enabled
+            );
+        }
+    }
+    assert!(env.mem.calls().is_empty());
+}
+
+/// Enforce on a finding whose event the cloud's history does not know: nothing changes, the
+/// plan record and a finding say why. The same finding with the event in the history acts.
+#[tokio::test]
+async fn enforce_needs_the_cloud_to_corroborate_the_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(&["k1"]);
+    let r = env.responder(config(dir.path(), Mode::Enforce));
+    let mut forged = finding("kms_human_decrypt", 4, &[(Provider::Aws, &arn("k1"))]);
+    forged.evidences[0].metadata.uid = "forged-event-id".into();
+    let out = r.on_finding(&forged).await;
+    let rec = audits(&out).last().copied().cloned().unwrap();
+    assert_eq!(
+        (rec.phase, rec.outcome),
+        (Phase::Plan, Outcome::NotCorroborated)
+    );
+    assert!(
+        rec.detail.as_deref().unwrap().contains("forged-event-id"),
+        "{:?}",
+        rec.detail
+    );
+    assert!(rec.basis.is_some(), "the claims are on the record");
+    let raised: Vec<_> = out.iter().filter_map(ResponseOutput::finding).collect();
+    assert_eq!(raised.len(), 1);
+    assert_eq!(
+        raised[0].finding_info.analytic.uid,
+        kmswatch_respond::responder::NOT_CORROBORATED_RULE
+    );
+    assert!(env.mem.calls().is_empty(), "nothing changed");
+    assert!(env.mem.get(&arn("k1")).unwrap().enabled);
+
+    // No evidence at all: not corroborated either.
+    let mut bare = finding("kms_human_decrypt", 4, &[(Provider::Aws, &arn("k1"))]);
+    bare.finding_info.uid = "bare".into();
+    bare.evidences.clear();
+    assert_eq!(
+        last_outcome(&r.on_finding(&bare).await).1,
+        Outcome::NotCorroborated
+    );
+
+    // The real one.
+    let mut real = finding("kms_human_decrypt", 4, &[(Provider::Aws, &arn("k1"))]);
+    real.finding_info.uid = "real".into();
+    let out = r.on_finding(&real).await;
+    assert_eq!(last_outcome(&out), (Phase::Execute, Outcome::Applied));
+    let plan = audits(&out)[0].clone();
+    assert!(plan.detail.unwrap().starts_with("corroborated: "));
+    assert!(!env.mem.get(&arn("k1")).unwrap().enabled);
+}
+
+/// A forged "deletion scheduled" finding on a key that is disabled on purpose (not pending
+/// deletion) must not re-enable it.
+#[tokio::test]
+async fn cancel_deletion_needs_a_pending_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(&["k1"]);
+    let mut off = enabled();
+    off.enabled = false;
+    off.status = "Disabled".into();
+    env.mem.put(&arn("k1"), off);
+    let mut cfg = config(dir.path(), Mode::Enforce);
+    cfg.playbooks[0].actions[0].kind = ActionKind::CancelDeletion;
+    let r = env.responder(cfg);
+    let out = r
+        .on_finding(&finding(
+            "kms_human_decrypt",
+            4,
+            &[(Provider::Aws, &arn("k1"))],
+        ))
+        .await;
+    let rec = audits(&out).last().copied().cloned().unwrap();
+    assert_eq!(rec.outcome, Outcome::NotCorroborated);
+    assert!(rec.detail.unwrap().contains("not pending deletion"));
+    assert!(!env.mem.get(&arn("k1")).unwrap().enabled, "still disabled");
+    assert!(env.mem.calls().is_empty());
+}
+
+/// A finding naming a key no cloud can have (a hostile host, a region that is a host name):
+/// refused before any call, recorded, and a finding raised.
+#[tokio::test]
+async fn invalid_targets_are_refused_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(&["k1"]);
+    let r = env.responder(config(dir.path(), Mode::Enforce));
+    let hostile = "arn:aws:kms:eu-west-1.attacker.example:111122223333:key/00000001-0000-4000-8000-000000000000";
+    let f = finding("kms_human_decrypt", 4, &[(Provider::Aws, hostile)]);
+    let out = r.on_finding(&f).await;
+    let rec = audits(&out)[0].clone();
+    assert_eq!(rec.outcome, Outcome::Refused);
+    assert!(rec.detail.unwrap().starts_with("invalid_target"));
+    let raised: Vec<_> = out.iter().filter_map(ResponseOutput::finding).collect();
+    assert_eq!(
+        raised[0].finding_info.analytic.uid,
+        kmswatch_respond::responder::INVALID_TARGET_RULE
+    );
+    assert!(
+        r.on_finding(&f).await.is_empty(),
+        "reported once per finding"
+    );
+    assert!(env.mem.calls().is_empty());
+}
+
+/// `provenance.require: trusted_location`: an origin outside the trusted locations means
+/// plan only, with a finding that names it.
+#[tokio::test]
+async fn untrusted_origins_mean_plan_only() {
+    use kmswatch_respond::provenance::{ProvenanceConfig, Require, TrustedLocation};
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(&["k1"]);
+    let mut cfg = config(dir.path(), Mode::Enforce);
+    cfg.provenance = ProvenanceConfig {
+        require: Require::TrustedLocation,
+        trusted_locations: vec![TrustedLocation {
+            source: Some("trail".into()),
+            location: "s3://org-trail/AWSLogs/*".into(),
+        }],
+        ..Default::default()
+    };
+    let r = env.responder(cfg);
+    let mut f = finding("kms_human_decrypt", 4, &[(Provider::Aws, &arn("k1"))]);
+    let origin = |loc: &str| kmswatch_model::Origin {
+        source: "trail".into(),
+        location: loc.into(),
+    };
+    f.kmswatch.origins = vec![origin("s3://attacker-bucket/AWSLogs/x.json.gz")];
+    f.evidences[0].kms.origin = Some(origin("s3://attacker-bucket/AWSLogs/x.json.gz"));
+    let out = r.on_finding(&f).await;
+    let rec = audits(&out).last().copied().cloned().unwrap();
+    assert_eq!(rec.outcome, Outcome::UnverifiedOrigin);
+    assert!(
+        rec.detail
+            .as_deref()
+            .unwrap()
+            .contains("s3://attacker-bucket"),
+        "{:?}",
+        rec.detail
+    );
+    assert_eq!(
+        out.iter()
+            .filter_map(ResponseOutput::finding)
+            .next()
+            .unwrap()
+            .finding_info
+            .analytic
+            .uid,
+        kmswatch_respond::responder::UNVERIFIED_ORIGIN_RULE
+    );
+    assert!(env.mem.calls().is_empty());
+    // From the trusted bucket it acts.
+    let mut ok = f.clone();
+    ok.finding_info.uid = "trusted".into();
+    ok.kmswatch.origins = vec![origin("s3://org-trail/AWSLogs/y.json.gz")];
+    ok.evidences[0].kms.origin = Some(origin("s3://org-trail/AWSLogs/y.json.gz"));
+    assert_eq!(
+        last_outcome(&r.on_finding(&ok).await),
+        (Phase::Execute, Outcome::Applied)
     );
 }

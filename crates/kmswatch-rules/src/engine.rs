@@ -56,10 +56,11 @@ use crate::enrich::{
 };
 use crate::ruleset::{LoadOptions, RuleId, RuleInfo, RuleSet};
 use crate::Enrichment;
+use kmswatch_model::Origin as LogOrigin;
 use kmswatch_model::{
     attacks_from_tags, severity_of, Analytic, Event, Finding, FindingCloud, FindingExt,
     FindingInfo, FindingMetadata, Resource, Window, DETECTION_FINDING_CLASS_UID,
-    FINDINGS_CATEGORY_UID,
+    FINDINGS_CATEGORY_UID, MAX_FINDING_ORIGINS,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -318,11 +319,74 @@ struct Item {
     num: f64,
     off_hours: Option<bool>,
     payload: Option<Payload>,
+    /// Where the event came from (its `kms.origin`), or a fed finding's `kmswatch.origins`:
+    /// kept apart from the payload (which is capped) so that a finding names the origins of
+    /// *all* its contributing events. Absent when there are none (no allocation: `scan`,
+    /// `bench`), and in snapshots written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    origins: Option<Box<Origins>>,
 }
 
 impl Item {
     fn key(&self) -> (i64, u64, u16) {
         (self.time, self.uid, self.pos)
+    }
+}
+
+/// A bounded set of distinct log origins ([`MAX_FINDING_ORIGINS`]), in order of first
+/// appearance; `truncated` once more were seen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Origins {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    list: Vec<LogOrigin>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+}
+
+impl Origins {
+    /// The event's origin, when it has one (the only clone the hot path pays, and only then).
+    fn of_event(e: &Event) -> Option<Box<Origins>> {
+        e.kms.origin.as_ref().map(|o| {
+            Box::new(Origins {
+                list: vec![o.clone()],
+                truncated: false,
+            })
+        })
+    }
+
+    /// A finding's origins, when it names any.
+    fn of_finding(f: &Finding) -> Option<Box<Origins>> {
+        (!f.kmswatch.origins.is_empty() || f.kmswatch.origins_truncated).then(|| {
+            Box::new(Origins {
+                list: f.kmswatch.origins.clone(),
+                truncated: f.kmswatch.origins_truncated,
+            })
+        })
+    }
+
+    fn add(&mut self, o: &LogOrigin) {
+        if self.list.iter().any(|x| x == o) {
+            return;
+        }
+        if self.list.len() >= MAX_FINDING_ORIGINS {
+            self.truncated = true;
+        } else {
+            self.list.push(o.clone());
+        }
+    }
+
+    fn merge(&mut self, other: &Origins) {
+        for o in &other.list {
+            self.add(o);
+        }
+        self.truncated |= other.truncated;
+    }
+
+    fn bytes(&self) -> usize {
+        self.list
+            .iter()
+            .map(|o| 48 + o.source.capacity() + o.location.capacity())
+            .sum()
     }
 }
 
@@ -402,6 +466,9 @@ struct Bucket {
     end: i64,
     count: u64,
     items: Vec<Item>,
+    /// The origins of every event folded into the bucket (its items are capped; this is not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    origins: Option<Box<Origins>>,
 }
 
 /// Everything the engine remembers between events, serializable for durable state.
@@ -1095,6 +1162,7 @@ impl Engine {
             num: 0.0,
             off_hours: enrichment.off_hours,
             payload: None,
+            origins: Origins::of_event(event),
         };
         // The event is copied into the item only where it is kept as evidence.
         let mut with_payload = |mut item: Item| {
@@ -1138,6 +1206,9 @@ impl Engine {
             if let Some(b) = self.st.buckets.get_mut(bi) {
                 b.count += 1;
                 self.st.stats.suppressed += 1;
+                if let Some(o) = &event.kms.origin {
+                    b.origins.get_or_insert_with(Box::default).add(o);
+                }
                 let k = item.key();
                 let kept = b.items.len() < cap || b.items.last().is_some_and(|x| x.key() >= k);
                 if kept {
@@ -1158,6 +1229,7 @@ impl Engine {
             start,
             end,
             count: 1,
+            origins: item.origins.clone(),
             items: vec![with_payload(item)],
         });
         self.bucket_index.insert(bkey, self.st.buckets.len() - 1);
@@ -1206,6 +1278,11 @@ impl Engine {
                 Some(b.count),
             );
             f.count = b.count;
+            // The bucket saw every event; its items only the first ones.
+            if let Some(o) = b.origins {
+                f.kmswatch.origins = o.list;
+                f.kmswatch.origins_truncated = o.truncated;
+            }
             self.st.stats.findings += 1;
             out.push(f);
         }
@@ -1267,6 +1344,7 @@ impl Engine {
             num,
             off_hours: enrichment.off_hours,
             payload: None,
+            origins: Origins::of_event(event),
         };
         self.insert(ci, &key, item, Some((event, shared)), out);
     }
@@ -1294,6 +1372,7 @@ impl Engine {
             num: 0.0,
             off_hours: None,
             payload: Some(Payload::Finding(Box::new(f.clone()))),
+            origins: Origins::of_finding(f),
         };
         self.insert(ci, &key, item, None, out);
     }
@@ -1616,9 +1695,13 @@ impl Engine {
         let mut count: u64 = 0;
         let mut all_off = true;
         let mut any_off_known = false;
+        let mut origins = Origins::default();
         let ecap = self.cfg.evidence_cap;
         let rcap = self.cfg.related_events_cap;
         for it in items {
+            if let Some(o) = &it.origins {
+                origins.merge(o);
+            }
             match &it.payload {
                 Some(Payload::Event(e)) => {
                     count += 1;
@@ -1778,8 +1861,8 @@ impl Engine {
                 window,
                 value,
                 late: false,
-                origins: Vec::new(),
-                origins_truncated: false,
+                origins: origins.list,
+                origins_truncated: origins.truncated,
             },
         }
     }
@@ -1799,17 +1882,18 @@ enum Origin<'a> {
 }
 
 fn payload_bytes(i: &Item) -> usize {
-    match &i.payload {
-        Some(Payload::Event(e)) => 1024 + e.raw.get().len(),
-        Some(Payload::Finding(f)) => {
-            2048 + f
-                .evidences
-                .iter()
-                .map(|e| 1024 + e.raw.get().len())
-                .sum::<usize>()
+    i.origins.as_ref().map_or(0, |o| o.bytes())
+        + match &i.payload {
+            Some(Payload::Event(e)) => 1024 + e.raw.get().len(),
+            Some(Payload::Finding(f)) => {
+                2048 + f
+                    .evidences
+                    .iter()
+                    .map(|e| 1024 + e.raw.get().len())
+                    .sum::<usize>()
+            }
+            None => 0,
         }
-        None => 0,
-    }
 }
 
 fn sort_tail(out: &mut [Finding], start: usize) {

@@ -1164,3 +1164,183 @@ fn principal_known_cache_keeps_answers_apart() {
 
 const DECRYPT_ONLY: &str =
     "title: d\nlogsource: {product: kms}\ndetection:\n    sel:\n        kms.operation: Decrypt\n    condition: sel\n";
+
+// ---------------------------------------------------------------- origins (kmswatch.origins)
+
+fn from(mut e: Event, location: &str) -> Event {
+    e.kms.origin = Some(kmswatch_model::Origin {
+        source: "cloudtrail".to_string(),
+        location: location.to_string(),
+    });
+    e
+}
+
+fn locations(f: &Finding) -> Vec<&str> {
+    f.kmswatch
+        .origins
+        .iter()
+        .map(|o| o.location.as_str())
+        .collect()
+}
+
+#[test]
+fn single_event_findings_name_their_origin_and_events_without_one_name_none() {
+    let out = run(
+        &mut engine(DECRYPT_RULE),
+        &[
+            from(decrypt(1, T0, "a"), "s3://trail/AWSLogs/1.json.gz"),
+            decrypt(2, T0 + 1000, "b"),
+        ],
+    );
+    assert_eq!(out.len(), 2);
+    let a = out
+        .iter()
+        .find(|f| f.finding_info.related_events == ["e1"])
+        .unwrap();
+    assert_eq!(locations(a), ["s3://trail/AWSLogs/1.json.gz"]);
+    assert!(!a.kmswatch.origins_truncated);
+    let b = out
+        .iter()
+        .find(|f| f.finding_info.related_events == ["e2"])
+        .unwrap();
+    assert!(b.kmswatch.origins.is_empty());
+    let json = serde_json::to_string(b).unwrap();
+    assert!(
+        !json.contains("origins"),
+        "absent when there are none: {json}"
+    );
+}
+
+#[test]
+fn correlations_name_the_origins_of_all_contributing_events_beyond_the_evidence_cap() {
+    let cfg = EngineConfig {
+        evidence_cap: 2,
+        related_events_cap: 3,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(rules(&burst_rule("")), cfg).unwrap();
+    // 12 decrypts: the first 11 from one object, the last from another; evidences keep 2, the
+    // related ids 3, but the finding must still name both objects.
+    let events: Vec<Event> = (0..12)
+        .map(|i| {
+            let loc = if i < 11 {
+                "s3://trail/a.json.gz"
+            } else {
+                "s3://trail/b.json.gz"
+            };
+            from(decrypt(i, T0 + i as i64 * 1000, "alice"), loc)
+        })
+        .collect();
+    let out = run(&mut e, &events);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].evidences.len(), 2);
+    assert_eq!(
+        locations(&out[0]),
+        ["s3://trail/a.json.gz", "s3://trail/b.json.gz"]
+    );
+    assert!(!out[0].kmswatch.origins_truncated);
+}
+
+#[test]
+fn suppressed_repeats_keep_every_origin_and_too_many_origins_are_flagged() {
+    let cfg = EngineConfig {
+        suppression: SuppressionConfig {
+            default_secs: 3600,
+            ..SuppressionConfig::default()
+        },
+        evidence_cap: 2,
+        related_events_cap: 2,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(rules(DECRYPT_RULE), cfg.clone()).unwrap();
+    let t = T0 + 2 * 3_600_000;
+    let events: Vec<Event> = (0..5)
+        .map(|i| from(decrypt(i, t + i as i64 * 1000, "alice"), &format!("f{i}")))
+        .collect();
+    let out = run(&mut e, &events);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].count, 5);
+    assert_eq!(locations(&out[0]), ["f0", "f1", "f2", "f3", "f4"]);
+    // More distinct origins than a finding lists: the list is capped and says so.
+    let n = kmswatch_model::MAX_FINDING_ORIGINS + 6;
+    let events: Vec<Event> = (0..n)
+        .map(|i| from(decrypt(i, t + i as i64 * 1000, "bob"), &format!("g{i}")))
+        .collect();
+    let mut e = Engine::new(rules(DECRYPT_RULE), cfg).unwrap();
+    let out = run(&mut e, &events);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].kmswatch.origins.len(),
+        kmswatch_model::MAX_FINDING_ORIGINS
+    );
+    assert!(out[0].kmswatch.origins_truncated);
+    let mut e = engine(&burst_rule(""));
+    let events: Vec<Event> = (0..n)
+        .map(|i| from(decrypt(i, T0 + i as i64 * 100, "carol"), &format!("h{i}")))
+        .collect();
+    let out = run(&mut e, &events);
+    assert!(!out.is_empty());
+    assert!(out[0].kmswatch.origins_truncated, "correlations cap too");
+}
+
+#[test]
+fn chained_correlations_carry_the_inner_origins() {
+    let mut events: Vec<Event> = (0..4)
+        .map(|i| from(failed(i, T0 + i as i64 * 10_000), &format!("fail-{i}")))
+        .collect();
+    events.push(from(decrypt(10, T0 + 2 * MIN, "eve"), "ok"));
+    let out = run(&mut engine(CHAIN), &events);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let mut got = locations(&out[0]);
+    got.sort_unstable();
+    assert_eq!(got, ["fail-0", "fail-1", "fail-2", "fail-3", "ok"]);
+}
+
+#[test]
+fn origins_survive_a_snapshot_and_old_snapshots_restore() {
+    let yaml = burst_rule("");
+    let events: Vec<Event> = (0..12)
+        .map(|i| {
+            from(
+                decrypt(i, T0 + i as i64 * 1000, "alice"),
+                &format!("o{}", i % 3),
+            )
+        })
+        .collect();
+    let expected = run(&mut engine(&yaml), &events);
+    assert_eq!(locations(&expected[0]), ["o0", "o1", "o2"]);
+    let (out, _) = run_across_restore(&yaml, &events, 6);
+    assert_eq!(ids(&expected), ids(&out));
+
+    // A snapshot written before origins existed (no `origins` anywhere, events without
+    // `kms.origin`) restores and goes on.
+    let plain: Vec<Event> = (0..12)
+        .map(|i| decrypt(i, T0 + i as i64 * 1000, "bob"))
+        .collect();
+    let (out, snapshot) = run_across_restore(&yaml, &plain, 6);
+    assert!(
+        !String::from_utf8(snapshot).unwrap().contains("origins"),
+        "no trace of the field without origins"
+    );
+    assert_eq!(out.len(), 1);
+    assert!(out[0].kmswatch.origins.is_empty());
+}
+
+/// Run `events` through one engine up to `at`, snapshot it (JSON), restore a new engine from
+/// the snapshot and run the rest: the findings of both, and the snapshot.
+fn run_across_restore(yaml: &str, events: &[Event], at: usize) -> (Vec<Finding>, Vec<u8>) {
+    let (first, second) = events.split_at(at);
+    let mut a = engine(yaml);
+    let mut out = Vec::new();
+    for e in first {
+        a.process(e, "s", &mut out);
+    }
+    let json = a.snapshot_json().unwrap();
+    let mut b = engine(yaml);
+    b.restore(serde_json::from_slice(&json).unwrap()).unwrap();
+    for e in second {
+        b.process(e, "s", &mut out);
+    }
+    b.flush(&mut out);
+    (out, json)
+}

@@ -69,8 +69,9 @@ fn create_key(endpoint: &str, tags: &str) -> String {
         .to_string()
 }
 
-fn kmswatch(endpoint: &str, dir: &std::path::Path, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kmswatch"))
+/// `kmswatch respond ARGS` in `dir`, against moto.
+fn respond(endpoint: &str, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kmswatch"))
         .arg("respond")
         .args(args)
         .current_dir(dir)
@@ -79,7 +80,11 @@ fn kmswatch(endpoint: &str, dir: &std::path::Path, args: &[&str]) -> (i32, Vec<s
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn kmswatch(endpoint: &str, dir: &std::path::Path, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
+    let out = respond(endpoint, dir, args);
     let recs = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON lines when piped"))
@@ -145,4 +150,122 @@ fn respond_cli_exit_codes() {
     let (code, recs) = kmswatch(&ep, dir.path(), &["list", "--all"]);
     assert_eq!(code, 0);
     assert!(recs.len() >= 8, "{}", recs.len());
+}
+
+/// The `undo_command` of an audit record, run as printed from another directory, finds the
+/// journal the action was recorded in: with `--config` (and `--journal`) when the action was
+/// taken with a config file, with `--journal` alone otherwise (what `kmswatch run` prints).
+/// An id that is not in the given journal fails clearly, naming the journal.
+#[test]
+fn undo_as_printed_finds_the_journal() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIPPED undo_as_printed_finds_the_journal: curl not found");
+        return;
+    }
+    let Some(m) = moto() else {
+        eprintln!("SKIPPED undo_as_printed_finds_the_journal: no KMSWATCH_TEST_AWS_ENDPOINT and no moto_server on PATH");
+        return;
+    };
+    let ep = m.1.clone();
+    let home = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("kmswatch.yml");
+    std::fs::write(
+        &cfg,
+        "state:\n  dir: state\nrespond:\n  aws: { region: us-east-1 }\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap().to_string();
+    let printed = |recs: &[serde_json::Value]| -> Vec<String> {
+        let cmd = recs.last().unwrap()["undo_command"]
+            .as_str()
+            .expect("an undo_command")
+            .to_string();
+        assert!(cmd.starts_with("kmswatch respond undo "), "{cmd}");
+        cmd.split_whitespace().skip(2).map(str::to_string).collect()
+    };
+    let enabled =
+        |recs: &[serde_json::Value]| recs.last().unwrap()["state_after"]["enabled"].clone();
+
+    // 1. Taken with a config file (its journal is under its state dir).
+    let key = create_key(&ep, "");
+    let (code, recs) = kmswatch(
+        &ep,
+        home.path(),
+        &[
+            "disable",
+            "--provider",
+            "aws",
+            "--key",
+            &key,
+            "--config",
+            &cfg,
+        ],
+    );
+    assert_eq!(code, 0, "{recs:?}");
+    let undo = printed(&recs);
+    assert!(
+        undo.contains(&"--config".to_string()) && undo.contains(&"--journal".to_string()),
+        "{undo:?}"
+    );
+    let args: Vec<&str> = undo.iter().map(String::as_str).collect();
+    let (code, recs) = kmswatch(&ep, elsewhere.path(), &args);
+    assert_eq!(code, 0, "{recs:?}");
+    assert_eq!(enabled(&recs), true);
+
+    // 2. Taken with --journal only, undone from elsewhere as printed.
+    let key = create_key(&ep, "");
+    let journal = home.path().join("ops").join("journal.jsonl");
+    let journal = journal.to_str().unwrap();
+    let (code, recs) = kmswatch(
+        &ep,
+        home.path(),
+        &[
+            "disable",
+            "--provider",
+            "aws",
+            "--key",
+            &key,
+            "--journal",
+            journal,
+        ],
+    );
+    assert_eq!(code, 0, "{recs:?}");
+    let undo = printed(&recs);
+    assert_eq!(
+        undo[1..],
+        [
+            recs.last().unwrap()["record_id"].as_str().unwrap(),
+            "--journal",
+            journal
+        ]
+    );
+    let args: Vec<&str> = undo.iter().map(String::as_str).collect();
+    let (code, recs) = kmswatch(&ep, elsewhere.path(), &args);
+    assert_eq!(code, 0, "{recs:?}");
+    assert_eq!(enabled(&recs), true);
+
+    // 3. The id is not in the journal given: a clear error naming it.
+    let id = undo[1].clone();
+    let other = elsewhere.path().join("other.jsonl");
+    let out = respond(
+        &ep,
+        elsewhere.path(),
+        &["undo", &id, "--journal", other.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not exist") && err.contains("other.jsonl"),
+        "{err}"
+    );
+    std::fs::write(&other, "").unwrap();
+    let out = respond(
+        &ep,
+        elsewhere.path(),
+        &["undo", &id, "--journal", other.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&id) && err.contains("other.jsonl"), "{err}");
 }

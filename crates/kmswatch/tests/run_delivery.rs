@@ -16,6 +16,10 @@
 
 #[path = "../../kmswatch-sinks/tests/common/mod.rs"]
 mod common;
+/// The CloudTrail test server (`LookupEvents`, which moto lacks): enforce needs CloudTrail to
+/// corroborate the finding's event.
+#[path = "../../kmswatch-respond/tests/common/mod.rs"]
+mod respond_common;
 
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -341,6 +345,22 @@ async fn key_state(c: &aws_sdk_kms::Client, arn: &str) -> String {
         .to_string()
 }
 
+/// A CloudTrail test server whose history has the ScheduleKeyDeletion event `id` on `arn`
+/// (for `AWS_ENDPOINT_URL_CLOUDTRAIL`).
+async fn trail_knowing(arn: &str, id: &str) -> String {
+    let history = std::sync::Arc::new(std::sync::Mutex::new(respond_common::Trail::default()));
+    history
+        .lock()
+        .unwrap()
+        .events
+        .push(respond_common::TrailEvent {
+            id: id.into(),
+            name: "ScheduleKeyDeletion".into(),
+            key_arn: arn.into(),
+        });
+    respond_common::cloudtrail(history).await
+}
+
 fn respond_config(mode: &str) -> String {
     format!(
         "respond:\n  mode: {mode}\n  aws: {{ region: us-east-1 }}\n  playbooks:\n    \
@@ -435,8 +455,12 @@ async fn schedule_key_deletion_is_cancelled_in_enforce_mode_only() {
         "journal under state.dir"
     );
 
-    // enforce: CancelKeyDeletion + EnableKey, verified with DescribeKey.
+    // enforce: CancelKeyDeletion + EnableKey, verified with DescribeKey; CloudTrail
+    // (`AWS_ENDPOINT_URL_CLOUDTRAIL`, the test server) has the event.
     let arn = key_pending_deletion(&c).await;
+    let trail = trail_knowing(&arn, "ev-enforce-1").await;
+    let mut env = env.clone();
+    env.push(("AWS_ENDPOINT_URL_CLOUDTRAIL", trail.as_str()));
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("trail.jsonl");
     std::fs::write(&log, schedule_deletion_line(&arn, "ev-enforce-1")).unwrap();
@@ -507,6 +531,9 @@ async fn detect_mode_runs_the_playbooks() {
     let env = aws_env(&ep);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let arn = key_pending_deletion(&c).await;
+    let trail = trail_knowing(&arn, "ev-scale-1").await;
+    let mut env = env.clone();
+    env.push(("AWS_ENDPOINT_URL_CLOUDTRAIL", trail.as_str()));
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("trail.jsonl");
     std::fs::write(&log, schedule_deletion_line(&arn, "ev-scale-1")).unwrap();

@@ -498,11 +498,22 @@ resource "aws_iam_role" "responder" {
 }
 
 data "aws_iam_policy_document" "responder" {
-  #checkov:skip=CKV_AWS_356:kms:ListAliases has no resource-level permissions; it reads alias names only
+  #checkov:skip=CKV_AWS_356:kms:ListAliases, cloudtrail:LookupEvents and cloudtrail:ListPublicKeys have no resource-level permissions; they only read
   statement {
     sid       = "PlanReadsKeyState"
-    actions   = ["kms:DescribeKey", "kms:ListResourceTags", "kms:GetKeyRotationStatus"]
+    actions   = ["kms:DescribeKey", "kms:ListResourceTags", "kms:GetKeyRotationStatus", "kms:ListGrants"]
     resources = local.responder_keys
+  }
+  # Corroboration (the finding's event is in CloudTrail) and digest validation (docs/response.md).
+  statement {
+    sid       = "CorroborateWithCloudTrail"
+    actions   = ["cloudtrail:LookupEvents", "cloudtrail:ListPublicKeys"]
+    resources = ["*"]
+  }
+  statement {
+    sid       = "ReadTrailLogsAndDigests"
+    actions   = ["s3:GetObject", "s3:ListBucket"]
+    resources = [aws_s3_bucket.trail.arn, "${aws_s3_bucket.trail.arn}/AWSLogs/*"]
   }
   statement {
     sid       = "PlanReadsAliases"

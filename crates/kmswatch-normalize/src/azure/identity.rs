@@ -3,11 +3,20 @@
 //! Canonical forms (the `kms.key.uid` / `kms.object_uid` contract):
 //! - key: `https://HOST/keys/NAME` (version separately), secret: `https://HOST/secrets/NAME`,
 //!   certificate: `https://HOST/certificates/NAME`, vault: `https://HOST/`;
-//! - `HOST` is lowercased and its port dropped; the DNS suffix is kept as logged
-//!   (`vault.azure.net`, `vault.azure.cn`, `vault.usgovcloudapi.net`, `managedhsm.azure.net`).
+//! - `HOST` is lowercased and its port dropped; the DNS suffix is kept as logged.
 //! - From an ARM resource id only the vault *name* is known, so the public-cloud suffix is
 //!   assumed (`NAME.vault.azure.net`, `NAME.managedhsm.azure.net`): an Activity Log event for a
 //!   sovereign-cloud vault gets a public-cloud URL. Resource logs carry the real host.
+//!
+//! **Host validation.** A URL names a Key Vault object only when its host passes
+//! [`kmswatch_model::resource::parse_azure_vault_authority`]: `NAME.SUFFIX` with SUFFIX exactly
+//! one of the documented Key Vault / Managed HSM DNS suffixes (public, China, US Government),
+//! NAME a valid vault name, no user info, no port but 443, scheme `https`. Object names follow
+//! Key Vault's grammar (1–127 letters, digits, hyphens), and a vault name taken from an ARM id
+//! must be a valid vault name. Anything else (`x.vault.attacker.example`,
+//! `localhost?x.vault.azure.net`, `kv.vault.x@host`, a name with `/`, `?` or `.`) names no
+//! object: the record is still normalized and counted, but its event has no `kms.key` and no
+//! `kms.object_uid`, so no response action can ever be planned on a host a record chose.
 
 /// What a Key Vault URL or ARM id names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,35 +60,27 @@ impl ObjectRef {
     }
 }
 
-fn is_vault_host(host: &str) -> bool {
-    (host.contains(".vault.") || host.contains(".managedhsm.")) && !host.contains("vaultcore")
-}
-
-/// Key Vault object ids are 32 hex digits.
-fn is_version(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
+use kmswatch_model::resource::{
+    is_azure_object_name, is_azure_object_version as is_version, is_azure_vault_name,
+    parse_azure_vault_authority,
+};
 
 /// Parse a data-plane URL (`properties.id`, `requestUri`): `https://v.vault.azure.net/keys/k/ver`,
 /// `https://v.vault.azure.net:443/deletedsecrets/s/recover?api-version=7.4`, `https://v.vault.azure.net/`.
-/// `None` for anything that is not a vault or managed HSM URL (ARM `requestUri`s, garbage).
+/// `None` for anything that is not a vault or managed HSM URL (ARM `requestUri`s, garbage,
+/// hosts outside the Key Vault DNS suffixes: see the module docs).
 pub fn object_from_url(url: &str) -> Option<ObjectRef> {
     let url = url.trim();
-    let rest = strip_prefix_ci(url, "https://").or_else(|| strip_prefix_ci(url, "http://"))?;
+    let rest = strip_prefix_ci(url, "https://")?;
     // Byte searches: the delimiters are ASCII, and a char-pattern search decodes every char.
     let end = rest
         .bytes()
-        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .position(|b| matches!(b, b'/' | b'?' | b'#' | b'\\'))
         .unwrap_or(rest.len());
-    let host_port = &rest[..end];
-    let host = host_port
-        .split(':')
-        .next()
-        .unwrap_or(host_port)
-        .to_ascii_lowercase();
-    if host.is_empty() || !is_vault_host(&host) {
+    if rest.as_bytes().get(end) == Some(&b'\\') {
         return None;
     }
+    let host = parse_azure_vault_authority(&rest[..end]).ok()?.host();
     let path = &rest[end..];
     let path = &path[..path
         .bytes()
@@ -110,6 +111,9 @@ pub fn object_from_url(url: &str) -> Option<ObjectRef> {
             version: None,
         });
     };
+    if !is_azure_object_name(name) {
+        return None;
+    }
     let version = segs.next().filter(|v| is_version(v)).map(str::to_string);
     Some(ObjectRef {
         kind,
@@ -156,6 +160,9 @@ pub fn object_from_arm(id: &str) -> Option<ObjectRef> {
         }
         _ => return None,
     };
+    if !is_azure_vault_name(vault_name) {
+        return None;
+    }
     let vault_url = format!("https://{}.{suffix}/", vault_name.to_ascii_lowercase());
     let kind = match rest.first().map(|s| s.to_ascii_lowercase()).as_deref() {
         Some("keys") => ObjectKind::Key,
@@ -172,6 +179,9 @@ pub fn object_from_arm(id: &str) -> Option<ObjectRef> {
         });
     }
     let name = rest.get(1).map(|s| s.to_string());
+    if name.as_deref().is_some_and(|n| !is_azure_object_name(n)) {
+        return None;
+    }
     if name.is_none() {
         return Some(ObjectRef {
             kind: ObjectKind::Vault,
@@ -291,10 +301,10 @@ mod tests {
         let list = object_from_url("https://myvault.vault.azure.net/keys?api-version=7.4").unwrap();
         assert_eq!(list.kind, ObjectKind::Vault);
 
-        let cn = object_from_url("https://v.vault.azure.cn/keys/k").unwrap();
-        assert_eq!(cn.uid(), "https://v.vault.azure.cn/keys/k");
-        let hsm = object_from_url("https://H1.managedhsm.azure.net/keys/k").unwrap();
-        assert_eq!(hsm.uid(), "https://h1.managedhsm.azure.net/keys/k");
+        let cn = object_from_url("https://kv1.vault.azure.cn/keys/k").unwrap();
+        assert_eq!(cn.uid(), "https://kv1.vault.azure.cn/keys/k");
+        let hsm = object_from_url("https://HSM1.managedhsm.azure.net/keys/k").unwrap();
+        assert_eq!(hsm.uid(), "https://hsm1.managedhsm.azure.net/keys/k");
     }
 
     #[test]
@@ -315,54 +325,54 @@ mod tests {
         let k = object_from_arm(&format!("{base}/vaults/MyVault/keys/cmk")).unwrap();
         assert_eq!(k.kind, ObjectKind::Key);
         assert_eq!(k.uid(), "https://myvault.vault.azure.net/keys/cmk");
-        let kv = object_from_arm(&format!("{base}/vaults/v/keys/cmk/versions/{VER}")).unwrap();
+        let kv = object_from_arm(&format!("{base}/vaults/kv1/keys/cmk/versions/{VER}")).unwrap();
         assert_eq!(kv.version.as_deref(), Some(VER));
-        let s = object_from_arm(&format!("{base}/vaults/v/secrets/pw")).unwrap();
-        assert_eq!(s.uid(), "https://v.vault.azure.net/secrets/pw");
-        let v = object_from_arm(&format!("{}/VAULTS/V", base.to_uppercase())).unwrap();
-        assert_eq!(v.uid(), "https://v.vault.azure.net/");
+        let s = object_from_arm(&format!("{base}/vaults/kv1/secrets/pw")).unwrap();
+        assert_eq!(s.uid(), "https://kv1.vault.azure.net/secrets/pw");
+        let v = object_from_arm(&format!("{}/VAULTS/KV1", base.to_uppercase())).unwrap();
+        assert_eq!(v.uid(), "https://kv1.vault.azure.net/");
         let d = object_from_arm(
             "/subscriptions/s/providers/Microsoft.KeyVault/locations/eastus/deletedVaults/gone",
         )
         .unwrap();
         assert_eq!(d.uid(), "https://gone.vault.azure.net/");
         let diag = object_from_arm(&format!(
-            "{base}/vaults/v/providers/Microsoft.Insights/diagnosticSettings/logging"
+            "{base}/vaults/kv1/providers/Microsoft.Insights/diagnosticSettings/logging"
         ))
         .unwrap();
         assert_eq!(diag.kind, ObjectKind::Vault);
         let ra = object_from_arm(&format!(
-            "{base}/vaults/v/keys/k/providers/Microsoft.Authorization/roleAssignments/abc"
+            "{base}/vaults/kv1/keys/k/providers/Microsoft.Authorization/roleAssignments/abc"
         ))
         .unwrap();
-        assert_eq!(ra.uid(), "https://v.vault.azure.net/keys/k");
-        let hsm = object_from_arm(&format!("{base}/managedHSMs/h1")).unwrap();
-        assert_eq!(hsm.uid(), "https://h1.managedhsm.azure.net/");
+        assert_eq!(ra.uid(), "https://kv1.vault.azure.net/keys/k");
+        let hsm = object_from_arm(&format!("{base}/managedHSMs/hsm1")).unwrap();
+        assert_eq!(hsm.uid(), "https://hsm1.managedhsm.azure.net/");
         assert_eq!(
             object_from_arm("/subscriptions/s/providers/Microsoft.Authorization/roleAssignments/x"),
             None
         );
         assert_eq!(object_from_arm(&format!("{base}/vaults")), None);
-        assert!(is_key_vault_scope(&format!("{base}/vaults/v")));
+        assert!(is_key_vault_scope(&format!("{base}/vaults/kv1")));
         assert!(!is_key_vault_scope("/subscriptions/s"));
         // The allocation-free test answers as the full parse does.
         let ids = [
-            format!("{base}/vaults/v"),
+            format!("{base}/vaults/kv1"),
             format!("{base}/vaults"),
-            format!("{base}/VAULTS/v/keys/k/versions/1"),
-            format!("{base}/managedHSMs/h"),
-            "/subscriptions/s/providers/Microsoft.KeyVault/locations/eastus/deletedVaults/v"
+            format!("{base}/VAULTS/kv1/keys/k/versions/1"),
+            format!("{base}/managedHSMs/hsm"),
+            "/subscriptions/s/providers/Microsoft.KeyVault/locations/eastus/deletedVaults/kv1"
                 .to_string(),
             "/subscriptions/s/providers/Microsoft.KeyVault/locations/eastus/deletedManagedHSMs"
                 .to_string(),
             "/subscriptions/s/providers/Microsoft.KeyVault/locations/eastus/deletedVaults"
                 .to_string(),
             "/subscriptions/s/providers/Microsoft.KeyVault/locations/eastus/other/x".to_string(),
-            "providers/Microsoft.KeyVault/vaults/v".to_string(),
-            "/providers//Microsoft.KeyVault//vaults//v".to_string(),
-            "/x/providers/y/providers/Microsoft.KeyVault/vaults/v".to_string(),
-            "/x/providers/Microsoft.KeyVault/providers/Microsoft.KeyVault/vaults/v".to_string(),
-            "Microsoft.KeyVault/vaults/v".to_string(),
+            "providers/Microsoft.KeyVault/vaults/kv1".to_string(),
+            "/providers//Microsoft.KeyVault//vaults//kv1".to_string(),
+            "/x/providers/y/providers/Microsoft.KeyVault/vaults/kv1".to_string(),
+            "/x/providers/Microsoft.KeyVault/providers/Microsoft.KeyVault/vaults/kv1".to_string(),
+            "Microsoft.KeyVault/vaults/kv1".to_string(),
             String::new(),
         ];
         for id in ids {
@@ -372,6 +382,91 @@ mod tests {
                 "{id}"
             );
         }
+    }
+
+    /// Hostile hosts in every field the Key Vault normalizer reads a vault from (`properties.id`,
+    /// `requestUri`, the ARM `resourceId`): the record is still an event, counted as such, but
+    /// its event names no key and no object on a host the record chose.
+    #[test]
+    fn hostile_hosts_yield_no_key() {
+        let n = crate::Normalizer::new(crate::Options::default()).expect("default options");
+        let legit_arm = "/SUBSCRIPTIONS/5F0C7A3E-1B2D-4C6E-8F90-A1B2C3D4E5F6/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/KV-DEMO";
+        let record = |arm: &str, id: &str, uri: &str| {
+            serde_json::json!({
+                "time": "2024-03-05T10:15:30.1234567Z",
+                "resourceId": arm,
+                "operationName": "KeyGet",
+                "category": "AuditEvent",
+                "resultType": "Success",
+                "resultSignature": "OK",
+                "callerIpAddress": "203.0.113.10",
+                "correlationId": "11111111-2222-4333-8444-555555555555",
+                "identity": {"claim": {"appid": "04b07795-8ddb-461a-bbee-02f9e1bf7b46"}},
+                "properties": {"id": id, "requestUri": uri, "httpStatusCode": 200}
+            })
+            .to_string()
+        };
+        let hostile_urls = [
+            "https://x.vault.attacker.example/keys/k",
+            "https://localhost?x.vault.azure.net/keys/k",
+            "https://kv.vault.x@host/keys/k",
+            "https://kv-demo.vault.azure.net@attacker.example/keys/k",
+            "https://user:pw@kv-demo.vault.azure.net/keys/k",
+            "https://kv-demo.vault.azure.net:8443/keys/k",
+            "http://kv-demo.vault.azure.net/keys/k",
+            "https://kv-demo.vault.azure.net.attacker.example/keys/k",
+            "https://a.b.vault.azure.net/keys/k",
+            "https://kv-demo.vault.azure.net\\@attacker.example/keys/k",
+            "https://kv-demo.managedhsm.attacker.example/keys/k",
+            "https://kv-demo.vault.azure.net/keys/a.b",
+        ];
+        let mut cases: Vec<(String, String)> = Vec::new();
+        for url in hostile_urls {
+            cases.push((format!("properties.id {url}"), record(legit_arm, url, "")));
+            cases.push((format!("requestUri {url}"), record(legit_arm, "", url)));
+        }
+        for vault in [
+            "localhost?x",
+            "attacker.example#",
+            "kv.vault.x@host",
+            "x.attacker.example",
+            "kv-demo:8443",
+            "ab",
+        ] {
+            let arm = format!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/{vault}/keys/k");
+            cases.push((format!("resourceId vault {vault}"), record(&arm, "", "")));
+        }
+        for (what, json) in cases {
+            let items = n.normalize_to_vec(json.as_bytes(), "test");
+            let [crate::Item::Event { event, .. }] = items.as_slice() else {
+                panic!("{what}: expected one event (still normalized and counted), got {items:?}");
+            };
+            assert!(
+                event.kms.key.is_none(),
+                "{what}: a hostile host became a key uid: {:?}",
+                event.kms.key
+            );
+            if let Some(o) = &event.kms.object_uid {
+                assert_eq!(
+                    o, "https://kv-demo.vault.azure.net/",
+                    "{what}: object from the ARM id only"
+                );
+            }
+        }
+        // The legitimate forms still name the key.
+        let ok = record(
+            legit_arm,
+            "https://KV-Demo.vault.azure.net:443/keys/cmk",
+            "",
+        );
+        let items = n.normalize_to_vec(ok.as_bytes(), "test");
+        let [crate::Item::Event { event, .. }] = items.as_slice() else {
+            panic!("expected an event, got {items:?}");
+        };
+        assert_eq!(
+            event.kms.key.as_ref().map(|k| k.uid.as_str()),
+            Some("https://kv-demo.vault.azure.net/keys/cmk")
+        );
     }
 
     #[test]

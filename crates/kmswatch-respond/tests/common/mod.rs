@@ -3,9 +3,12 @@
 
 #![allow(dead_code)]
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -169,3 +172,164 @@ where
 
 /// Shared mutable state for a fake.
 pub type Shared<T> = Arc<Mutex<T>>;
+
+// ------------------------------------------------------------------------ moto_server
+
+/// A moto_server: the one `scripts/services up` started (`KMSWATCH_TEST_AWS_ENDPOINT`), or one
+/// started here on a free 127.0.0.1 port (stopped on drop). `None` when neither is possible.
+pub struct Moto(Option<Child>, pub String);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn moto() -> Option<Moto> {
+    if let Ok(e) = std::env::var("KMSWATCH_TEST_AWS_ENDPOINT") {
+        return Some(Moto(None, e));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let m = Moto(Some(child), format!("http://127.0.0.1:{port}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(m);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+/// Fake credentials and region for the emulators (the responders use the standard chain).
+pub fn fake_aws_env() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    std::env::set_var("AWS_REGION", "us-east-1");
+}
+
+// ---------------------------------------------------------------- CloudTrail test server
+
+/// One event the fake CloudTrail knows.
+#[derive(Debug, Clone)]
+pub struct TrailEvent {
+    pub id: String,
+    pub name: String,
+    pub key_arn: String,
+}
+
+/// One public key the fake CloudTrail lists.
+#[derive(Debug, Clone)]
+pub struct TrailKey {
+    pub fingerprint: String,
+    pub der: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+pub struct Trail {
+    pub events: Vec<TrailEvent>,
+    pub keys: Vec<TrailKey>,
+    /// Every call: (operation, region of the signature scope).
+    pub calls: Vec<(String, String)>,
+}
+
+/// A CloudTrail test server speaking the JSON 1.1 protocol (`POST /`,
+/// `X-Amz-Target: [com.amazonaws.cloudtrail.v20131101.]CloudTrail_20131101.OP`) for the two
+/// operations moto does not implement: `LookupEvents` (by `EventId`) and `ListPublicKeys`.
+/// Requests must be SigV4-signed for the `cloudtrail` service.
+pub async fn cloudtrail(state: Shared<Trail>) -> String {
+    serve(move |r| {
+        let target = r.headers.get("x-amz-target").cloned().unwrap_or_default();
+        let auth = r.headers.get("authorization").cloned().unwrap_or_default();
+        let err = |code: &str, msg: &str| {
+            Resp::json(400, json!({"__type": code, "message": msg}))
+        };
+        // The SDKs send `CloudTrail_20131101.OP`; the service also takes the fully qualified
+        // `com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.OP`.
+        let Some(op) = target
+            .strip_prefix("com.amazonaws.cloudtrail.v20131101.")
+            .unwrap_or(&target)
+            .strip_prefix("CloudTrail_20131101.")
+        else {
+            return err("UnknownOperationException", "bad X-Amz-Target");
+        };
+        // Credential=AKID/DATE/REGION/cloudtrail/aws4_request
+        let scope: Vec<&str> = auth
+            .split("Credential=")
+            .nth(1)
+            .and_then(|c| c.split(',').next())
+            .map(|c| c.split('/').collect())
+            .unwrap_or_default();
+        if r.method != "POST"
+            || !auth.starts_with("AWS4-HMAC-SHA256 ")
+            || scope.get(3) != Some(&"cloudtrail")
+            || r.headers.get("content-type").map(String::as_str)
+                != Some("application/x-amz-json-1.1")
+        {
+            return err("InvalidSignatureException", "not a signed JSON 1.1 CloudTrail request");
+        }
+        let mut s = state.lock().unwrap();
+        s.calls.push((op.to_string(), scope.get(2).unwrap_or(&"").to_string()));
+        let body = r.json();
+        match op {
+            "LookupEvents" => {
+                let attrs = body["LookupAttributes"].as_array().cloned().unwrap_or_default();
+                let [a] = attrs.as_slice() else {
+                    return err("InvalidLookupAttributesException", "exactly one attribute");
+                };
+                if a["AttributeKey"] != "EventId" {
+                    return err("InvalidLookupAttributesException", "EventId only here");
+                }
+                let id = a["AttributeValue"].as_str().unwrap_or_default();
+                let events: Vec<Value> = s
+                    .events
+                    .iter()
+                    .filter(|e| e.id == id)
+                    .map(|e| {
+                        json!({
+                            "EventId": e.id,
+                            "EventName": e.name,
+                            "EventSource": "kms.amazonaws.com",
+                            "EventTime": 1.7e9,
+                            "ReadOnly": "false",
+                            "Resources": [{"ResourceType": "AWS::KMS::Key", "ResourceName": e.key_arn}],
+                            "CloudTrailEvent": json!({"eventID": e.id, "eventName": e.name, "resources": [{"ARN": e.key_arn}]}).to_string(),
+                        })
+                    })
+                    .collect();
+                Resp::json(200, json!({"Events": events}))
+            }
+            "ListPublicKeys" => {
+                use base64::Engine;
+                let keys: Vec<Value> = s
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        json!({
+                            "Value": base64::engine::general_purpose::STANDARD.encode(&k.der),
+                            "ValidityStartTime": 1.0e9,
+                            "ValidityEndTime": 2.0e9,
+                            "Fingerprint": k.fingerprint,
+                        })
+                    })
+                    .collect();
+                Resp::json(200, json!({"PublicKeyList": keys}))
+            }
+            _ => err("UnknownOperationException", op),
+        }
+    })
+    .await
+}

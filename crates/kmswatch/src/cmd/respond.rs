@@ -15,16 +15,23 @@ use std::process::ExitCode;
 /// Disable, enable, rotate or stop the deletion of a key; list, approve, reject and undo
 /// response actions.
 ///
-/// Every action is planned first (read-only: the key is resolved, its state, aliases and tags
-/// read, the policy checked: deny/allow lists, break-glass tag `kmswatch:break-glass=true` /
-/// label `kmswatch-break-glass`, per-account rate limit), then executed; an action whose
-/// result is already in place is not repeated. Both steps are written to the journal
-/// (`respond.journal_path`, JSON lines) with who, why, the state before and after, and the
-/// command that undoes the change. kmswatch never schedules deletion or destroys key material.
+/// WHAT ACTS AT ONCE: `disable`, `enable`, `rotate` and `cancel-deletion` change the key NOW,
+/// whatever `respond.mode` says, unless --dry-run is given. `approve ID` runs the pending
+/// action now; `undo ID` reverses an applied one now. Playbooks (`kmswatch run`) are a dry run
+/// unless `respond.mode` (or a playbook's `mode`) says `approve` or `enforce`.
 ///
-/// Actions asked for here run at once (unless --dry-run); actions from playbooks follow the
-/// configured mode (dry_run by default, approve, enforce) and wait in the journal for
-/// `kmswatch respond approve ID` in approve mode.
+/// Every action is planned first. Before any call: the key id must follow its cloud's
+/// grammar (Key Vault DNS suffixes, KMS ARN partitions and regions, Cloud KMS names), be in
+/// the responders' scope, and pass the deny/allow lists by id, name and account. Then the
+/// read-only describe (state, aliases, tags) and the checks that need it: break-glass tag
+/// `kmswatch:break-glass=true` / label `kmswatch-break-glass`, lists by tag, per-account rate
+/// limit. An action whose result is already in place is not repeated. Playbook actions that
+/// are about to execute must also be corroborated by the cloud (the event in CloudTrail /
+/// Cloud Logging, the key in the state the finding implies) and, when
+/// `respond.provenance.require` says so, come from verified logs. Every step is written to
+/// the journal (`respond.journal_path`, JSON lines) with who, why, the state before and after,
+/// and the command that undoes the change (it names the journal: --journal, and --config
+/// when known). kmswatch never schedules deletion or destroys key material.
 ///
 /// Output: one JSON audit record per line when stdout is not a terminal (or with --json), a
 /// short summary otherwise.
@@ -32,12 +39,14 @@ use std::process::ExitCode;
 /// Exit status:
 ///   0   applied (or: listed, approved/rejected as asked)
 ///   10  already applied: the key already was in the wanted state; nothing changed
-///   11  refused by policy (deny list, not on the allow list, break-glass, rate limit,
-///       blast-radius cap, provider-managed key)
+///   11  refused by policy (deny list, not on the allow list, out of scope, invalid key id,
+///       break-glass, rate limit, blast-radius cap, provider-managed key)
 ///   12  failed: the provider call or the key lookup failed (the record says whether
 ///       retrying can help)
 ///   13  planned only: --dry-run, or the action waits for approval
-///   2   usage or configuration error
+///   14  not taken: the cloud does not corroborate the finding, or its log origin is not
+///       verified (approving a playbook action)
+///   2   usage or configuration error (also: the id is not in the journal)
 ///
 /// Examples:
 ///   kmswatch respond disable --provider aws --key arn:aws:kms:eu-west-1:111122223333:key/1234abcd-... --reason "INC-42"
@@ -45,7 +54,7 @@ use std::process::ExitCode;
 ///   kmswatch respond rotate --provider gcp --key projects/kmswatch-demo/locations/global/keyRings/r/cryptoKeys/k --dry-run
 ///   kmswatch respond list --config kmswatch.yml
 ///   kmswatch respond approve 3f2a9c0d41b7e685 --config kmswatch.yml
-///   kmswatch respond undo 9d0c51e2aa4f3b17 --config kmswatch.yml
+///   kmswatch respond undo 9d0c51e2aa4f3b17 --config /etc/kmswatch/kmswatch.yml --journal /var/lib/kmswatch/respond-journal.jsonl
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -55,6 +64,12 @@ pub struct Args {
     /// Configuration file (its `respond:` section: mode, journal, lists, limits, clouds).
     #[arg(long, short = 'c', value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
+
+    /// The journal to read and write (default: the config's `respond.journal_path`, else
+    /// `STATE_DIR/respond-journal.jsonl`; without --config, `kmswatch-respond.jsonl`). Audit
+    /// records' `undo_command` names it.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub journal: Option<PathBuf>,
 
     /// Print JSON lines even on a terminal.
     #[arg(long, global = true)]
@@ -121,7 +136,8 @@ pub enum Verb {
         #[arg(long, value_name = "TEXT", default_value = "")]
         reason: String,
     },
-    /// Undo an applied action (by its execute record id or action id).
+    /// Undo an applied action (by its execute record id or action id): run the record's
+    /// `undo_command`, which names the journal the action was recorded in.
     Undo {
         /// The record or action id (the audit record's `undo_command` names it).
         id: String,
@@ -184,6 +200,7 @@ fn exit_for(o: Outcome) -> u8 {
         Outcome::Refused | Outcome::Halted => 11,
         Outcome::Failed => 12,
         Outcome::Planned | Outcome::DryRun | Outcome::Pending => 13,
+        Outcome::NotCorroborated | Outcome::UnverifiedOrigin => 14,
     }
 }
 
@@ -230,6 +247,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "cli".to_string());
     let mut cfg = load_config(args.config.as_ref())?;
+    if let Some(j) = &args.journal {
+        cfg.journal_path = j.clone();
+    }
+    if matches!(
+        args.command,
+        Verb::Approve { .. } | Verb::Reject { .. } | Verb::Undo { .. }
+    ) && !cfg.journal_path.exists()
+    {
+        return Err(anyhow!(
+            "the journal {} does not exist: give the one the action was recorded in (--journal FILE, or the --config kmswatch run used; the audit record's undo_command names both)",
+            cfg.journal_path.display()
+        ));
+    }
     let manual = |k: &KeyArgs, action: Action| ManualRequest {
         provider: k.provider,
         key: k.key.clone(),
@@ -273,6 +303,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .context("starting the async runtime")?;
     let responder = match Responder::new(cfg.clone()) {
         Ok(r) => r,
+        // A cloud whose credentials are missing must not stop list/reject (see below).
         // A cloud whose credentials are missing must not stop list/reject.
         Err(e)
             if request.is_none()
@@ -287,6 +318,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .map_err(|e| anyhow!("{e}"))?
         }
         Err(e) => return Err(anyhow!("{e}")),
+    };
+    let responder = match &args.config {
+        Some(path) => responder.with_config_path(path),
+        None => responder,
     };
     let outs: Vec<ResponseOutput> = match args.command {
         Verb::List { all } => {
