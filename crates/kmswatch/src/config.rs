@@ -586,13 +586,7 @@ impl Config {
         state.check(&mut found);
         let respond = match top.respond {
             None | Some(Value::Null) => None,
-            Some(v) => match respond_section(v, base, &state.dir) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    found.push("respond", format_args!("{e:#}"));
-                    None
-                }
-            },
+            Some(v) => respond_section(v, base, &state.dir, &mut found),
         };
         let server = match top.server {
             None | Some(Value::Null) => None,
@@ -926,18 +920,30 @@ fn rebase_sink_paths(s: &mut SinkConfig, base: &Path) {
 /// section does not name one.
 pub const DEFAULT_JOURNAL: &str = "respond-journal.jsonl";
 
-/// Parse and validate the `respond:` section; `journal_path` relative to the config file,
-/// default `STATE_DIR/respond-journal.jsonl` (the same file for `run` and `respond approve`).
-pub fn respond_section(v: Value, base: &Path, state_dir: &Path) -> Result<RespondConfig> {
+/// Parse and validate the `respond:` section (a problem is named `respond.KEY` when serde
+/// knows the key, `respond` for the crate's own checks); `journal_path` relative to the config
+/// file, default `STATE_DIR/respond-journal.jsonl` (the same file for `run` and `respond
+/// approve`).
+fn respond_section(
+    v: Value,
+    base: &Path,
+    state_dir: &Path,
+    found: &mut Found,
+) -> Option<RespondConfig> {
     let explicit = v.get("journal_path").is_some();
-    let mut rc: RespondConfig = serde_json::from_value(v).map_err(|e| anyhow!("respond: {e}"))?;
+    let mut rc: RespondConfig = found.section("respond", v)?;
     rc.journal_path = if explicit {
         base.join(&rc.journal_path)
     } else {
         state_dir.join(DEFAULT_JOURNAL)
     };
-    rc.validate().map_err(|e| anyhow!("respond: {e}"))?;
-    Ok(rc)
+    match rc.validate() {
+        Ok(()) => Some(rc),
+        Err(e) => {
+            found.push("respond", e);
+            None
+        }
+    }
 }
 
 /// `${NAME}` in strings → the environment variable; an unset one is a problem at its path.

@@ -114,6 +114,16 @@ fn each_class_of_mistake_is_named_by_its_path() {
             "out of range",
         ),
         (
+            "respond: { allow: { key_ids: [k] } }\n",
+            "respond.allow.key_ids",
+            "unknown field",
+        ),
+        (
+            "respond: { playbooks: [{ name: p, rules: [\"kms_[x\"], actions: [{ kind: disable }] }] }\n",
+            "respond",
+            "kms_[x",
+        ),
+        (
             "scale_out: { brokers: [\"127.0.0.1:9092\"], partitions: 0 }\n",
             "scale_out.partitions",
             "out of range",
