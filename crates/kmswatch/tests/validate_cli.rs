@@ -282,8 +282,10 @@ fn validate_connect_changes_nothing() {
              sources: [{{ type: file, paths: [logs] }}]\n\
              sinks:\n  - {{ type: file, path: out/findings/findings.jsonl }}\n  - {{ type: file, path: existing.jsonl }}\n\
              state: {{ dir: var/state, dead_letter_path: dl/dead/dead-letter.jsonl }}\n\
-             respond: {{ journal_path: journal/respond.jsonl }}\n",
-            rules_dir().display()
+             respond: {{ journal_path: journal/respond.jsonl }}\n\
+             server: {{ listen: \"127.0.0.1:0\", tls: {{ cert_path: \"{data}/server-test.crt\", key_path: \"{data}/server-test.key\" }} }}\n",
+            rules_dir().display(),
+            data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").display()
         ),
     )
     .expect("config");
@@ -320,6 +322,10 @@ fn validate_connect_changes_nothing() {
             "existing.jsonl exists and is writable",
         ),
         ("respond.journal_path", "respond.jsonl would be created"),
+        (
+            "server",
+            "https://127.0.0.1:0 (loopback only; /metrics open)",
+        ),
     ] {
         assert!(
             stdout
@@ -380,4 +386,51 @@ fn rules_test_and_lint_refuse_a_missing_config() {
             );
         }
     }
+}
+
+#[test]
+fn run_refuses_to_start_without_its_metrics_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("logs")).expect("logs");
+    let cfg = config(
+        dir.path(),
+        "sources: [{ type: file, paths: [logs] }]\nstate: { dir: state }\n\
+         server: { listen: \"0.0.0.0:0\", auth: { bearer_token_env: KMSWATCH_TEST_UNSET_VARIABLE } }\n",
+    );
+    let out = kmswatch(
+        &[
+            "run",
+            "--exit-when-done",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+        ],
+        dir.path(),
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("server.auth.bearer_token_env: environment variable KMSWATCH_TEST_UNSET_VARIABLE is not set"),
+        "{t}"
+    );
+    // validate --connect says the same, and plain validate (no environment) does not.
+    let out = kmswatch(
+        &[
+            "validate",
+            "--no-tests",
+            "--connect",
+            cfg.to_str().expect("utf-8"),
+        ],
+        dir.path(),
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("FAIL  server: server.auth.bearer_token_env"),
+        "{t}"
+    );
+    let out = kmswatch(
+        &["validate", "--no-tests", cfg.to_str().expect("utf-8")],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
