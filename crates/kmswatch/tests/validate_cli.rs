@@ -32,6 +32,16 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// `kmswatch validate --no-tests CONFIG` (with `--connect`), run in `dir`.
+fn validate(cfg: &Path, dir: &Path, connect: bool) -> Output {
+    let mut args = vec!["validate", "--no-tests"];
+    if connect {
+        args.push("--connect");
+    }
+    args.push(cfg.to_str().expect("utf-8"));
+    kmswatch(&args, dir)
+}
+
 /// A config with a sink and the shipped rules, plus `extra`.
 fn config(dir: &Path, extra: &str) -> PathBuf {
     let p = dir.join("kmswatch.yml");
@@ -144,10 +154,7 @@ fn each_class_of_mistake_is_named_by_its_path() {
         } else {
             config(dir.path(), extra)
         };
-        let out = kmswatch(
-            &["validate", "--no-tests", cfg.to_str().expect("utf-8")],
-            dir.path(),
-        );
+        let out = validate(&cfg, dir.path(), false);
         let t = text(&out);
         assert_eq!(out.status.code(), Some(1), "{extra}{t}");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -166,10 +173,7 @@ fn every_problem_is_listed_at_once() {
         dir.path(),
         "state: { channel_capacity: 0 }\nserver: { max_connections: 100000 }\nscale_out: { brokers: [] }\n",
     );
-    let out = kmswatch(
-        &["validate", "--no-tests", cfg.to_str().expect("utf-8")],
-        dir.path(),
-    );
+    let out = validate(&cfg, dir.path(), false);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     for path in [
@@ -223,10 +227,7 @@ fn a_huge_channel_capacity_never_reaches_the_pipeline() {
 fn a_listener_open_to_the_network_without_auth_is_warned_about() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), "server: { listen: \"0.0.0.0:9464\" }\n");
-    let out = kmswatch(
-        &["validate", "--no-tests", cfg.to_str().expect("utf-8")],
-        dir.path(),
-    );
+    let out = validate(&cfg, dir.path(), false);
     let t = text(&out);
     assert_eq!(
         out.status.code(),
@@ -240,10 +241,7 @@ fn a_listener_open_to_the_network_without_auth_is_warned_about() {
         "server: { listen: \"0.0.0.0:9464\", auth: { bearer_token_env: METRICS_TOKEN } }\n",
     ] {
         let cfg = config(dir.path(), ok);
-        let out = kmswatch(
-            &["validate", "--no-tests", cfg.to_str().expect("utf-8")],
-            dir.path(),
-        );
+        let out = validate(&cfg, dir.path(), false);
         let t = text(&out);
         assert_eq!(out.status.code(), Some(0), "{ok}{t}");
         assert!(!t.contains("WARN  server"), "{ok}{t}");
@@ -290,15 +288,7 @@ fn validate_connect_changes_nothing() {
     )
     .expect("config");
     let before = tree(root);
-    let out = kmswatch(
-        &[
-            "validate",
-            "--connect",
-            "--no-tests",
-            cfg.to_str().expect("utf-8"),
-        ],
-        root,
-    );
+    let out = validate(&cfg, root, true);
     let t = text(&out);
     assert_eq!(
         tree(root),
@@ -344,15 +334,7 @@ fn validate_connect_changes_nothing() {
         ),
     )
     .expect("config");
-    let out = kmswatch(
-        &[
-            "validate",
-            "--connect",
-            "--no-tests",
-            cfg2.to_str().expect("utf-8"),
-        ],
-        root,
-    );
+    let out = validate(&cfg2, root, true);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
@@ -413,24 +395,13 @@ fn run_refuses_to_start_without_its_metrics_token() {
         "{t}"
     );
     // validate --connect says the same, and plain validate (no environment) does not.
-    let out = kmswatch(
-        &[
-            "validate",
-            "--no-tests",
-            "--connect",
-            cfg.to_str().expect("utf-8"),
-        ],
-        dir.path(),
-    );
+    let out = validate(&cfg, dir.path(), true);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
         t.contains("FAIL  server: server.auth.bearer_token_env"),
         "{t}"
     );
-    let out = kmswatch(
-        &["validate", "--no-tests", cfg.to_str().expect("utf-8")],
-        dir.path(),
-    );
+    let out = validate(&cfg, dir.path(), false);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
