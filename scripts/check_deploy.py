@@ -19,6 +19,8 @@ import yaml
 LAYOUTS = {
     "single": {},
     "single-emptydir": {"persistence": {"enabled": False}},
+    "single-tls": {"metrics": {"tls": {"existingSecret": "kmswatch-metrics-tls"},
+                               "auth": {"existingSecret": "my-metrics-token"}}},
     "two-tier": {
         "layout": "two-tier",
         "config": {"scale_out": {"brokers": ["kafka-0.kafka:9092"], "topic": "kmswatch-events",
@@ -70,6 +72,7 @@ REQUIRED = {
     "ServiceAccount": [],
     "PersistentVolumeClaim": ["spec.resources.requests.storage"],
     "NetworkPolicy": ["spec.podSelector"],
+    "Secret": ["data"],
 }
 
 

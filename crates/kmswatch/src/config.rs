@@ -20,7 +20,10 @@
 //!   - { type: stdout }
 //!   - { type: splunk_hec, endpoint: "https://splunk:8088", token: "${HEC_TOKEN}", index: kms, indexer_ack: true }
 //! state: { dir: ./state, checkpoint_interval_ms: 1000, dedup_ttl_secs: 86400 }
-//! server: { listen: "127.0.0.1:9464" }   # /metrics, /healthz, /readyz
+//! server:                   # /metrics, /healthz, /readyz; no section: no listener
+//!   listen: "127.0.0.1:9464" # the default; not loopback: add auth (validate warns)
+//!   auth: { bearer_token_file: /run/secrets/metrics-token }   # or bearer_token_env: NAME
+//!   tls: { cert_path: tls.crt, key_path: tls.key }
 //! scale_out: { brokers: ["127.0.0.1:9092"], topic: kmswatch-events, group_id: kmswatch-detect,
 //!              changelog_topic: kmswatch-events-state, partitions: 6 }
 //! respond:                   # kmswatch_respond::RespondConfig: playbooks run on findings
@@ -30,9 +33,11 @@
 //!
 //! Every section is optional; unknown keys are errors (a typo must not silently disable a
 //! setting). `${NAME}` in any string is replaced by the environment variable `NAME` (an unset
-//! variable is an error). Relative paths are relative to the config file.
+//! variable is an error). Relative paths are relative to the config file. Every numeric
+//! setting has a documented range ([`ranges`]); [`Config::parse`] reports every problem at
+//! once, each named by its path (`sinks[2]`, `state.channel_capacity`), before any I/O.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use kmswatch_normalize::Options as NormalizeOptions;
 use kmswatch_respond::RespondConfig;
 use kmswatch_rules::EngineConfig;
@@ -56,8 +61,9 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     /// `kmswatch run`: durable state and the pipeline's limits.
     pub state: StateConfig,
-    /// `kmswatch run`: the HTTP listener for metrics and health.
-    pub server: ServerConfig,
+    /// `kmswatch run`: the HTTP listener for metrics and health (`None`: no `server:`
+    /// section, no listener).
+    pub server: Option<ServerConfig>,
     /// `kmswatch run --mode ingest|detect`: the Kafka topic between ingest and detection.
     pub scale_out: Option<ScaleOutConfig>,
     /// `kmswatch run` and `kmswatch respond`: the response section (playbooks, mode,
@@ -111,21 +117,24 @@ pub struct StateConfig {
     pub dir: PathBuf,
     /// How often a checkpoint is written, in milliseconds. Source batches are acknowledged
     /// (SQS message deleted, Kafka offset committed) when the checkpoint after them is written.
+    /// Range 10–600000, default 1000.
     #[serde(default = "default_checkpoint_interval_ms")]
     pub checkpoint_interval_ms: u64,
     /// How long an event id (`metadata.uid`) is remembered to drop redelivered copies, seconds.
+    /// Range 0–31536000 (365 days), default 86400.
     #[serde(default = "default_dedup_ttl_secs")]
     pub dedup_ttl_secs: u64,
-    /// At most this many event ids are remembered (the oldest are forgotten first).
+    /// At most this many event ids are remembered (the oldest are forgotten first). Range
+    /// 1–50000000, default 2000000.
     #[serde(default = "default_dedup_max_entries")]
     pub dedup_max_entries: usize,
     /// Capacity of each queue between stages, in batches (backpressure: a slow sink stops the
-    /// sources once the queues are full).
+    /// sources once the queues are full). Range 1–4096, default 64.
     #[serde(default = "default_channel_capacity")]
     pub channel_capacity: usize,
     /// A stream with no event for this many seconds has its event-time clock moved to the wall
     /// clock, so its correlation windows close (0: never; replays of old logs that pause for
-    /// long should set 0).
+    /// long should set 0). Range 0–604800 (7 days), default 60.
     #[serde(default = "default_idle_advance_secs")]
     pub idle_advance_secs: u64,
     /// Dead-letter file (JSON lines): unreadable objects and rejected records with their
@@ -157,13 +166,95 @@ impl StateConfig {
     }
 }
 
-/// The `server:` section.
-#[derive(Debug, Clone, Deserialize, Default)]
+fn default_listen() -> String {
+    "127.0.0.1:9464".to_string()
+}
+fn default_header_read_timeout_ms() -> u64 {
+    5_000
+}
+fn default_connection_timeout_secs() -> u64 {
+    60
+}
+fn default_max_connections() -> usize {
+    64
+}
+
+/// The `server:` section: the HTTP listener for `/metrics` (Prometheus), `/healthz` and
+/// `/readyz`. Without a `server:` section there is no listener; `server: {}` listens on
+/// `127.0.0.1:9464`. See docs/operations.md ("Endpoints").
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// `host:port` for `/metrics` (Prometheus), `/healthz` and `/readyz`; absent: no listener.
+    /// `host:port` to listen on. Default `127.0.0.1:9464` (loopback: reachable from this host
+    /// only). A non-loopback address should come with `auth` (`kmswatch validate` warns).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Bearer-token authentication for `/metrics` (`/healthz` and `/readyz` stay open: they
+    /// reveal nothing but up/ready). Default: none.
     #[serde(default)]
-    pub listen: Option<String>,
+    pub auth: Option<ServerAuthConfig>,
+    /// Serve HTTPS with this certificate and key (PEM). Default: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
+    /// A connection must send a complete request head within this many milliseconds of
+    /// opening (or of the previous response, on a kept-alive connection): an idle connection
+    /// and a head sent byte by byte are closed after it. Range 100–60000, default 5000.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Longest life of one connection, seconds (a client that stops reading a response is
+    /// cut off after it; Prometheus reconnects). Range 1–3600, default 60.
+    #[serde(default = "default_connection_timeout_secs")]
+    pub connection_timeout_secs: u64,
+    /// Connections served at once; more wait in the kernel's accept queue. Range 1–4096,
+    /// default 64.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            auth: None,
+            tls: None,
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            connection_timeout_secs: default_connection_timeout_secs(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// `server.auth`: where the bearer token for `/metrics` comes from (exactly one of the two).
+/// Requests must send `Authorization: Bearer TOKEN`; anything else is answered 401.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerAuthConfig {
+    /// Name of an environment variable holding the token (read at start).
+    #[serde(default)]
+    pub bearer_token_env: Option<String>,
+    /// File holding the token (read at start; surrounding whitespace ignored), for example a
+    /// mounted Kubernetes Secret. Relative to the config file.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+/// `server.tls`: serve HTTPS (TLS 1.2 and 1.3, rustls with the aws-lc-rs provider).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// Certificate chain, PEM (leaf first). Relative to the config file.
+    pub cert_path: PathBuf,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1). Relative to the config file.
+    pub key_path: PathBuf,
+}
+
+impl ServerConfig {
+    /// Whether the listen address is a loopback address (reachable from this host only).
+    pub fn is_loopback(&self) -> bool {
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback())
+    }
 }
 
 fn default_events_topic() -> String {
@@ -194,7 +285,7 @@ pub struct ScaleOutConfig {
     #[serde(default)]
     pub changelog_topic: Option<String>,
     /// Partitions of the event topic and the changelog when kmswatch creates them (topics that
-    /// exist are used as they are). Default 6.
+    /// exist are used as they are). Range 1–10000, default 6.
     #[serde(default = "default_partitions")]
     pub partitions: i32,
     /// Extra librdkafka properties for the producer and consumer.
@@ -236,7 +327,7 @@ impl Default for RulesConfig {
 #[serde(deny_unknown_fields)]
 struct RawTop {
     #[serde(default)]
-    normalize: Option<NormalizeOptions>,
+    normalize: Option<Value>,
     #[serde(default)]
     rules: Option<Value>,
     #[serde(default)]
@@ -244,143 +335,556 @@ struct RawTop {
     #[serde(default)]
     sinks: Option<Vec<Value>>,
     #[serde(default)]
-    state: Option<StateConfig>,
+    state: Option<Value>,
     #[serde(default)]
-    server: Option<ServerConfig>,
+    server: Option<Value>,
     #[serde(default)]
-    scale_out: Option<ScaleOutConfig>,
+    scale_out: Option<Value>,
     #[serde(default)]
     respond: Option<Value>,
 }
 
+/// One thing wrong with a config file, named by where it is (`sinks[2]`,
+/// `state.channel_capacity`, `rules.max_groups`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path into the file; empty for the file as a whole.
+    pub path: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config file ([`Config::parse`] reports them all at once, and
+/// `kmswatch validate` prints one line each).
+#[derive(Debug, Clone)]
+pub struct Problems(pub Vec<Problem>);
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            all => {
+                write!(f, "{} problems:", all.len())?;
+                for p in all {
+                    write!(f, "\n  {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// The allowed range of every numeric setting the binary owns, checked by [`Config::parse`]
+/// (so by `kmswatch validate`, before any I/O) and listed in docs/operations.md
+/// ("Configuration ranges"). Sources, sinks and the response section check their own through
+/// their crates' `validate`.
+pub mod ranges {
+    use std::ops::RangeInclusive;
+
+    /// `state.checkpoint_interval_ms`: 10 ms to 10 minutes (acknowledgements wait for it).
+    pub const CHECKPOINT_INTERVAL_MS: RangeInclusive<u64> = 10..=600_000;
+    /// `state.dedup_ttl_secs`: 0 (forget at once) to 365 days.
+    pub const DEDUP_TTL_SECS: RangeInclusive<u64> = 0..=31_536_000;
+    /// `state.dedup_max_entries`: 1 to 50 million (about 50 bytes each).
+    pub const DEDUP_MAX_ENTRIES: RangeInclusive<usize> = 1..=50_000_000;
+    /// `state.channel_capacity`: 1 to 4096 batches per queue.
+    pub const CHANNEL_CAPACITY: RangeInclusive<usize> = 1..=4_096;
+    /// `state.idle_advance_secs`: 0 (never) to 7 days.
+    pub const IDLE_ADVANCE_SECS: RangeInclusive<u64> = 0..=604_800;
+    /// `server.header_read_timeout_ms`: 100 ms to 60 s.
+    pub const HEADER_READ_TIMEOUT_MS: RangeInclusive<u64> = 100..=60_000;
+    /// `server.connection_timeout_secs`: 1 s to 1 hour.
+    pub const CONNECTION_TIMEOUT_SECS: RangeInclusive<u64> = 1..=3_600;
+    /// `server.max_connections`: 1 to 4096.
+    pub const MAX_CONNECTIONS: RangeInclusive<usize> = 1..=4_096;
+    /// `scale_out.partitions`: 1 to 10000 (topics kmswatch creates).
+    pub const PARTITIONS: RangeInclusive<i32> = 1..=10_000;
+    /// `rules.lateness_secs` and each `rules.source_lateness_secs` value: 0 to 7 days.
+    pub const LATENESS_SECS: RangeInclusive<u64> = 0..=604_800;
+    /// `rules.suppression.default_secs` and each `rules.suppression.rules` value: 0 to 30 days.
+    pub const SUPPRESSION_SECS: RangeInclusive<u64> = 0..=2_592_000;
+    /// `rules.first_seen_lookback_days`: 1 to 3650.
+    pub const LOOKBACK_DAYS: RangeInclusive<u32> = 1..=3_650;
+    /// `rules.first_seen_learning_days`: 0 to 3650.
+    pub const LEARNING_DAYS: RangeInclusive<u32> = 0..=3_650;
+    /// `rules.evidence_cap`: 0 to 1000 events per finding.
+    pub const EVIDENCE_CAP: RangeInclusive<usize> = 0..=1_000;
+    /// `rules.related_events_cap`: 0 to 100000 ids per finding.
+    pub const RELATED_EVENTS_CAP: RangeInclusive<usize> = 0..=100_000;
+    /// `rules.max_pending_events_per_group`: 1 to 1 million.
+    pub const MAX_PENDING_EVENTS_PER_GROUP: RangeInclusive<usize> = 1..=1_000_000;
+    /// `rules.max_groups`: 1 to 10 million.
+    pub const MAX_GROUPS: RangeInclusive<usize> = 1..=10_000_000;
+}
+
+/// Problems found so far, each with its path. A section defined elsewhere (the runtime's
+/// `limits:`) checks itself with `fn check(&self, found: &mut Found)` and [`Found::range`].
+#[derive(Debug, Default)]
+pub(crate) struct Found(Vec<Problem>);
+
+impl Found {
+    /// A problem at `path`.
+    pub(crate) fn push(&mut self, path: impl Into<String>, message: impl std::fmt::Display) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.to_string(),
+        });
+    }
+
+    /// `value` must lie in `range` (inclusive).
+    pub(crate) fn range<T: PartialOrd + std::fmt::Display>(
+        &mut self,
+        path: impl Into<String>,
+        value: T,
+        range: &std::ops::RangeInclusive<T>,
+    ) {
+        let path = path.into();
+        // One problem per key: a crate's own check may have named it already.
+        if !range.contains(&value) && !self.0.iter().any(|p| p.path == path) {
+            self.push(
+                path,
+                format_args!(
+                    "{value} is out of range (allowed: {} to {})",
+                    range.start(),
+                    range.end()
+                ),
+            );
+        }
+    }
+
+    /// Deserialize a section, naming the exact key of a mistake (`state.channel_capacity`).
+    pub(crate) fn section<T: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &str,
+        v: Value,
+    ) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let at = match inner.as_str() {
+                    "" | "." => path.to_string(),
+                    i if i.starts_with('[') => format!("{path}{i}"),
+                    i => format!("{path}.{i}"),
+                };
+                self.push(at, e.into_inner());
+                None
+            }
+        }
+    }
+}
+
 impl Config {
-    /// Read and validate a config file (pure validation after reading; no other I/O).
+    /// Read and validate a config file (pure validation after reading; no other I/O). Every
+    /// problem is reported at once ([`Problems`] inside the error).
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let (text, base) = read_config(path)?;
         let mut cfg =
             Config::parse(&text, base).with_context(|| format!("config {}", path.display()))?;
         cfg.path = Some(path.to_path_buf());
         Ok(cfg)
     }
 
-    /// Parse config text; relative paths are resolved against `base`.
+    /// Read a config file and check all of it ([`Config::parse_checked`]); fails only when
+    /// the file cannot be read or is not YAML.
+    pub fn load_checked(path: &Path) -> Result<(Config, Vec<Problem>)> {
+        let (text, base) = read_config(path)?;
+        let (mut cfg, problems) = Config::parse_checked(&text, base)
+            .with_context(|| format!("config {}", path.display()))?;
+        cfg.path = Some(path.to_path_buf());
+        Ok((cfg, problems))
+    }
+
+    /// Parse config text; relative paths are resolved against `base`. Fails with every
+    /// [`Problems`] found.
     pub fn parse(text: &str, base: &Path) -> Result<Config> {
+        let (cfg, problems) = Config::parse_checked(text, base)?;
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(Problems(problems).into())
+        }
+    }
+
+    /// Parse config text and check all of it, collecting every problem with its path (a
+    /// section with a problem keeps its defaults). Fails only when the text is not YAML.
+    pub fn parse_checked(text: &str, base: &Path) -> Result<(Config, Vec<Problem>)> {
         let docs = yaml_rust2::YamlLoader::load_from_str(text).map_err(|e| anyhow!("{e}"))?;
         let mut value = docs.first().map(yaml_to_json).unwrap_or(Value::Null);
         if value.is_null() {
             value = Value::Object(Map::new());
         }
-        interpolate_env(&mut value)?;
-        let top: RawTop = serde_json::from_value(value).map_err(|e| anyhow!("{e}"))?;
-        let mut rules = RulesConfig::default();
-        if let Some(Value::Object(mut m)) = top.rules {
-            if let Some(p) = m.remove("paths") {
-                let paths: Vec<PathBuf> =
-                    serde_json::from_value(p).map_err(|e| anyhow!("rules.paths: {e}"))?;
-                rules.paths = paths.into_iter().map(|p| base.join(p)).collect();
+        let mut found = Found::default();
+        interpolate_env(&mut value, "", &mut found);
+        let top: RawTop = match serde_json::from_value(value) {
+            Ok(t) => t,
+            Err(e) => {
+                found.push("", e);
+                return Ok((Config::default(), found.0));
             }
-            if let Some(s) = m.remove("skip_invalid") {
-                rules.skip_invalid =
-                    serde_json::from_value(s).map_err(|e| anyhow!("rules.skip_invalid: {e}"))?;
-            }
-            rules.engine =
-                serde_json::from_value(Value::Object(m)).map_err(|e| anyhow!("rules: {e}"))?;
-            if let Some(p) = rules.engine.inventory_path.as_mut() {
-                *p = base.join(&*p);
-            }
-        } else if let Some(other) = top.rules {
-            if !other.is_null() {
-                bail!("rules: expected a mapping, found {other}");
-            }
+        };
+        let normalize = match top.normalize {
+            None | Some(Value::Null) => NormalizeOptions::default(),
+            Some(v) => found.section("normalize", v).unwrap_or_default(),
+        };
+        // Every pattern is compiled here, so that `validate` finds a bad one.
+        match kmswatch_normalize::Normalizer::new(normalize.clone()) {
+            Err(kmswatch_normalize::OptionsError::BadPattern { pattern, reason }) => found.push(
+                "normalize.human_role_patterns",
+                format_args!("{pattern:?} is not a valid glob: {reason}"),
+            ),
+            Err(e) => found.push("normalize", e),
+            Ok(_) => {}
         }
-        rules.engine.validate().map_err(|e| anyhow!("rules: {e}"))?;
+        let rules = rules_section(top.rules, base, &mut found);
         let mut sources = Vec::new();
         for (i, v) in top.sources.unwrap_or_default().into_iter().enumerate() {
-            let Value::Object(mut m) = v else {
-                bail!("sources[{i}]: expected a mapping with a `type`");
-            };
-            let id = match m.remove("id") {
-                Some(Value::String(s)) if !s.is_empty() => s,
-                Some(other) => bail!("sources[{i}].id: expected a non-empty string, found {other}"),
-                None => format!(
-                    "{}-{i}",
-                    m.get("type").and_then(Value::as_str).unwrap_or("source")
-                ),
-            };
-            if id.contains(['/', ' ']) {
-                bail!("sources[{i}].id {id:?}: no `/` or spaces (it names state and streams)");
+            if let Some(s) = source_entry(i, v, base, &sources, &mut found) {
+                sources.push(s);
             }
-            let mut config: SourceConfig = serde_json::from_value(Value::Object(m))
-                .map_err(|e| anyhow!("sources[{i}] ({id}): {e}"))?;
-            config
-                .validate()
-                .map_err(|e| anyhow!("sources[{i}] ({id}): {e}"))?;
-            if let SourceConfig::File(f) = &mut config {
-                for p in &mut f.paths {
-                    if p != "-" && !Path::new(p.as_str()).is_absolute() {
-                        *p = base.join(&*p).to_string_lossy().into_owned();
-                    }
-                }
-            }
-            if sources.iter().any(|s: &SourceEntry| s.id == id) {
-                bail!("sources[{i}]: duplicate id {id:?}");
-            }
-            sources.push(SourceEntry { id, config });
         }
         let mut sinks = Vec::new();
+        let mut sinks_ok = true;
         for (i, v) in top.sinks.unwrap_or_default().into_iter().enumerate() {
-            let mut s: SinkConfig =
-                serde_json::from_value(v).map_err(|e| anyhow!("sinks[{i}]: {e}"))?;
+            let Some(mut s) = found.section::<SinkConfig>(&format!("sinks[{i}]"), v) else {
+                sinks_ok = false;
+                continue;
+            };
+            if let Err(e) = kmswatch_sinks::config::sink_names(std::slice::from_ref(&s)) {
+                found.push(format!("sinks[{i}]"), e);
+                sinks_ok = false;
+            }
             rebase_sink_paths(&mut s, base);
             sinks.push(s);
         }
-        kmswatch_sinks::SinkSet::validate(&sinks).map_err(|e| anyhow!("sinks: {e}"))?;
-        let mut state = top.state.unwrap_or_default();
-        state.dir = base.join(&state.dir);
-        let respond = match top.respond {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(respond_section(v, base, &state.dir)?),
+        // Names unique across the sinks (each sink checked itself above).
+        if sinks_ok {
+            if let Err(e) = kmswatch_sinks::SinkSet::validate(&sinks) {
+                found.push("sinks", e);
+            }
+        }
+        let mut state: StateConfig = match top.state {
+            None | Some(Value::Null) => StateConfig::default(),
+            Some(v) => found.section("state", v).unwrap_or_default(),
         };
+        state.dir = base.join(&state.dir);
         if let Some(p) = state.dead_letter_path.as_mut() {
             *p = base.join(&*p);
         }
-        if state.checkpoint_interval_ms == 0 {
-            bail!("state.checkpoint_interval_ms: must be at least 1");
+        state.check(&mut found);
+        let respond = match top.respond {
+            None | Some(Value::Null) => None,
+            Some(v) => respond_section(v, base, &state.dir, &mut found),
+        };
+        let server = match top.server {
+            None | Some(Value::Null) => None,
+            Some(v) => found
+                .section::<ServerConfig>("server", v)
+                .map(|mut s| {
+                    s.rebase(base);
+                    s.check(&mut found);
+                    s
+                })
+                .or_else(|| Some(ServerConfig::default())),
+        };
+        let scale_out = match top.scale_out {
+            None | Some(Value::Null) => None,
+            Some(v) => found.section::<ScaleOutConfig>("scale_out", v),
+        };
+        if let Some(so) = &scale_out {
+            so.check(&mut found);
         }
-        if state.channel_capacity == 0 {
-            bail!("state.channel_capacity: must be at least 1");
-        }
-        let server = top.server.unwrap_or_default();
-        if let Some(l) = &server.listen {
-            l.parse::<std::net::SocketAddr>()
-                .map_err(|e| anyhow!("server.listen {l:?}: not host:port ({e})"))?;
-        }
-        if let Some(so) = &top.scale_out {
-            if so.brokers.is_empty() || so.topic.is_empty() || so.group_id.is_empty() {
-                bail!("scale_out: brokers, topic and group_id must not be empty");
-            }
-            if so.partitions < 1 {
-                bail!("scale_out.partitions: must be at least 1");
-            }
-        }
-        Ok(Config {
-            normalize: top.normalize.unwrap_or_default(),
-            rules,
-            path: None,
-            sources,
-            sinks,
-            state,
-            server,
-            scale_out: top.scale_out,
-            respond,
-        })
+        Ok((
+            Config {
+                normalize,
+                rules,
+                path: None,
+                sources,
+                sinks,
+                state,
+                server,
+                scale_out,
+                respond,
+            },
+            found.0,
+        ))
     }
 
     /// The spool directory of the sinks (`STATE_DIR/spool`, one subdirectory per sink).
     pub fn spool_dir(&self) -> PathBuf {
         self.state.dir.join("spool")
+    }
+}
+
+/// The text of a config file and the directory its relative paths start from.
+fn read_config(path: &Path) -> Result<(String, &Path)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    Ok((text, path.parent().unwrap_or(Path::new("."))))
+}
+
+/// The `rules:` section: paths, `skip_invalid`, and the engine's settings (checked by the
+/// rules crate, then against [`ranges`]).
+fn rules_section(v: Option<Value>, base: &Path, found: &mut Found) -> RulesConfig {
+    let mut rules = RulesConfig::default();
+    match v {
+        Some(Value::Object(mut m)) => {
+            if let Some(p) = m.remove("paths") {
+                if let Some(paths) = found.section::<Vec<PathBuf>>("rules.paths", p) {
+                    rules.paths = paths.into_iter().map(|p| base.join(p)).collect();
+                }
+            }
+            if let Some(s) = m.remove("skip_invalid") {
+                if let Some(b) = found.section("rules.skip_invalid", s) {
+                    rules.skip_invalid = b;
+                }
+            }
+            match found.section::<EngineConfig>("rules", Value::Object(m)) {
+                Some(e) => rules.engine = e,
+                None => return rules,
+            }
+            if let Some(p) = rules.engine.inventory_path.as_mut() {
+                *p = base.join(&*p);
+            }
+        }
+        None | Some(Value::Null) => {}
+        Some(other) => found.push("rules", format_args!("expected a mapping, found {other}")),
+    }
+    if let Err(e) = rules.engine.validate() {
+        found.push(format!("rules.{}", e.field), e.reason);
+    }
+    let e = &rules.engine;
+    found.range(
+        "rules.lateness_secs",
+        e.lateness_secs,
+        &ranges::LATENESS_SECS,
+    );
+    for (name, secs) in &e.source_lateness_secs {
+        found.range(
+            format!("rules.source_lateness_secs.{name}"),
+            *secs,
+            &ranges::LATENESS_SECS,
+        );
+    }
+    found.range(
+        "rules.suppression.default_secs",
+        e.suppression.default_secs,
+        &ranges::SUPPRESSION_SECS,
+    );
+    for (rule, secs) in &e.suppression.rules {
+        found.range(
+            format!("rules.suppression.rules.{rule}"),
+            *secs,
+            &ranges::SUPPRESSION_SECS,
+        );
+    }
+    found.range(
+        "rules.first_seen_lookback_days",
+        e.first_seen_lookback_days,
+        &ranges::LOOKBACK_DAYS,
+    );
+    found.range(
+        "rules.first_seen_learning_days",
+        e.first_seen_learning_days,
+        &ranges::LEARNING_DAYS,
+    );
+    found.range("rules.evidence_cap", e.evidence_cap, &ranges::EVIDENCE_CAP);
+    found.range(
+        "rules.related_events_cap",
+        e.related_events_cap,
+        &ranges::RELATED_EVENTS_CAP,
+    );
+    found.range(
+        "rules.max_pending_events_per_group",
+        e.max_pending_events_per_group,
+        &ranges::MAX_PENDING_EVENTS_PER_GROUP,
+    );
+    found.range("rules.max_groups", e.max_groups, &ranges::MAX_GROUPS);
+    for (name, values) in &e.placeholders {
+        if values.is_empty() {
+            found.push(
+                format!("rules.placeholders.{name}"),
+                "is empty: list at least one value (rules using it would match nothing)",
+            );
+        }
+    }
+    rules
+}
+
+/// One `sources:` entry: its id (default `TYPE-INDEX`) and settings, checked by the sources
+/// crate (a problem there is named `sources[i].FIELD`).
+fn source_entry(
+    i: usize,
+    v: Value,
+    base: &Path,
+    earlier: &[SourceEntry],
+    found: &mut Found,
+) -> Option<SourceEntry> {
+    let at = format!("sources[{i}]");
+    let Value::Object(mut m) = v else {
+        found.push(at, "expected a mapping with a `type`");
+        return None;
+    };
+    let id = match m.remove("id") {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        Some(other) => {
+            found.push(
+                format!("{at}.id"),
+                format_args!("expected a non-empty string, found {other}"),
+            );
+            return None;
+        }
+        None => format!(
+            "{}-{i}",
+            m.get("type").and_then(Value::as_str).unwrap_or("source")
+        ),
+    };
+    if id.contains(['/', ' ']) {
+        found.push(
+            format!("{at}.id"),
+            format_args!("{id:?}: no `/` or spaces (it names state and streams)"),
+        );
+    }
+    if earlier.iter().any(|s| s.id == id) {
+        found.push(format!("{at}.id"), format_args!("duplicate id {id:?}"));
+    }
+    let mut config: SourceConfig = found.section(&at, Value::Object(m))?;
+    if let Err(e) = config.validate() {
+        found.push(format!("{at}.{}", e.field), format_args!("({id}) {e}"));
+    }
+    if let SourceConfig::File(f) = &mut config {
+        for p in &mut f.paths {
+            if p != "-" && !Path::new(p.as_str()).is_absolute() {
+                *p = base.join(&*p).to_string_lossy().into_owned();
+            }
+        }
+    }
+    Some(SourceEntry { id, config })
+}
+
+impl StateConfig {
+    /// Range checks ([`ranges`]).
+    fn check(&self, found: &mut Found) {
+        found.range(
+            "state.checkpoint_interval_ms",
+            self.checkpoint_interval_ms,
+            &ranges::CHECKPOINT_INTERVAL_MS,
+        );
+        found.range(
+            "state.dedup_ttl_secs",
+            self.dedup_ttl_secs,
+            &ranges::DEDUP_TTL_SECS,
+        );
+        found.range(
+            "state.dedup_max_entries",
+            self.dedup_max_entries,
+            &ranges::DEDUP_MAX_ENTRIES,
+        );
+        found.range(
+            "state.channel_capacity",
+            self.channel_capacity,
+            &ranges::CHANNEL_CAPACITY,
+        );
+        found.range(
+            "state.idle_advance_secs",
+            self.idle_advance_secs,
+            &ranges::IDLE_ADVANCE_SECS,
+        );
+    }
+}
+
+impl ServerConfig {
+    /// Paths relative to the config file.
+    fn rebase(&mut self, base: &Path) {
+        if let Some(f) = self
+            .auth
+            .as_mut()
+            .and_then(|a| a.bearer_token_file.as_mut())
+        {
+            *f = base.join(&*f);
+        }
+        if let Some(t) = self.tls.as_mut() {
+            t.cert_path = base.join(&t.cert_path);
+            t.key_path = base.join(&t.key_path);
+        }
+    }
+
+    /// The address, ranges, and an auth section naming exactly one token source.
+    fn check(&self, found: &mut Found) {
+        if let Err(e) = self.listen.parse::<std::net::SocketAddr>() {
+            found.push(
+                "server.listen",
+                format_args!("{:?} is not IP:PORT ({e})", self.listen),
+            );
+        }
+        found.range(
+            "server.header_read_timeout_ms",
+            self.header_read_timeout_ms,
+            &ranges::HEADER_READ_TIMEOUT_MS,
+        );
+        found.range(
+            "server.connection_timeout_secs",
+            self.connection_timeout_secs,
+            &ranges::CONNECTION_TIMEOUT_SECS,
+        );
+        found.range(
+            "server.max_connections",
+            self.max_connections,
+            &ranges::MAX_CONNECTIONS,
+        );
+        if let Some(a) = &self.auth {
+            match (&a.bearer_token_env, &a.bearer_token_file) {
+                (Some(_), Some(_)) | (None, None) => found.push(
+                    "server.auth",
+                    "give exactly one of bearer_token_env and bearer_token_file",
+                ),
+                (Some(name), None) if name.is_empty() => {
+                    found.push("server.auth.bearer_token_env", "is empty")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Why this listener is open to the network without authentication, when it is (a
+    /// warning of `kmswatch validate`, and logged by `run` at start).
+    pub fn exposure_warning(&self) -> Option<String> {
+        if self.auth.is_some() || self.is_loopback() {
+            return None;
+        }
+        Some(format!(
+            "{} is not a loopback address and server.auth is not set: anyone who can reach it \
+             reads /metrics (rule ids, sources, sinks, volumes). Add server.auth (and server.tls), \
+             or listen on 127.0.0.1",
+            self.listen
+        ))
+    }
+}
+
+impl ScaleOutConfig {
+    fn check(&self, found: &mut Found) {
+        for (name, empty) in [
+            ("brokers", self.brokers.is_empty()),
+            ("topic", self.topic.is_empty()),
+            ("group_id", self.group_id.is_empty()),
+        ] {
+            if empty {
+                found.push(format!("scale_out.{name}"), "must not be empty");
+            }
+        }
+        found.range("scale_out.partitions", self.partitions, &ranges::PARTITIONS);
     }
 }
 
@@ -416,22 +920,34 @@ fn rebase_sink_paths(s: &mut SinkConfig, base: &Path) {
 /// section does not name one.
 pub const DEFAULT_JOURNAL: &str = "respond-journal.jsonl";
 
-/// Parse and validate the `respond:` section; `journal_path` relative to the config file,
-/// default `STATE_DIR/respond-journal.jsonl` (the same file for `run` and `respond approve`).
-pub fn respond_section(v: Value, base: &Path, state_dir: &Path) -> Result<RespondConfig> {
+/// Parse and validate the `respond:` section (a problem is named `respond.KEY` when serde
+/// knows the key, `respond` for the crate's own checks); `journal_path` relative to the config
+/// file, default `STATE_DIR/respond-journal.jsonl` (the same file for `run` and `respond
+/// approve`).
+fn respond_section(
+    v: Value,
+    base: &Path,
+    state_dir: &Path,
+    found: &mut Found,
+) -> Option<RespondConfig> {
     let explicit = v.get("journal_path").is_some();
-    let mut rc: RespondConfig = serde_json::from_value(v).map_err(|e| anyhow!("respond: {e}"))?;
+    let mut rc: RespondConfig = found.section("respond", v)?;
     rc.journal_path = if explicit {
         base.join(&rc.journal_path)
     } else {
         state_dir.join(DEFAULT_JOURNAL)
     };
-    rc.validate().map_err(|e| anyhow!("respond: {e}"))?;
-    Ok(rc)
+    match rc.validate() {
+        Ok(()) => Some(rc),
+        Err(e) => {
+            found.push("respond", e);
+            None
+        }
+    }
 }
 
-/// `${NAME}` in strings → the environment variable.
-fn interpolate_env(v: &mut Value) -> Result<()> {
+/// `${NAME}` in strings → the environment variable; an unset one is a problem at its path.
+fn interpolate_env(v: &mut Value, path: &str, found: &mut Found) {
     match v {
         Value::String(s) if s.contains("${") => {
             let mut out = String::with_capacity(s.len());
@@ -439,24 +955,45 @@ fn interpolate_env(v: &mut Value) -> Result<()> {
             while let Some(i) = rest.find("${") {
                 out.push_str(&rest[..i]);
                 let after = &rest[i + 2..];
-                let end = after
-                    .find('}')
-                    .ok_or_else(|| anyhow!("unterminated ${{ in {s:?}"))?;
+                let Some(end) = after.find('}') else {
+                    found.push(path, "unterminated ${ (write ${NAME})");
+                    return;
+                };
                 let name = &after[..end];
-                let val = std::env::var(name).map_err(|_| {
-                    anyhow!("environment variable {name} is not set (used as ${{{name}}})")
-                })?;
-                out.push_str(&val);
+                match std::env::var(name) {
+                    Ok(val) => out.push_str(&val),
+                    Err(_) => {
+                        found.push(
+                            path,
+                            format_args!(
+                                "environment variable {name} is not set (used as ${{{name}}})"
+                            ),
+                        );
+                        return;
+                    }
+                }
                 rest = &after[end + 1..];
             }
             out.push_str(rest);
             *s = out;
         }
-        Value::Array(a) => a.iter_mut().try_for_each(interpolate_env)?,
-        Value::Object(o) => o.values_mut().try_for_each(interpolate_env)?,
+        Value::Array(a) => {
+            for (i, x) in a.iter_mut().enumerate() {
+                interpolate_env(x, &format!("{path}[{i}]"), found);
+            }
+        }
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                interpolate_env(x, &p, found);
+            }
+        }
         _ => {}
     }
-    Ok(())
 }
 
 /// YAML → JSON value (strings, numbers, booleans, lists, maps; keys as strings).

@@ -11,6 +11,7 @@ mod cmd;
 mod config;
 mod input;
 mod runtime;
+mod term;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -70,7 +71,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kmswatch: error: {e:#}");
+            // Errors quote file names, config values and sometimes log text.
+            eprintln!("kmswatch: error: {}", term::escape_lines(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }

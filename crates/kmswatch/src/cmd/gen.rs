@@ -91,7 +91,12 @@ fn line(name: &str, c: &CloudCounts) {
 }
 
 fn print_summary(s: &GenSummary, took: std::time::Duration) {
-    println!("wrote {} ({} .. {})", s.out_dir.display(), s.start, s.end);
+    println!(
+        "wrote {} ({} .. {})",
+        crate::term::escape(&s.out_dir.display().to_string()),
+        s.start,
+        s.end
+    );
     line("aws", &s.aws);
     line("azure", &s.azure);
     line("gcp", &s.gcp);

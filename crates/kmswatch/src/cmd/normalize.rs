@@ -1,6 +1,7 @@
 //! `kmswatch normalize`: audit logs in, one normalized event per line out.
 
 use crate::input::{self, Input};
+use crate::term::{escape, Escaped};
 use anyhow::{Context, Result};
 use kmswatch_normalize::{Format, Item, Normalizer, Options, Summary};
 use std::fs::File;
@@ -102,7 +103,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut write_err: Option<std::io::Error> = None;
     for inp in &inputs.files {
         let origin = inp.origin();
-        pb.set_message(short(&origin));
+        pb.set_message(escape(&short(&origin)).into_owned());
         let bytes = inp.read()?;
         normalizer.normalize_bytes(&bytes, &origin, &mut |item| {
             summary.add(&item);
@@ -127,7 +128,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     bytes,
                 } => {
                     if shown < args.show_rejected && !args.quiet {
-                        pb.suspend(|| eprintln!("rejected: {location}: {error}"));
+                        pb.suspend(|| {
+                            eprintln!("rejected: {}", Escaped(&format!("{location}: {error}")))
+                        });
                         shown += 1;
                     }
                     if let Some(d) = dead.as_mut() {

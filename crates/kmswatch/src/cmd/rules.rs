@@ -11,6 +11,7 @@
 //! pack's own conventions. Both print one line per rule and a summary, `--json` for machines,
 //! and exit 1 when anything fails.
 
+use crate::term::{escape, escape_lines};
 use anyhow::{Context, Result};
 use kmswatch_model::Finding;
 use kmswatch_normalize::{Item, Normalizer, Options};
@@ -55,8 +56,9 @@ pub struct TestArgs {
     #[arg(default_value = "rules", value_name = "DIR")]
     pub dir: PathBuf,
 
-    /// Engine configuration for the tests (default: DIR/tests.config.yml).
-    #[arg(long, value_name = "PATH")]
+    /// Engine configuration for the tests (default: DIR/tests.config.yml when the pack has
+    /// one). A file given here that cannot be read is an error (exit 2).
+    #[arg(long, short = 'c', value_name = "PATH")]
     pub config: Option<PathBuf>,
 
     /// Only test rules whose slug (file stem) or id contains this. Repeatable.
@@ -80,8 +82,9 @@ pub struct LintArgs {
     #[arg(default_value = "rules", value_name = "DIR")]
     pub dir: PathBuf,
 
-    /// Engine configuration (placeholders for `|expand`; default: DIR/tests.config.yml).
-    #[arg(long, value_name = "PATH")]
+    /// Engine configuration (placeholders for `|expand`; default: DIR/tests.config.yml when
+    /// the pack has one). A file given here that cannot be read is an error (exit 2).
+    #[arg(long, short = 'c', value_name = "PATH")]
     pub config: Option<PathBuf>,
 
     /// Print one JSON document instead of text.
@@ -228,8 +231,10 @@ struct TestConfig {
     detect: EngineConfig,
 }
 
-fn load_config(path: &Path) -> Result<TestConfig> {
-    if !path.exists() {
+/// The pack's test configuration: `explicit` (`--config`; an error when it cannot be read),
+/// else `DIR/tests.config.yml` when the pack has one, else the defaults.
+fn load_config(path: &Path, explicit: bool) -> Result<TestConfig> {
+    if !explicit && !path.exists() {
         return Ok(TestConfig::default());
     }
     let cfg = crate::config::Config::load(path)?;
@@ -303,22 +308,23 @@ fn run_test(args: TestArgs) -> Result<ExitCode> {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
+        // Test files are logs, and file names and messages quote them: escaped (crate::term).
         for r in &report.rules {
             let n = r.tests.len();
             if r.passed {
-                writeln!(out, "ok    {:<48} {n} test files", r.slug)?;
+                writeln!(out, "ok    {:<48} {n} test files", escape(&r.slug))?;
                 continue;
             }
-            writeln!(out, "FAIL  {:<48} {}", r.slug, r.file)?;
+            writeln!(out, "FAIL  {:<48} {}", escape(&r.slug), escape(&r.file))?;
             for p in &r.problems {
-                writeln!(out, "        {p}")?;
+                writeln!(out, "        {}", escape(p))?;
             }
             for t in r.tests.iter().filter(|t| !t.passed) {
                 writeln!(
                     out,
                     "        {}: {}",
-                    t.file,
-                    t.error.as_deref().unwrap_or("failed")
+                    escape(&t.file),
+                    escape(t.error.as_deref().unwrap_or("failed"))
                 )?;
             }
         }
@@ -335,7 +341,7 @@ fn run_test(args: TestArgs) -> Result<ExitCode> {
 pub fn test_pack(dir: &Path, config: Option<&PathBuf>, only: &[String]) -> Result<TestReport> {
     let pack = read_pack(dir)?;
     let cfg_path = config_path(dir, config);
-    let cfg = load_config(&cfg_path)?;
+    let cfg = load_config(&cfg_path, config.is_some())?;
     let opts = load_options(&cfg);
     let (rules, load) = RuleSet::load(&[dir], &opts)
         .map_err(|e| anyhow::anyhow!("loading {}: {e}", dir.display()))?;
@@ -896,8 +902,10 @@ pub fn lint_pack(dir: &Path, config: Option<&PathBuf>) -> Result<LintReport> {
     let pack = read_pack(dir)?;
     let mut pack_problems = Vec::new();
     let cfg_path = config_path(dir, config);
-    let cfg = match load_config(&cfg_path) {
+    let cfg = match load_config(&cfg_path, config.is_some()) {
         Ok(c) => c,
+        // A file the user named must be read; the pack's own is linted like the rules.
+        Err(e) if config.is_some() => return Err(e),
         Err(e) => {
             pack_problems.push(format!("{e:#}"));
             TestConfig::default()
@@ -949,15 +957,15 @@ fn run_lint(args: LintArgs) -> Result<ExitCode> {
         writeln!(out)?;
     } else {
         for p in &report.pack {
-            writeln!(out, "pack: {p}")?;
+            writeln!(out, "pack: {}", escape_lines(p))?;
         }
         for r in &report.rules {
             if r.problems.is_empty() {
-                writeln!(out, "ok    {}", r.slug)?;
+                writeln!(out, "ok    {}", escape(&r.slug))?;
             } else {
-                writeln!(out, "FAIL  {:<48} {}", r.slug, r.file)?;
+                writeln!(out, "FAIL  {:<48} {}", escape(&r.slug), escape(&r.file))?;
                 for p in &r.problems {
-                    writeln!(out, "        {p}")?;
+                    writeln!(out, "        {}", escape(p))?;
                 }
             }
         }

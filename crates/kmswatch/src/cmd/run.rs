@@ -90,7 +90,11 @@ pub fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().with_current_span(false).try_init(),
-        LogFormat::Text => builder.try_init(),
+        // Field values are log text: escaped (crate::term); colours only on a terminal.
+        LogFormat::Text => builder
+            .with_ansi(is_terminal::IsTerminal::is_terminal(&std::io::stderr()))
+            .fmt_fields(crate::term::TextFields)
+            .try_init(),
     };
 }
 
@@ -178,14 +182,8 @@ pub async fn start_server(
     metrics: &Metrics,
     ready: &Arc<AtomicBool>,
 ) -> Result<Option<std::net::SocketAddr>> {
-    match &cfg.server.listen {
-        Some(l) => {
-            let addr = l.parse().with_context(|| format!("server.listen {l:?}"))?;
-            let bound = server::serve(addr, metrics.clone(), ready.clone())
-                .await
-                .with_context(|| format!("listening on {l}"))?;
-            Ok(Some(bound))
-        }
+    match &cfg.server {
+        Some(s) => Ok(Some(server::start(s, metrics, ready).await?)),
         None => Ok(None),
     }
 }

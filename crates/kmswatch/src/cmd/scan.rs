@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::input;
+use crate::term::{escape, Escaped};
 use anyhow::{anyhow, Context, Result};
 use is_terminal::IsTerminal;
 use kmswatch_model::Finding;
@@ -54,8 +55,14 @@ pub struct Args {
     pub format: Format,
 
     /// Print findings as JSON lines even on a terminal.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "table")]
     pub json: bool,
+
+    /// Print the findings table even when stdout is not a terminal (for `| less -R`, a
+    /// report file). Text from the logs (principals, key names, titles) is printed with its
+    /// control characters escaped (`\x1b`), as on a terminal.
+    #[arg(long, conflicts_with = "output")]
+    pub table: bool,
 
     /// Write findings (JSON lines) to this file instead of stdout.
     #[arg(long, short = 'o', value_name = "PATH")]
@@ -104,8 +111,38 @@ fn parse_level(s: &str) -> Result<u8, String> {
     }
 }
 
+/// A rule left off because the config lacks a value it needs.
+#[derive(Debug, Clone)]
+pub struct RuleOff {
+    /// The rule (id or title).
+    pub rule: String,
+    /// The `|expand` placeholder missing from `rules.placeholders`.
+    pub placeholder: String,
+    /// The rule file.
+    pub file: PathBuf,
+}
+
 /// Load the rules named by the config and arguments; print load problems.
 pub fn load_rules(cfg: &Config, extra: &[PathBuf], skip_invalid: bool) -> Result<RuleSet> {
+    let (rules, off) = load_rules_noting(cfg, extra, skip_invalid)?;
+    for o in &off {
+        eprintln!(
+            "note: rule {} is off: it needs rules.placeholders.{} in the config ({})",
+            Escaped(&o.rule),
+            Escaped(&o.placeholder),
+            Escaped(&o.file.display().to_string())
+        );
+    }
+    Ok(rules)
+}
+
+/// Load the rules named by the config and arguments; rules that need site values (`|expand`
+/// placeholders such as %kms_admins%) the config does not supply are left off and returned.
+pub fn load_rules_noting(
+    cfg: &Config,
+    extra: &[PathBuf],
+    skip_invalid: bool,
+) -> Result<(RuleSet, Vec<RuleOff>)> {
     let paths: Vec<PathBuf> = if extra.is_empty() {
         cfg.rules.paths.clone()
     } else {
@@ -121,34 +158,35 @@ pub fn load_rules(cfg: &Config, extra: &[PathBuf], skip_invalid: bool) -> Result
     }
     let mut opts: LoadOptions = cfg.rules.engine.load_options();
     opts.skip_invalid = skip_invalid || cfg.rules.skip_invalid;
-    // Rules that need site values (`|expand` placeholders such as %kms_admins%) cannot run
-    // until the config supplies them: without them, run the rest and say which are off.
+    // Rules that need site values cannot run until the config supplies them: without them,
+    // run the rest and say which are off.
     if !opts.skip_invalid {
         if let Err(errors) = RuleSet::load(&paths, &opts) {
             let placeholder = |e: &kmswatch_rules::LoadError| {
                 e.kind == kmswatch_rules::LoadErrorKind::MissingPlaceholder
             };
             if errors.0.iter().all(placeholder) {
-                for e in &errors.0 {
-                    let name = e.reason.split('%').nth(1).unwrap_or("?");
-                    eprintln!(
-                        "note: rule {} is off: it needs rules.placeholders.{name} in the config ({})",
-                        e.rule.as_deref().unwrap_or("?"),
-                        e.file.display()
-                    );
-                }
+                let off = errors
+                    .0
+                    .iter()
+                    .map(|e| RuleOff {
+                        rule: e.rule.clone().unwrap_or_else(|| "?".into()),
+                        placeholder: e.reason.split('%').nth(1).unwrap_or("?").to_string(),
+                        file: e.file.clone(),
+                    })
+                    .collect();
                 opts.skip_invalid = true;
                 let (rules, _) = RuleSet::load(&paths, &opts).map_err(|e| anyhow!("{e}"))?;
-                return Ok(rules);
+                return Ok((rules, off));
             }
         }
     }
     match RuleSet::load(&paths, &opts) {
         Ok((rules, report)) => {
             for e in &report.errors {
-                eprintln!("rule skipped (invalid): {e}");
+                eprintln!("rule skipped (invalid): {}", Escaped(&e.to_string()));
             }
-            Ok(rules)
+            Ok((rules, Vec::new()))
         }
         Err(errors) => Err(anyhow!(
             "{} rule(s) failed to load (use --skip-invalid to run the others):\n{errors}",
@@ -176,7 +214,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     let inputs = input::expand(&args.paths)?;
     let pb = input::progress(&inputs, !args.quiet);
-    let table = !args.json && args.output.is_none() && std::io::stdout().is_terminal();
+    let table =
+        args.table || (!args.json && args.output.is_none() && std::io::stdout().is_terminal());
     let mut out: Box<dyn Write> = match &args.output {
         Some(p) => Box::new(BufWriter::new(
             File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -211,7 +250,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     bytes,
                 } => {
                     if !args.quiet {
-                        pb.suspend(|| eprintln!("rejected: {location}: {error}"));
+                        pb.suspend(|| {
+                            eprintln!("rejected: {}", Escaped(&format!("{location}: {error}")))
+                        });
                     }
                     if let Some(d) = dead.as_mut() {
                         let rec = serde_json::json!({
@@ -347,7 +388,7 @@ impl Report {
     }
 
     /// The terminal table: time, level, rule, principal, key, count — most severe first,
-    /// then by time.
+    /// then by time. Text from the logs is escaped (`crate::term`).
     fn table(&mut self, out: &mut dyn Write) -> Result<()> {
         self.rows.sort_by(|a, b| {
             b.severity_id
@@ -383,9 +424,9 @@ impl Report {
                     .unwrap_or_default()
                     .replace('T', " "),
                 f.severity.to_ascii_lowercase(),
-                clip(&f.finding_info.title, 44),
-                clip(&format!("{principal} ({kind})"), 32),
-                clip(&key, 40),
+                clip(&escape(&f.finding_info.title), 44),
+                clip(&escape(&format!("{principal} ({kind})")), 32),
+                clip(&escape(&key), 40),
                 count
             )?;
         }

@@ -1,26 +1,35 @@
 //! `kmswatch validate`: check a configuration before running it.
 
 use crate::cmd::rules::test_pack;
-use crate::cmd::scan::load_rules;
-use crate::config::Config;
-use anyhow::{anyhow, Context, Result};
+use crate::cmd::scan::load_rules_noting;
+use crate::config::{Config, SinkConfig};
+use crate::term::escape_lines;
+use anyhow::{anyhow, Result};
 use kmswatch_sources::SourceConfig;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Check a configuration: its schema, the rules it names, the rules' own tests, and (with
-/// --connect) that every source and sink is reachable.
+/// Check a configuration: its schema and every value, the rules it names, the rules' own
+/// tests, and (with --connect) what it reaches — without changing anything.
 ///
-/// Checks, in order: the config parses (unknown keys are errors, ${ENV} variables are set,
-/// every source and sink validates); the rules load and the engine builds with the config's
-/// settings; every rule pack directory's tests pass (`kmswatch rules test`). With --connect:
-/// SQS GetQueueAttributes on each queue, S3 HeadBucket for backfills, Kafka metadata for the
-/// topics, file paths exist, state directory writable, each sink's destination (HEC health
-/// and token, Sentinel token, Kafka metadata, file writable, webhook reachable), and the
-/// response journal's directory writable.
+/// Checks, in order: the config parses and every problem in it is listed on its own line,
+/// named by its path (`sinks[2]`, `state.channel_capacity`): unknown keys, unset ${ENV}
+/// variables, numbers outside their documented range, patterns and globs that do not compile,
+/// each source's, sink's and the response section's own checks; warnings for a metrics
+/// listener open to the network without auth and for rules left off for a missing
+/// `rules.placeholders` value. Then the rules load and the engine builds with the config's
+/// settings, and every rule pack directory's tests pass (`kmswatch rules test`).
 ///
-/// Exit status: 0 all checks passed; 1 a check failed; 2 the config could not be read.
+/// With --connect, read-only: SQS GetQueueAttributes on each queue, S3 HeadBucket for
+/// backfills, Kafka metadata for the topics, file source paths exist, each network sink's
+/// destination (HEC health and token, Sentinel token, Kafka metadata, webhook reachable), the
+/// metrics listener's token and certificate files; and for the state directory, the
+/// dead-letter file, file sinks and the response journal: exists and writable, or "would be
+/// created" when the nearest existing parent is writable. Nothing is created or written.
+///
+/// Exit status: 0 all checks passed (warnings allowed); 1 a check failed; 2 the config file
+/// could not be read (missing, unreadable, not YAML).
 ///
 /// Examples:
 ///   kmswatch validate /etc/kmswatch/kmswatch.yml
@@ -32,7 +41,7 @@ pub struct Args {
     #[arg(value_name = "CONFIG")]
     pub config: PathBuf,
 
-    /// Also check that sources and sinks are reachable.
+    /// Also check, read-only, that sources, sinks and local paths are reachable and writable.
     #[arg(long)]
     pub connect: bool,
 
@@ -46,37 +55,53 @@ struct Checks {
 }
 
 impl Checks {
+    /// One line per check; texts may quote config values and remote answers: escaped.
     fn report(&mut self, what: &str, r: Result<String>) {
         match r {
-            Ok(detail) => println!(
-                "ok    {what}{}",
-                if detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {detail}")
-                }
-            ),
+            Ok(detail) if detail.is_empty() => println!("ok    {}", escape_lines(what)),
+            Ok(detail) => println!("ok    {}: {}", escape_lines(what), escape_lines(&detail)),
             Err(e) => {
                 self.failed += 1;
-                println!("FAIL  {what}: {e:#}");
+                println!(
+                    "FAIL  {}: {}",
+                    escape_lines(what),
+                    escape_lines(&format!("{e:#}"))
+                );
             }
         }
+    }
+
+    fn warn(&self, what: &str, message: &str) {
+        println!("WARN  {}: {}", escape_lines(what), escape_lines(message));
     }
 }
 
 /// Run the verb.
 pub fn run(args: Args) -> Result<ExitCode> {
-    let cfg = Config::load(&args.config)?;
+    let (cfg, problems) = Config::load_checked(&args.config)?;
     let mut checks = Checks { failed: 0 };
-    checks.report(
-        "config",
-        Ok(format!(
-            "{} source(s), {} sink(s), state in {}",
-            cfg.sources.len(),
-            cfg.sinks.len(),
-            cfg.state.dir.display()
-        )),
-    );
+    if problems.is_empty() {
+        checks.report(
+            "config",
+            Ok(format!(
+                "{} source(s), {} sink(s), state in {}",
+                cfg.sources.len(),
+                cfg.sinks.len(),
+                cfg.state.dir.display()
+            )),
+        );
+    }
+    for p in &problems {
+        let what = if p.path.is_empty() {
+            "config".to_string()
+        } else {
+            p.path.clone()
+        };
+        checks.report(&what, Err(anyhow!("{}", p.message)));
+    }
+    if let Some(w) = cfg.server.as_ref().and_then(|s| s.exposure_warning()) {
+        checks.warn("server.listen", &w);
+    }
     if let Some(r) = &cfg.respond {
         checks.report(
             "respond",
@@ -88,16 +113,28 @@ pub fn run(args: Args) -> Result<ExitCode> {
             )),
         );
     }
-    let rules = load_rules(&cfg, &[], false);
-    match rules {
-        Ok(r) => {
+    match load_rules_noting(&cfg, &[], false) {
+        Ok((r, off)) => {
+            for o in &off {
+                checks.warn(
+                    &format!("rules.placeholders.{}", o.placeholder),
+                    &format!(
+                        "not set: rule {} ({}) is off until it is",
+                        o.rule,
+                        o.file.display()
+                    ),
+                );
+            }
             let (n, c) = (r.len(), r.correlations().count());
-            checks.report(
-                "rules",
+            // With problems in the config, the engine settings are not the ones written.
+            let engine = if problems.is_empty() {
                 kmswatch_rules::Engine::new(r, cfg.rules.engine.clone())
                     .map(|_| format!("{n} detection, {c} correlation"))
-                    .map_err(|e| anyhow!("engine: {e}")),
-            );
+                    .map_err(|e| anyhow!("engine: {e}"))
+            } else {
+                Ok(format!("{n} detection, {c} correlation loaded"))
+            };
+            checks.report("rules", engine);
         }
         Err(e) => checks.report("rules", Err(e)),
     }
@@ -125,7 +162,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             checks.report(&what, r);
         }
     }
-    if cfg.sinks.is_empty() {
+    if cfg.sinks.is_empty() && problems.is_empty() {
         // An ingest instance (`run --mode ingest`) publishes events to the scale_out topic and
         // delivers nothing itself; `run` in the other modes refuses to start without sinks.
         let r = if cfg.scale_out.is_some() {
@@ -136,10 +173,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         checks.report("sinks", r);
     }
     if args.connect {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(connect_checks(&cfg, &mut checks));
+        if problems.is_empty() {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(connect_checks(&cfg, &mut checks));
+        } else {
+            println!("skip  --connect checks: fix the config first");
+        }
     }
     Ok(if checks.failed == 0 {
         println!("configuration OK");
@@ -150,12 +191,90 @@ pub fn run(args: Args) -> Result<ExitCode> {
     })
 }
 
-fn writable_dir(dir: &Path) -> Result<String> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let probe = dir.join(".kmswatch-write-test");
-    std::fs::write(&probe, b"").with_context(|| format!("{} is not writable", dir.display()))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(format!("{} writable", dir.display()))
+/// Whether the directory `dir` can be used — it exists and this process may create files in
+/// it, or it does not exist and its nearest existing ancestor is such a directory ("would be
+/// created") — asked of the kernel (access(2)), so nothing is created or written.
+fn dir_usable(dir: &Path) -> Result<String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            writable(dir).map(|_| format!("{} exists and is writable", dir.display()))
+        }
+        Ok(_) => Err(anyhow!("{} exists and is not a directory", dir.display())),
+        Err(e) if is_missing(&e) => {
+            let mut ancestor = dir;
+            let existing = loop {
+                match ancestor.parent() {
+                    Some(p) if p.as_os_str().is_empty() => break Path::new("."),
+                    Some(p) => {
+                        if std::fs::symlink_metadata(p).is_ok() {
+                            break p;
+                        }
+                        ancestor = p;
+                    }
+                    None => break ancestor,
+                }
+            };
+            if !existing.is_dir() {
+                return Err(anyhow!(
+                    "{} does not exist and cannot be created: {} is not a directory",
+                    dir.display(),
+                    existing.display()
+                ));
+            }
+            writable(existing).map_err(|e| {
+                anyhow!(
+                    "{} does not exist and cannot be created: {e}",
+                    dir.display()
+                )
+            })?;
+            Ok(format!(
+                "{} does not exist; would be created (in {}, writable)",
+                dir.display(),
+                existing.display()
+            ))
+        }
+        Err(e) => Err(anyhow!("{}: {e}", dir.display())),
+    }
+}
+
+/// Whether the file `file` can be appended to, or created in its directory (see [`dir_usable`]).
+fn file_usable(file: &Path) -> Result<String> {
+    match std::fs::metadata(file) {
+        Ok(m) if m.is_file() => {
+            rustix::fs::access(file, rustix::fs::Access::WRITE_OK)
+                .map_err(|e| anyhow!("{} is not writable: {e}", file.display()))?;
+            Ok(format!("{} exists and is writable", file.display()))
+        }
+        Ok(_) => Err(anyhow!(
+            "{} exists and is not a regular file",
+            file.display()
+        )),
+        Err(e) if is_missing(&e) => {
+            let dir = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let d = dir_usable(dir)
+                .map_err(|e| anyhow!("{} cannot be created: {e:#}", file.display()))?;
+            Ok(format!("{} would be created; {d}", file.display()))
+        }
+        Err(e) => Err(anyhow!("{}: {e}", file.display())),
+    }
+}
+
+/// The path does not exist (or a file stands where a parent directory should be).
+fn is_missing(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    )
+}
+
+/// May this process create entries in the directory `dir`?
+fn writable(dir: &Path) -> Result<()> {
+    use rustix::fs::Access;
+    rustix::fs::access(dir, Access::WRITE_OK | Access::EXEC_OK)
+        .map_err(|e| anyhow!("{} is not writable: {e}", dir.display()))
 }
 
 async fn sdk(region: Option<&str>, endpoint: Option<&str>) -> aws_config::SdkConfig {
@@ -170,7 +289,14 @@ async fn sdk(region: Option<&str>, endpoint: Option<&str>) -> aws_config::SdkCon
 }
 
 async fn connect_checks(cfg: &Config, checks: &mut Checks) {
-    checks.report("state.dir", writable_dir(&cfg.state.dir));
+    checks.report("state.dir", dir_usable(&cfg.state.dir));
+    checks.report(
+        "state.dead_letter_path",
+        file_usable(&cfg.state.dead_letter()),
+    );
+    if let Some(s) = &cfg.server {
+        checks.report("server", crate::runtime::server::check(s));
+    }
     for s in &cfg.sources {
         let what = format!("source {} ({})", s.id, s.config.type_name());
         let r: Result<String> = match &s.config {
@@ -268,44 +394,50 @@ async fn connect_checks(cfg: &Config, checks: &mut Checks) {
         };
         checks.report(&what, r);
     }
-    match sink_connect_checks(&cfg.sinks).await {
-        Ok(reports) => {
-            for r in reports {
-                let what = format!("sink {} ({})", r.sink, r.sink_type);
-                checks.report(&what, r.result.map_err(|e| anyhow!("{e}")));
-            }
-        }
-        Err(e) => checks.report("sinks", Err(e)),
-    }
+    sink_connect_checks(&cfg.sinks, checks).await;
     if let Some(r) = &cfg.respond {
-        checks.report(
-            "respond journal",
-            writable_dir(
-                r.journal_path
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new(".")),
-            ),
-        );
+        checks.report("respond.journal_path", file_usable(&r.journal_path));
     }
 }
 
-/// `SinkSet::check_connect` on the configured sinks: HEC health and token, Entra token and
-/// DCE, Kafka metadata, file writable, webhook reachable. The sinks are started with a
-/// throw-away spool directory so that a running service's spool is never touched.
-async fn sink_connect_checks(
-    sinks: &[crate::config::SinkConfig],
-) -> Result<Vec<kmswatch_sinks::ConnectReport>> {
+/// Each sink's destination. Local ones (file, stdout) are checked here without touching
+/// them; network ones by `SinkSet::check_connect` (HEC health and token, Entra token and
+/// DCE, Kafka metadata, webhook reachable), started with a throw-away spool directory under
+/// the system's temporary directory (removed afterwards) so that a running service's spool is
+/// never touched.
+async fn sink_connect_checks(sinks: &[SinkConfig], checks: &mut Checks) {
+    let names = match kmswatch_sinks::SinkSet::validate(sinks) {
+        Ok(n) => n,
+        Err(e) => return checks.report("sinks", Err(anyhow!("{e}"))),
+    };
+    let mut remote = Vec::new();
+    for (s, name) in sinks.iter().zip(&names) {
+        let what = format!("sink {name} ({})", s.type_name());
+        match s {
+            SinkConfig::File(f) => checks.report(&what, file_usable(&f.path)),
+            SinkConfig::Stdout(_) => checks.report(&what, Ok("standard output".into())),
+            _ => remote.push(s.clone()),
+        }
+    }
+    if remote.is_empty() {
+        return;
+    }
     let spool = std::env::temp_dir().join(format!(
         "kmswatch-validate-spool-{}-{}",
         std::process::id(),
         crate::runtime::pipeline::now_ms()
     ));
-    let set = kmswatch_sinks::SinkSet::from_config(sinks, &spool).map_err(|e| anyhow!("{e}"))?;
-    let reports = set.check_connect().await;
-    set.shutdown(Duration::from_millis(200)).await;
+    match kmswatch_sinks::SinkSet::from_config(&remote, &spool) {
+        Ok(set) => {
+            for r in set.check_connect().await {
+                let what = format!("sink {} ({})", r.sink, r.sink_type);
+                checks.report(&what, r.result.map_err(|e| anyhow!("{e}")));
+            }
+            set.shutdown(Duration::from_millis(200)).await;
+        }
+        Err(e) => checks.report("sinks", Err(anyhow!("{e}"))),
+    }
     let _ = std::fs::remove_dir_all(&spool);
-    Ok(reports)
 }
 
 fn glob_base(p: &str) -> PathBuf {

@@ -413,6 +413,16 @@ pub fn describe_all(m: &Metrics) {
             "gauge",
             "1 once state is restored and sources are open.",
         ),
+        (
+            "kmswatch_server_accept_errors_total",
+            "counter",
+            "Connections the metrics listener failed to accept (out of file descriptors?); it backs off.",
+        ),
+        (
+            "kmswatch_server_auth_failures_total",
+            "counter",
+            "Requests for /metrics refused for a missing or wrong bearer token.",
+        ),
     ] {
         m.describe(name, kind, help);
     }

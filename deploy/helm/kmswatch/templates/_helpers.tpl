@@ -52,3 +52,32 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail (printf "layout must be single or two-tier, not %q" .Values.layout) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Where the metrics token and the TLS pair are mounted in the container. */}}
+{{- define "kmswatch.metricsTokenDir" -}}/var/run/kmswatch/metrics-token{{- end -}}
+{{- define "kmswatch.metricsTlsDir" -}}/var/run/kmswatch/metrics-tls{{- end -}}
+
+{{/* The Secret holding the metrics token. */}}
+{{- define "kmswatch.metricsTokenSecret" -}}
+{{- default (printf "%s-metrics-token" (include "kmswatch.fullname" .)) .Values.metrics.auth.existingSecret -}}
+{{- end -}}
+
+{{/* HTTP or HTTPS, for the probes and the scrape annotation. */}}
+{{- define "kmswatch.metricsScheme" -}}
+{{- ternary "HTTPS" "HTTP" (not (empty .Values.metrics.tls.existingSecret)) -}}
+{{- end -}}
+
+{{/* The kmswatch config: .Values.config plus the server section from .Values.metrics. */}}
+{{- define "kmswatch.config" -}}
+{{- $cfg := deepCopy .Values.config -}}
+{{- $server := dict "listen" (printf "0.0.0.0:%v" .Values.metrics.port) -}}
+{{- if .Values.metrics.auth.enabled -}}
+{{- $_ := set $server "auth" (dict "bearer_token_file" (printf "%s/token" (include "kmswatch.metricsTokenDir" .))) -}}
+{{- end -}}
+{{- if .Values.metrics.tls.existingSecret -}}
+{{- $dir := include "kmswatch.metricsTlsDir" . -}}
+{{- $_ := set $server "tls" (dict "cert_path" (printf "%s/tls.crt" $dir) "key_path" (printf "%s/tls.key" $dir)) -}}
+{{- end -}}
+{{- $_ := set $cfg "server" $server -}}
+{{- toYaml $cfg -}}
+{{- end -}}
