@@ -221,6 +221,9 @@ pub struct Policy {
 #[derive(Debug, Default)]
 pub struct PolicyState {
     seen: HashSet<String>,
+    /// Action ids with a record that ends their automatic handling: every record but a plan
+    /// that proceeds to execution (`planned`). See `Responder::has_work`.
+    pub handled: HashSet<String>,
     /// Pending actions by action id (their plan record).
     pub pending: BTreeMap<String, AuditRecord>,
     /// Outcome of finished actions by action id (applied / already_applied).
@@ -416,6 +419,9 @@ impl PolicyState {
     fn apply(&mut self, r: &AuditRecord, rate: Rate, replay_tokens: bool) {
         if !self.seen.insert(r.record_id.clone()) {
             return;
+        }
+        if (r.phase, r.outcome) != (Phase::Plan, Outcome::Planned) {
+            self.handled.insert(r.action_id.clone());
         }
         match (r.phase, r.outcome) {
             (Phase::Plan, Outcome::Pending) => {

@@ -11,7 +11,7 @@ use crate::config::RespondConfig;
 use crate::error::RespondError;
 use crate::gcp::GcpBackend;
 use crate::journal::Journal;
-use crate::policy::{Check, Policy, Refusal};
+use crate::policy::{Check, PlannedAction, Policy, Refusal};
 use kmswatch_model::{
     Analytic, Finding, FindingCloud, FindingExt, FindingInfo, FindingMetadata, Provider, Resource,
 };
@@ -46,6 +46,17 @@ fn hash(parts: &[&str]) -> String {
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The id of a playbook action on a finding: the same finding gives the same ids.
+fn action_id(f: &Finding, pa: &PlannedAction) -> String {
+    hash(&[
+        &f.finding_info.uid,
+        &pa.key.uid,
+        pa.action.kind.as_str(),
+        pa.action.grant_id.as_deref().unwrap_or_default(),
+        &pa.action.versions.join(","),
+    ])
 }
 
 /// A person's request (CLI).
@@ -230,13 +241,7 @@ impl Responder {
         };
         let mut out = Vec::new();
         for pa in plans {
-            let action_id = hash(&[
-                &f.finding_info.uid,
-                &pa.key.uid,
-                pa.action.kind.as_str(),
-                pa.action.grant_id.as_deref().unwrap_or_default(),
-                &pa.action.versions.join(","),
-            ]);
+            let action_id = action_id(f, &pa);
             let ctx = Ctx {
                 action_id,
                 key: pa.key,
@@ -257,6 +262,20 @@ impl Responder {
             out.extend(self.run(ctx).await);
         }
         out
+    }
+
+    /// Whether [`Responder::on_finding`] has anything left to do for `f`: a playbook plans an
+    /// action for it that the journal does not show as handled (a plan that proceeded to
+    /// execution without an execute record is not handled). Changes nothing; reads what other
+    /// processes appended to the journal first. The runtime's durable response queue asks it
+    /// before it queues a finding and before it runs a queued one again after a restart, so
+    /// no step is journaled twice.
+    pub fn has_work(&self, f: &Finding) -> bool {
+        self.refresh();
+        let p = self.lock_policy();
+        p.plan_finding(f)
+            .iter()
+            .any(|pa| !p.state.handled.contains(&action_id(f, pa)))
     }
 
     /// A person's request (CLI): runs unless `dry_run`; the policy's lists, break-glass and rate
