@@ -64,6 +64,8 @@ pub struct Config {
     /// allow/deny lists, limits, journal), validated. `journal_path` defaults to
     /// `STATE_DIR/respond-journal.jsonl`.
     pub respond: Option<RespondConfig>,
+    /// `kmswatch run`: the memory budget, dead-letter bounds and shutdown bound.
+    pub limits: crate::runtime::limits::LimitsConfig,
 }
 
 /// One configured source: an id (its name in metrics, logs, engine streams and state) and the
@@ -251,6 +253,8 @@ struct RawTop {
     scale_out: Option<ScaleOutConfig>,
     #[serde(default)]
     respond: Option<Value>,
+    #[serde(default)]
+    limits: Option<crate::runtime::limits::LimitsConfig>,
 }
 
 impl Config {
@@ -365,7 +369,10 @@ impl Config {
                 bail!("scale_out.partitions: must be at least 1");
             }
         }
+        let limits = top.limits.unwrap_or_default();
+        limits.validate().map_err(|e| anyhow!(e))?;
         Ok(Config {
+            limits,
             normalize: top.normalize.unwrap_or_default(),
             rules,
             path: None,
