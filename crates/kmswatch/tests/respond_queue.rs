@@ -282,7 +282,7 @@ fn detect_mode_keeps_queued_actions_in_its_snapshots() {
     );
     let detect_dir = dir.path().join("detect");
     let mut run = Run::start_args(&detect_dir, &detect_config, &AWS_ENV, &["--mode", "detect"]);
-    wait_for("the first dry-run records", 120, &mut run, |r| {
+    wait_for("the first dry-run records", 180, &mut run, |r| {
         journal(r).len() >= 50
     });
     kms.open.store(false, Ordering::SeqCst);
