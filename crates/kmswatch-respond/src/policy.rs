@@ -391,6 +391,9 @@ pub struct Policy {
 pub struct PolicyState {
     seen: HashSet<String>,
     actions: HashSet<String>,
+    /// Action ids with a record that ends their automatic handling: every record but a plan
+    /// that proceeds to execution (`planned`). See `Responder::has_work`.
+    pub handled: HashSet<String>,
     /// Pending actions by action id (their plan record).
     pub pending: BTreeMap<String, AuditRecord>,
     /// Outcome of finished actions by action id (applied / already_applied).
@@ -655,6 +658,9 @@ impl PolicyState {
             return;
         }
         self.actions.insert(r.action_id.clone());
+        if (r.phase, r.outcome) != (Phase::Plan, Outcome::Planned) {
+            self.handled.insert(r.action_id.clone());
+        }
         match (r.phase, r.outcome) {
             (Phase::Plan, Outcome::Pending) => {
                 self.pending.insert(r.action_id.clone(), r.clone());

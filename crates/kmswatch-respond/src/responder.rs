@@ -14,7 +14,7 @@ use crate::error::RespondError;
 use crate::gcp::GcpBackend;
 use crate::journal::Journal;
 use crate::net::Net;
-use crate::policy::{Check, InvalidTarget, Policy, Refusal};
+use crate::policy::{Check, InvalidTarget, PlannedAction, Policy, Refusal};
 use crate::provenance::{CloudTrailPath, DigestVerifier, Require, Unverified};
 use kmswatch_model::{
     Analytic, Finding, FindingCloud, FindingExt, FindingInfo, FindingMetadata, Provider, Resource,
@@ -59,6 +59,22 @@ fn hash(parts: &[&str]) -> String {
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The id of the refusal recorded for a target the grammar refused.
+fn invalid_action_id(f: &Finding, t: &InvalidTarget) -> String {
+    hash(&["invalid", &f.finding_info.uid, &t.key, t.action.as_str()])
+}
+
+/// The id of a playbook action on a finding: the same finding gives the same ids.
+fn action_id(f: &Finding, pa: &PlannedAction) -> String {
+    hash(&[
+        &f.finding_info.uid,
+        &pa.key.uid,
+        pa.action.kind.as_str(),
+        pa.action.grant_id.as_deref().unwrap_or_default(),
+        &pa.action.versions.join(","),
+    ])
 }
 
 /// A person's request (CLI).
@@ -317,13 +333,7 @@ impl Responder {
         }
         let basis = (!plans.is_empty()).then(|| Basis::of(f));
         for pa in plans {
-            let action_id = hash(&[
-                &f.finding_info.uid,
-                &pa.key.uid,
-                pa.action.kind.as_str(),
-                pa.action.grant_id.as_deref().unwrap_or_default(),
-                &pa.action.versions.join(","),
-            ]);
+            let action_id = action_id(f, &pa);
             let ctx = Ctx {
                 action_id,
                 key: pa.key,
@@ -350,7 +360,7 @@ impl Responder {
     /// A finding's target whose id does not follow the grammar: a refused plan record (no
     /// call of any kind) and a finding, once per finding and target.
     fn refuse_invalid(&self, f: &Finding, t: InvalidTarget, actor: &str) -> Vec<ResponseOutput> {
-        let action_id = hash(&["invalid", &f.finding_info.uid, &t.key, t.action.as_str()]);
+        let action_id = invalid_action_id(f, &t);
         if self.lock_policy().state.seen_action(&action_id) {
             return Vec::new();
         }
@@ -399,6 +409,25 @@ impl Responder {
             ResponseOutput::Audit(Box::new(r)),
             ResponseOutput::Finding(Box::new(raised)),
         ]
+    }
+
+    /// Whether [`Responder::on_finding`] has anything left to do for `f`: a playbook plans an
+    /// action for it that the journal does not show as handled (a plan that proceeded to
+    /// execution without an execute record is not handled), or names a target refused by the
+    /// grammar whose refusal is not journaled yet. Changes nothing; reads what other
+    /// processes appended to the journal first. The runtime's durable response queue asks it
+    /// before it queues a finding and before it runs a queued one again after a restart, so
+    /// no step is journaled twice.
+    pub fn has_work(&self, f: &Finding) -> bool {
+        self.refresh();
+        let p = self.lock_policy();
+        let (planned, invalid) = p.plan(f);
+        planned
+            .iter()
+            .any(|pa| !p.state.handled.contains(&action_id(f, pa)))
+            || invalid
+                .iter()
+                .any(|t| !p.state.seen_action(&invalid_action_id(f, t)))
     }
 
     /// A person's request (CLI): runs unless `dry_run`; the policy's lists, break-glass and rate

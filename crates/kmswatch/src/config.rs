@@ -70,6 +70,8 @@ pub struct Config {
     /// allow/deny lists, limits, journal), validated. `journal_path` defaults to
     /// `STATE_DIR/respond-journal.jsonl`.
     pub respond: Option<RespondConfig>,
+    /// `kmswatch run`: the memory budget, dead-letter bounds and shutdown bound.
+    pub limits: crate::runtime::limits::LimitsConfig,
 }
 
 /// One configured source: an id (its name in metrics, logs, engine streams and state) and the
@@ -342,6 +344,8 @@ struct RawTop {
     scale_out: Option<Value>,
     #[serde(default)]
     respond: Option<Value>,
+    #[serde(default)]
+    limits: Option<Value>,
 }
 
 /// One thing wrong with a config file, named by where it is (`sinks[2]`,
@@ -606,8 +610,18 @@ impl Config {
         if let Some(so) = &scale_out {
             so.check(&mut found);
         }
+        let limits = match top.limits {
+            None | Some(Value::Null) => crate::runtime::limits::LimitsConfig::default(),
+            Some(v) => found.section("limits", v).unwrap_or_default(),
+        };
+        if let Err(e) = limits.validate() {
+            // The message names the field (`limits.memory_budget_bytes: ...`).
+            let (path, msg) = e.split_once(": ").unwrap_or(("limits", &e));
+            found.push(path, msg);
+        }
         Ok((
             Config {
+                limits,
                 normalize,
                 rules,
                 path: None,

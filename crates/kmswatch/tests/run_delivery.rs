@@ -21,17 +21,15 @@ mod common;
 #[path = "../../kmswatch-respond/tests/common/mod.rs"]
 mod respond_common;
 
-use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kmswatch");
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use support::{ingest_to_new_topic, schedule_deletion_in, workspace, Run, BIN};
+
 const HEC_TOKEN: &str = "11111111-2222-3333-4444-555555555555";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn aws_endpoint() -> Option<String> {
     std::env::var("KMSWATCH_TEST_AWS_ENDPOINT")
@@ -39,135 +37,9 @@ fn aws_endpoint() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// A `kmswatch run` child process; killed when dropped.
-struct Run {
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Run {
-    fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Run {
-        Run::start_args(dir, config, env, &[])
-    }
-
-    /// `kmswatch run --config DIR/kmswatch.yml ARGS...`
-    fn start_args(dir: &Path, config: &str, env: &[(&str, &str)], args: &[&str]) -> Run {
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(dir.join("kmswatch.yml"), config).unwrap();
-        let log = std::fs::File::create(dir.join("kmswatch.log")).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .arg("--config")
-            .arg(dir.join("kmswatch.yml"))
-            .args(args)
-            .env(
-                "KMSWATCH_LOG",
-                "info,aws_config=warn,aws_smithy_runtime=warn",
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Run {
-            dir: dir.to_path_buf(),
-            child: Some(cmd.spawn().unwrap()),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("kmswatch.log")).unwrap_or_default()
-    }
-
-    fn jsonl(&self, name: &str) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.join(name))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn assert_alive(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(Some(st)) = c.try_wait() {
-                panic!("kmswatch run exited early with {st}:\n{}", self.log());
-            }
-        }
-    }
-
-    /// SIGTERM and wait for a clean exit.
-    fn stop(&mut self) {
-        if let Some(c) = self.child.as_ref() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-        }
-        self.wait_exit(40);
-    }
-
-    /// Wait for a clean exit (killed and failing after `secs`).
-    fn wait_exit(&mut self, secs: u64) {
-        if let Some(mut c) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(secs);
-            loop {
-                if let Ok(Some(st)) = c.try_wait() {
-                    assert!(
-                        st.success(),
-                        "kmswatch run exited with {st}:\n{}",
-                        self.log()
-                    );
-                    return;
-                }
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    panic!("kmswatch run did not stop:\n{}", self.log());
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A CloudTrail ScheduleKeyDeletion record for `key_arn`, as one JSON line.
+/// A CloudTrail ScheduleKeyDeletion record (7-day window) by `mallory` for `key_arn`.
 fn schedule_deletion_line(key_arn: &str, event_id: &str) -> String {
-    let account = key_arn.split(':').nth(4).unwrap_or("123456789012");
-    let rec = json!({
-        "eventVersion": "1.09",
-        "userIdentity": {
-            "type": "IAMUser", "principalId": "AIDA6384E2B2184BCBF58",
-            "arn": format!("arn:aws:iam::{account}:user/mallory"),
-            "accountId": account, "accessKeyId": "AKIA3B3FAAD13390D035", "userName": "mallory"
-        },
-        "eventTime": "2026-01-15T15:00:00Z",
-        "eventSource": "kms.amazonaws.com",
-        "eventName": "ScheduleKeyDeletion",
-        "awsRegion": "us-east-1",
-        "sourceIPAddress": "203.0.113.10",
-        "userAgent": "aws-cli/2.15.30 Python/3.11.8 Linux/6.5 exe/x86_64",
-        "requestParameters": {"keyId": key_arn, "pendingWindowInDays": 7},
-        "responseElements": {"keyId": key_arn, "keyState": "PendingDeletion", "pendingWindowInDays": 7},
-        "requestID": format!("req-{event_id}"),
-        "eventID": event_id,
-        "readOnly": false,
-        "eventType": "AwsApiCall",
-        "managementEvent": true,
-        "recipientAccountId": account,
-        "eventCategory": "Management",
-        "resources": [{"accountId": account, "type": "AWS::KMS::Key", "ARN": key_arn}]
-    });
-    format!("{}\n", json!({ "Records": [rec] }))
+    schedule_deletion_in(key_arn, "mallory", event_id, 7)
 }
 
 fn config(log: &Path, sinks: &str, extra: &str) -> String {
@@ -183,44 +55,12 @@ fn config(log: &Path, sinks: &str, extra: &str) -> String {
 
 /// The saved offset of `path` in the file source's position store (0 when none).
 fn saved_offset(dir: &Path, path: &Path) -> u64 {
-    let p = dir.join("state/files/trail/file-positions.json");
-    let Ok(b) = std::fs::read(&p) else {
-        return 0;
-    };
-    let v: Value = serde_json::from_slice(&b).unwrap_or_default();
-    v.get(path.to_string_lossy().as_ref())
-        .and_then(|p| p.get("offset"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
+    support::saved_offset(&dir.join("state/files/trail"), path)
 }
 
-/// GET /metrics from the address the startup banner names.
-fn scrape_metrics(log: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = log
-        .split("\"listen\":\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap_or_else(|| panic!("no listen address in the banner:\n{log}"))
-        .to_string();
-    let mut c = std::net::TcpStream::connect(&addr).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
-    out
-}
-
-async fn wait_for(what: &str, secs: u64, run: &mut Run, mut f: impl FnMut(&Run) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f(run) {
-            return;
-        }
-        run.assert_alive();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}:\n{}", run.log());
+/// Poll `f` until it holds (the run must stay alive), off the async workers.
+async fn wait_for(what: &str, secs: u64, run: &mut Run, f: impl FnMut(&Run) -> bool) {
+    tokio::task::block_in_place(|| support::wait_for(what, secs, run, f));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,7 +131,7 @@ async fn hec_sink_acknowledges_before_the_file_position_moves() {
     assert!(s.indexed.iter().all(|e| e["index"] == "kms"));
     drop(s);
     // The sink's own metrics are on /metrics.
-    let metrics = scrape_metrics(&run.log());
+    let (_, metrics) = run.get("/metrics").expect("GET /metrics");
     assert!(
         metrics.contains("kmswatch_sink_sent_total{sink=\"splunk\",type=\"splunk_hec\"} 2"),
         "{metrics}"
@@ -308,7 +148,7 @@ async fn hec_sink_acknowledges_before_the_file_position_moves() {
     );
     let s = st.lock().unwrap();
     drop(s);
-    run.stop();
+    run.stop(40);
 }
 
 /// A KMS client on moto.
@@ -447,7 +287,7 @@ async fn schedule_key_deletion_is_cancelled_in_enforce_mode_only() {
     .await;
     assert_eq!(findings_of(&run, "kms_schedule_key_deletion").len(), 1);
     assert_eq!(key_state(&c, &arn).await, "PendingDeletion");
-    run.stop();
+    run.stop(40);
     assert_eq!(key_state(&c, &arn).await, "PendingDeletion");
     let journal = dir.path().join("state/respond-journal.jsonl");
     assert!(
@@ -474,7 +314,7 @@ async fn schedule_key_deletion_is_cancelled_in_enforce_mode_only() {
         applied[0]["finding_id"],
         findings_of(&run, "kms_schedule_key_deletion")[0]["finding_info"]["uid"]
     );
-    run.stop();
+    run.stop(40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,7 +350,7 @@ async fn a_failed_action_raises_a_finding() {
     assert!(audits(&run).iter().any(|a| a["outcome"] == "failed"));
     // The triggering finding was delivered too, regardless of the action's outcome.
     assert_eq!(findings_of(&run, "kms_schedule_key_deletion").len(), 1);
-    run.stop();
+    run.stop(40);
 }
 
 /// Scale-out: the ScheduleKeyDeletion event goes through `run --mode ingest` to a tansu topic;
@@ -537,31 +377,10 @@ async fn detect_mode_runs_the_playbooks() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("trail.jsonl");
     std::fs::write(&log, schedule_deletion_line(&arn, "ev-scale-1")).unwrap();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() % 1_000_000_000)
-        .unwrap_or(0);
-    let topic = format!("kmsw-respond-{}-{nanos}", std::process::id());
-    let so = format!(
-        "scale_out: {{ brokers: [\"{brokers}\"], topic: {topic}, group_id: {topic}-g, changelog_topic: {topic}-state, partitions: 2 }}\n"
-    );
-
     // Ingest: the trail file (not followed: the instance exits once it is published).
-    let mut ingest = Run::start_args(
-        &dir.path().join("ingest"),
-        &format!(
-            "sources:\n  - {{ id: trail, type: file, paths: [\"{}\"] }}\nstate: {{ dir: state }}\n{so}",
-            log.display()
-        ),
-        &env,
-        &["--mode", "ingest"],
-    );
-    ingest.wait_exit(30);
-    assert!(
-        ingest.log().contains("every published batch acknowledged"),
-        "{}",
-        ingest.log()
-    );
+    let so = tokio::task::block_in_place(|| {
+        ingest_to_new_topic(dir.path(), &log, &brokers, "kmsw-respond", &env)
+    });
 
     // Detect, with the playbook in enforce mode.
     let mut detect = Run::start_args(
@@ -580,7 +399,7 @@ async fn detect_mode_runs_the_playbooks() {
     let found = findings_of(&detect, "kms_schedule_key_deletion");
     assert_eq!(found.len(), 1);
     assert_eq!(applied[0]["finding_id"], found[0]["finding_info"]["uid"]);
-    detect.stop();
+    detect.stop(40);
     assert!(
         std::fs::read_to_string(dir.path().join("detect/state/respond-journal.jsonl"))
             .unwrap()

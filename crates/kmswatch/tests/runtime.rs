@@ -10,18 +10,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kmswatch");
+mod support;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use support::{read_jsonl, workspace, Run, BIN};
 
 fn aws_endpoint() -> Option<String> {
     match std::env::var("KMSWATCH_TEST_AWS_ENDPOINT") {
@@ -221,117 +219,50 @@ impl Aws {
     }
 }
 
-/// A `kmswatch run` child process with its directory.
-struct Run {
-    dir: PathBuf,
-    child: Option<Child>,
+/// Write `DIR/kmswatch.yml` for `sources` (plus `extra` sections); returns its path.
+fn config(dir: &Path, sources: &str, extra: &str) -> PathBuf {
+    let rules = workspace().join("rules");
+    let cfg = format!(
+        "rules:\n  paths: [{rules}]\n  lateness_secs: 172800\n\
+         sources:\n{sources}\
+         sinks:\n  - {{ type: file, path: findings.jsonl }}\n\
+         state: {{ dir: state, checkpoint_interval_ms: 200, idle_advance_secs: 2 }}\n{extra}",
+        rules = rules.display()
+    );
+    let p = dir.join("kmswatch.yml");
+    std::fs::write(&p, cfg).expect("write config");
+    p
 }
 
-impl Run {
-    fn config(dir: &Path, sources: &str, extra: &str) -> PathBuf {
-        let rules = workspace().join("rules");
-        let cfg = format!(
-            "rules:\n  paths: [{rules}]\n  lateness_secs: 172800\n\
-             sources:\n{sources}\
-             sinks:\n  - {{ type: file, path: findings.jsonl }}\n\
-             state: {{ dir: state, checkpoint_interval_ms: 200, idle_advance_secs: 2 }}\n{extra}",
-            rules = rules.display()
-        );
-        let p = dir.join("kmswatch.yml");
-        std::fs::write(&p, cfg).expect("write config");
-        p
-    }
-
-    fn start(dir: &Path, args: &[&str]) -> Run {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("kmswatch.log"))
-            .expect("log file");
-        let child = Command::new(BIN)
-            .arg("run")
-            .arg("--config")
-            .arg(dir.join("kmswatch.yml"))
-            .args(args)
-            .env(
-                "KMSWATCH_LOG",
-                "info,aws_config=warn,aws_smithy_runtime=warn",
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn kmswatch run");
-        Run {
-            dir: dir.to_path_buf(),
-            child: Some(child),
-        }
-    }
-
-    fn findings(&self) -> Vec<Value> {
-        read_jsonl(&self.dir.join("findings.jsonl"))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("kmswatch.log")).unwrap_or_default()
-    }
-
-    /// SIGKILL: no checkpoint, no acknowledgement, no flush.
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait for a clean exit.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Ok(Some(st)) = c.try_wait() {
-                    assert!(
-                        st.success(),
-                        "kmswatch run exited with {st}:\n{}",
-                        self.log()
-                    );
-                    return;
-                }
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    panic!("kmswatch run did not stop within 30 s:\n{}", self.log());
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-
-    fn assert_alive(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(Some(st)) = c.try_wait() {
-                panic!("kmswatch run exited early with {st}:\n{}", self.log());
-            }
-        }
-    }
+/// `kmswatch run` on the config in `DIR/kmswatch.yml` (the log appended to `DIR/kmswatch.log`).
+fn start(dir: &Path, args: &[&str]) -> Run {
+    let cfg = std::fs::read_to_string(dir.join("kmswatch.yml")).expect("config written");
+    Run::start_args(dir, &cfg, &[], args)
 }
 
-impl Drop for Run {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn read_jsonl(p: &Path) -> Vec<Value> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| serde_json::from_str(l).ok())
+/// The findings delivered, without their origins (compared with `scan`'s).
+fn findings(run: &Run) -> Vec<Value> {
+    read_jsonl(&run.dir.join("findings.jsonl"))
+        .into_iter()
+        .map(without_origins)
         .collect()
+}
+
+/// A finding without where its events were read from (`kms.origin` of its evidences and
+/// `kmswatch.origins`): `run` stamps origins, `scan` does not; everything else must match.
+fn without_origins(mut f: Value) -> Value {
+    if let Some(k) = f.get_mut("kmswatch").and_then(Value::as_object_mut) {
+        k.remove("origins");
+        k.remove("origins_truncated");
+    }
+    if let Some(evs) = f.get_mut("evidences").and_then(Value::as_array_mut) {
+        for e in evs {
+            if let Some(kms) = e.get_mut("kms").and_then(Value::as_object_mut) {
+                kms.remove("origin");
+            }
+        }
+    }
+    f
 }
 
 /// Findings `kmswatch scan` raises on `files` with the same engine settings (the reference).
@@ -423,7 +354,7 @@ async fn s3_object_becomes_a_finding_and_its_message_is_deleted() {
     let name = unique("kmsw-rt1");
     let url = aws.bucket_with_queue(&name).await;
     let tmp = tempfile::tempdir().expect("tempdir");
-    Run::config(
+    config(
         tmp.path(),
         &sqs_source(&aws, &url),
         "server: { listen: \"127.0.0.1:0\" }\n",
@@ -436,13 +367,13 @@ async fn s3_object_becomes_a_finding_and_its_message_is_deleted() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "validate --connect failed:\n{text}");
     assert!(text.contains("reachable"), "{text}");
-    let mut run = Run::start(tmp.path(), &["--log-format", "json"]);
+    let mut run = start(tmp.path(), &["--log-format", "json"]);
     let body = DISABLE_KEY.replace("EVENTID", "d9663738-0000-4000-8000-000000000001");
     let key = "AWSLogs/111122223333/CloudTrail/us-east-1/2024/05/15/111122223333_CloudTrail_us-east-1_20240515T1500Z_a.json.gz";
     aws.put(&name, key, gzip(body.as_bytes())).await;
     wait_until("the DisableKey finding", 60, || {
         run.assert_alive();
-        run.findings()
+        findings(&run)
             .iter()
             .any(|f| f["finding_info"]["analytic"]["uid"] == "d41bcfc6-1229-59d1-986c-7760fdf56d09")
     })
@@ -451,8 +382,8 @@ async fn s3_object_becomes_a_finding_and_its_message_is_deleted() {
     // The same object again (an S3 redelivery): the event is processed once.
     aws.put(&name, key, gzip(body.as_bytes())).await;
     wait_queue_empty(&aws, &url, 30).await;
-    run.stop();
-    let f = run.findings();
+    run.stop(30);
+    let f = findings(&run);
     assert_eq!(
         f.len(),
         1,
@@ -480,8 +411,8 @@ async fn bad_objects_are_dead_lettered_and_their_messages_deleted() {
     let name = unique("kmsw-rt2");
     let url = aws.bucket_with_queue(&name).await;
     let tmp = tempfile::tempdir().expect("tempdir");
-    Run::config(tmp.path(), &sqs_source(&aws, &url), "");
-    let mut run = Run::start(tmp.path(), &[]);
+    config(tmp.path(), &sqs_source(&aws, &url), "");
+    let mut run = start(tmp.path(), &[]);
     let bad: [(&str, Vec<u8>); 4] = [
         (
             "bad/not-gzip.json.gz",
@@ -512,10 +443,10 @@ async fn bad_objects_are_dead_lettered_and_their_messages_deleted() {
     .await;
     wait_queue_empty(&aws, &url, 30).await;
     wait_until("the good object's finding", 30, || {
-        !run.findings().is_empty()
+        !findings(&run).is_empty()
     })
     .await;
-    run.stop();
+    run.stop(30);
     let dead = read_jsonl(&dl);
     for (k, _) in &bad {
         let rec = dead
@@ -530,7 +461,7 @@ async fn bad_objects_are_dead_lettered_and_their_messages_deleted() {
         4,
         "{dead:?}"
     );
-    assert_eq!(run.findings().len(), 1);
+    assert_eq!(findings(&run).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -556,29 +487,29 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
 
     let run_dir = tmp.path().join("run");
     std::fs::create_dir_all(&run_dir).expect("run dir");
-    Run::config(&run_dir, &sqs_source(&aws, &url), "");
-    let mut run = Run::start(&run_dir, &[]);
+    config(&run_dir, &sqs_source(&aws, &url), "");
+    let mut run = start(&run_dir, &[]);
     for (i, (key, path)) in objects.iter().enumerate() {
         aws.put(&name, key, std::fs::read(path).expect("object"))
             .await;
         if i == objects.len() / 2 {
             // Let it get going, then pull the plug mid-stream.
-            wait_until("first findings", 60, || !run.findings().is_empty()).await;
+            wait_until("first findings", 60, || !findings(&run).is_empty()).await;
             run.kill9();
-            run = Run::start(&run_dir, &[]);
+            run = start(&run_dir, &[]);
         }
     }
     // Kill once more while the tail is being processed.
     tokio::time::sleep(Duration::from_millis(700)).await;
     run.kill9();
-    let mut run = Run::start(&run_dir, &[]);
+    let mut run = start(&run_dir, &[]);
     wait_queue_empty(&aws, &url, 120).await;
     let want: BTreeSet<&String> = expected.keys().collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         run.assert_alive();
         let got = by_id(
-            &run.findings()
+            &findings(&run)
                 .into_iter()
                 .filter(|f| !first_seen(f))
                 .collect::<Vec<_>>(),
@@ -617,8 +548,8 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    run.stop();
-    let all = run.findings();
+    run.stop(30);
+    let all = findings(&run);
     one_content_per_id(&all);
     let got = one_content_per_id(
         &all.into_iter()
@@ -687,21 +618,21 @@ async fn kafka_end_to_end_commits_offsets_after_delivery() {
             .expect("produce");
     }
     let tmp = tempfile::tempdir().expect("tempdir");
-    Run::config(
+    config(
         tmp.path(),
         &format!(
             "  - {{ id: kv, type: kafka, brokers: [\"{brokers}\"], topics: [{topic}], group_id: {group}, commit_interval_ms: 200, session_timeout_ms: 10000 }}\n"
         ),
         "",
     );
-    let mut run = Run::start(tmp.path(), &[]);
+    let mut run = start(tmp.path(), &[]);
     wait_until("20 findings", 90, || {
         run.assert_alive();
-        run.findings().len() >= n as usize
+        findings(&run).len() >= n as usize
     })
     .await;
-    run.stop();
-    assert_eq!(run.findings().len(), n as usize);
+    run.stop(30);
+    assert_eq!(findings(&run).len(), n as usize);
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("group.id", &group)
@@ -723,10 +654,10 @@ async fn kafka_end_to_end_commits_offsets_after_delivery() {
         .sum();
     assert_eq!(total, i64::from(n), "committed offsets {committed:?}");
     // A restart reads nothing again: offsets were committed, findings stay at n.
-    let mut run = Run::start(tmp.path(), &[]);
+    let mut run = start(tmp.path(), &[]);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    run.stop();
-    assert_eq!(run.findings().len(), n as usize);
+    run.stop(30);
+    assert_eq!(findings(&run).len(), n as usize);
 }
 
 /// `validate` requires sinks, except for a scale-out config without them: that is an ingest

@@ -2,21 +2,23 @@
 
 use crate::cmd::scan::load_rules;
 use crate::config::{Config, SourceEntry};
+use crate::runtime::deadletter::DeadLetterWriter;
 use crate::runtime::dedup::Dedup;
 use crate::runtime::deliver;
+use crate::runtime::limits::MemoryBudget;
 use crate::runtime::metrics::{describe_all, export_sink_metrics, Metrics};
-use crate::runtime::pipeline::{self, Deliverer, DetectSettings, Detector};
+use crate::runtime::pipeline::{self, Deliverer, DetectSettings, Detector, Shutdown};
+use crate::runtime::ready::Readiness;
 use crate::runtime::respond;
 use crate::runtime::server;
-use crate::runtime::store::Store;
+use crate::runtime::store::{Checkpoint, Store};
 use anyhow::{bail, Context, Result};
 use kmswatch_sources::{Source, SourceConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 /// Run kmswatch as a service: read the configured sources, detect, deliver findings.
@@ -28,8 +30,12 @@ use tracing::{error, info, warn};
 /// checkpoint holding its effect on open correlation windows was written under `state.dir`;
 /// a restart, including after `kill -9`, resumes from there without losing a finding.
 ///
-/// Serves /metrics, /healthz and /readyz on `server.listen`. SIGTERM or SIGINT: stop reading,
-/// finish what is in flight, checkpoint, acknowledge, exit.
+/// Serves /metrics, /healthz and /readyz on `server.listen` (/readyz is 503 while a checkpoint
+/// or the dead-letter file cannot be written, e.g. on a full disk; both are retried). SIGTERM
+/// or SIGINT: stop reading, finish what is in flight, checkpoint, acknowledge, let queued
+/// playbooks run, exit — within `limits.shutdown_timeout_secs`; what is left stays durable
+/// for the next start. The exit status is non-zero when the last checkpoint could not be
+/// written (nothing after the previous one was acknowledged).
 ///
 /// Modes (scale-out on Kafka, see ARCHITECTURE.md): `all` (default) does everything in one
 /// process; `ingest` reads the sources and publishes normalized events to the `scale_out`
@@ -152,7 +158,7 @@ pub async fn open_sources(cfg: &Config) -> Result<Vec<(SourceEntry, Source)>> {
 }
 
 /// Stop on SIGTERM or SIGINT.
-pub fn spawn_signal_handler(stop: watch::Sender<bool>) {
+pub fn spawn_signal_handler(shutdown: Shutdown) {
     tokio::spawn(async move {
         let term = async {
             #[cfg(unix)]
@@ -172,15 +178,15 @@ pub fn spawn_signal_handler(stop: watch::Sender<bool>) {
             _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "shutting down: finishing in-flight batches"),
             _ = term => info!(signal = "SIGTERM", "shutting down: finishing in-flight batches"),
         }
-        let _ = stop.send(true);
+        shutdown.trigger();
     });
 }
 
-/// Start the HTTP listener when configured.
+/// Start the HTTP listener when configured (`/readyz` serves `ready`).
 pub async fn start_server(
     cfg: &Config,
     metrics: &Metrics,
-    ready: &Arc<AtomicBool>,
+    ready: &Readiness,
 ) -> Result<Option<std::net::SocketAddr>> {
     match &cfg.server {
         Some(s) => Ok(Some(server::start(s, metrics, ready).await?)),
@@ -189,29 +195,44 @@ pub async fn start_server(
 }
 
 /// Finish sources after the pipeline drained: Kafka commits what was acknowledged; SQS
-/// deletions are sent by a background task, given a moment to finish.
-pub async fn close_sources(sources: Vec<Source>) {
-    let mut sqs = false;
-    for s in sources {
-        match s {
-            Source::Kafka(k) => {
-                if let Err(e) = k.shutdown().await {
-                    warn!(error = %e, "kafka commit on shutdown failed; those messages will be read again");
+/// deletions are sent by a background task, given a moment to finish. Bounded by `within`.
+pub async fn close_sources(sources: Vec<Source>, within: Duration) {
+    let close = async {
+        let mut sqs = false;
+        for s in sources {
+            match s {
+                Source::Kafka(k) => {
+                    if let Err(e) = k.shutdown().await {
+                        warn!(error = %e, "kafka commit on shutdown failed; those messages will be read again");
+                    }
                 }
+                Source::AwsS3Sqs(_) => sqs = true,
+                _ => {}
             }
-            Source::AwsS3Sqs(_) => sqs = true,
-            _ => {}
         }
+        if sqs {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+    };
+    if tokio::time::timeout(within, close).await.is_err() {
+        warn!(
+            waited_ms = within.as_millis() as u64,
+            "sources not closed in time; unsettled batches are delivered again after the restart"
+        );
     }
-    if sqs {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-    }
+}
+
+/// Time left for one step of a stop: what remains of the shutdown bound (all of it while
+/// not stopping, e.g. after `--exit-when-done`).
+pub fn left(shutdown: &Shutdown, timeout: Duration) -> Duration {
+    shutdown.remaining().unwrap_or(timeout)
 }
 
 async fn service(cfg: Config, exit_when_done: bool) -> Result<()> {
     let metrics = Metrics::default();
     describe_all(&metrics);
-    let ready = Arc::new(AtomicBool::new(false));
+    pipeline::describe_metrics(&metrics);
+    let ready = Readiness::new(&metrics);
     let listen = start_server(&cfg, &metrics, &ready).await?;
     let rules = load_rules(&cfg, &[], false)?;
     let (n_rules, n_corr) = (rules.len(), rules.correlations().count());
@@ -230,6 +251,7 @@ async fn service(cfg: Config, exit_when_done: bool) -> Result<()> {
         state_dir = %cfg.state.dir.display(),
         restored_state = restored,
         dedup_entries = dedup.len(),
+        memory_budget_bytes = cfg.limits.memory_budget_bytes,
         listen = %listen.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
         "kmswatch started"
     );
@@ -247,7 +269,8 @@ async fn service(cfg: Config, exit_when_done: bool) -> Result<()> {
     .await
 }
 
-/// How long shutdown lets the sinks drain their spools (the rest is sent by the next start).
+/// How long shutdown lets the sinks drain their spools at most (the rest is sent by the next
+/// start).
 const SINK_GRACE: Duration = Duration::from_secs(10);
 
 /// Wire and run sources → detect → deliver until stopped (or, with `exit_when_done`, until
@@ -261,27 +284,49 @@ pub async fn run_pipeline(
     store: Arc<Store>,
     sources: Vec<(SourceEntry, Source)>,
     metrics: Metrics,
-    ready: Arc<AtomicBool>,
+    ready: Readiness,
     exit_when_done: bool,
 ) -> Result<()> {
     let cap = cfg.state.channel_capacity;
     let (tx_detect, rx_detect) = mpsc::channel(cap);
     let (tx_deliver, rx_deliver) = mpsc::channel(cap);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    spawn_signal_handler(stop_tx);
+    let timeout = cfg.limits.shutdown_timeout();
+    let shutdown = Shutdown::new(timeout);
+    spawn_signal_handler(shutdown.clone());
     let (respond, respond_task) = match &cfg.respond {
         Some(rc) => {
-            let (hook, task) = respond::start(rc, sinks.clone(), metrics.clone())?;
+            let (hook, task) = respond::start(
+                rc,
+                sinks.clone(),
+                metrics.clone(),
+                respond::Feed::Store(store.clone()),
+            )?;
             (Some(hook), Some(task))
         }
         None => (None, None),
     };
+    let budget = MemoryBudget::new(cfg.limits.in_flight_bytes());
+    let b = budget.clone();
+    metrics.add_collector(move |m| {
+        m.set(
+            "kmswatch_memory_budget_available_bytes",
+            &[],
+            b.available() as f64,
+        )
+    });
     let deliverer = Deliverer {
         sinks: deliver::build(&sinks, &metrics),
-        store,
-        dead_letter: cfg.state.dead_letter(),
+        store: store.clone(),
+        dead: DeadLetterWriter::new(
+            cfg.state.dead_letter(),
+            cfg.limits.dead_letter_max_bytes,
+            cfg.limits.dead_letter_files,
+            metrics.clone(),
+        ),
         metrics: metrics.clone(),
-        respond,
+        respond: respond.clone(),
+        ready: ready.clone(),
+        shutdown: shutdown.clone(),
     };
     let deliver_task = tokio::spawn(deliverer.run(rx_deliver));
     let settings = DetectSettings {
@@ -292,20 +337,21 @@ pub async fn run_pipeline(
     };
     let detector = Detector::new(engine, dedup, settings, metrics.clone(), tx_deliver);
     let detect_task = tokio::spawn(detector.run(rx_detect));
+    let normalize = cfg.limits.normalize_options(&cfg.normalize);
     let mut tasks = Vec::new();
     for (entry, source) in sources {
         tasks.push(tokio::spawn(pipeline::source_task(
             entry,
             source,
-            cfg.normalize.clone(),
+            normalize.clone(),
+            budget.clone(),
             tx_detect.clone(),
-            stop_rx.clone(),
+            shutdown.subscribe(),
             metrics.clone(),
         )));
     }
     drop(tx_detect);
-    ready.store(true, Ordering::Relaxed);
-    metrics.set("kmswatch_ready", &[], 1.0);
+    ready.started(true);
     let mut finished = Vec::new();
     for t in tasks {
         match t.await {
@@ -316,16 +362,39 @@ pub async fn run_pipeline(
     info!("sources stopped; draining the pipeline");
     let detect = detect_task.await.context("detect task")?;
     let deliver = deliver_task.await.context("deliver task")?;
-    ready.store(false, Ordering::Relaxed);
-    metrics.set("kmswatch_ready", &[], 0.0);
-    close_sources(finished).await;
-    if let Some(t) = respond_task {
-        // The hook was dropped with the deliver task: the queue drains, then the task ends.
-        respond::finish(t).await;
+    ready.started(false);
+    close_sources(finished, left(&shutdown, timeout)).await;
+    if let (Some(t), Some(hook)) = (respond_task, respond.as_ref()) {
+        // Every finding is queued in the store: let the playbooks run in the time left, then
+        // record which finished (the rest runs first at the next start).
+        respond::finish(t, hook, left(&shutdown, timeout)).await;
+        let done = hook.take_done();
+        if !done.is_empty() && deliver.is_ok() {
+            let cp = Checkpoint {
+                respond_remove: done,
+                ..Checkpoint::default()
+            };
+            let s = store.clone();
+            match tokio::time::timeout(
+                left(&shutdown, timeout).max(Duration::from_secs(1)),
+                tokio::task::spawn_blocking(move || s.commit(&cp)),
+            )
+            .await
+            {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(e))) => {
+                    warn!(error = %format!("{e:#}"), "finished responses not recorded; the next start skips them (the journal has them)")
+                }
+                _ => warn!("finished responses not recorded in time; the next start skips them (the journal has them)"),
+            }
+        }
     }
-    sinks.shutdown(SINK_GRACE).await;
-    let engine = detect?;
+    sinks
+        .shutdown(left(&shutdown, timeout).min(SINK_GRACE))
+        .await;
+    // The deliver task's error says why the last checkpoint was not written.
     deliver?;
+    let engine = detect?;
     let stats = engine.stats();
     info!(
         events = stats.events,

@@ -25,23 +25,40 @@
 //! so a finding delivered before the crash but after the last checkpoint is delivered again
 //! with the same id and content.
 //!
-//! Backpressure: the queues are bounded (`state.channel_capacity` batches); a slow sink
-//! fills the deliver queue, the detect task waits, the source tasks wait, and sources stop
+//! Backpressure: the queues are bounded (`state.channel_capacity` batches) and so are the
+//! bytes of batches in flight (`limits.memory_budget_bytes`, see `runtime::limits`); a slow
+//! sink fills the deliver queue, the detect task waits, the source tasks wait, and sources stop
 //! pulling (SQS receives nothing more, Kafka stops at `max_unacked_messages`).
+//!
+//! Nothing is dropped silently: every rejected record, bad object, batch over the memory
+//! budget, batch whose normalization panicked and everything a source set aside
+//! (`Batch.dead`) is a dead-letter entry (`runtime::deadletter`), written and fsynced before
+//! the checkpoint that settles its batch. A checkpoint that cannot be written (full disk, I/O
+//! error) is retried with back-off while `/readyz` says why; nothing is acknowledged past it.
+//!
+//! Every event is stamped with where it was read from (`kms.origin`: source id and the
+//! batch's location — `s3://bucket/key`, `topic/partition/offset`, a file path without its
+//! offset), which the response policy uses to decide whether a finding's origin is trusted.
 
 use crate::config::{Config, SourceEntry};
+use crate::runtime::deadletter::{DeadEntry, DeadKind, DeadLetterWriter};
 use crate::runtime::dedup::{event_key, Dedup};
 use crate::runtime::deliver::Deliver;
+use crate::runtime::limits::{BudgetPermit, MemoryBudget};
 use crate::runtime::metrics::{Metrics, LAG_BUCKETS, LATENCY_BUCKETS};
+use crate::runtime::ready::Readiness;
+use crate::runtime::respond::ResponseHook;
 use crate::runtime::store::{Checkpoint, InFlight, Store};
 use anyhow::{Context, Result};
-use kmswatch_model::{Event, Finding};
+use bytes::Bytes;
+use kmswatch_model::{Event, Finding, Origin};
 use kmswatch_normalize::{Format, Item, Normalizer, Options, SkipReason};
 use kmswatch_rules::{Engine, EngineState};
 use kmswatch_sources::{AckHandle, Batch, OnBadObject, Retry, Settle, Source, SourceConfig};
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
@@ -52,6 +69,69 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// When the process was asked to stop, and how long the stop may take: every wait on the way
+/// out ends by the deadline (`limits.shutdown_timeout_secs` after the signal). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    tx: Arc<watch::Sender<bool>>,
+    at: Arc<OnceLock<Instant>>,
+    timeout: Duration,
+}
+
+impl Shutdown {
+    /// Not stopping yet; a stop may take `timeout`.
+    pub fn new(timeout: Duration) -> Shutdown {
+        Shutdown {
+            tx: Arc::new(watch::channel(false).0),
+            at: Arc::default(),
+            timeout,
+        }
+    }
+
+    /// Ask everything to stop (the first call starts the clock).
+    pub fn trigger(&self) {
+        let _ = self.at.set(Instant::now());
+        self.tx.send_replace(true);
+    }
+
+    /// A receiver that turns true when stopping.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+
+    /// Stopping.
+    pub fn is_stopping(&self) -> bool {
+        self.at.get().is_some()
+    }
+
+    /// Time left until the deadline (`None` while not stopping).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.at
+            .get()
+            .map(|at| (*at + self.timeout).saturating_duration_since(Instant::now()))
+    }
+
+    /// Resolves once stopping and the deadline has passed.
+    pub async fn deadline(&self) {
+        let mut rx = self.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+        if let Some(left) = self.remaining() {
+            tokio::time::sleep(left).await;
+        }
+    }
+
+    /// `fut`, or an error naming `what` once stopping and past the deadline.
+    pub async fn bounded<T>(&self, what: &str, fut: impl Future<Output = T>) -> Result<T> {
+        tokio::select! {
+            biased;
+            r = fut => Ok(r),
+            () = self.deadline() => {
+                anyhow::bail!("{what}: still not done {} s after the stop signal (limits.shutdown_timeout_secs)", self.timeout.as_secs())
+            }
+        }
+    }
 }
 
 /// A batch after normalization.
@@ -65,8 +145,9 @@ pub struct Normalized {
     pub origin: String,
     /// The events.
     pub events: Vec<Event>,
-    /// Dead-letter records (rejected records; the whole object when it is bad).
-    pub dead: Vec<serde_json::Value>,
+    /// Dead-letter entries: rejected records, the whole object when it is bad, what the
+    /// source set aside.
+    pub dead: Vec<DeadEntry>,
     /// How to settle the batch once its checkpoint is written.
     pub settle: Settle,
     /// The acknowledgement handle.
@@ -75,6 +156,21 @@ pub struct Normalized {
     pub received: Instant,
     /// The batch is a whole file read once: its stream ends with it.
     pub ends_stream: bool,
+    /// The batch's share of the memory budget, released when it is settled.
+    pub permit: Option<BudgetPermit>,
+}
+
+impl Normalized {
+    /// What the batch holds in memory, estimated: each event's raw record plus its fields,
+    /// and the dead-letter bytes.
+    pub fn held_bytes(&self) -> u64 {
+        let events: u64 = self
+            .events
+            .iter()
+            .map(|e| e.raw.get().len() as u64 + 1024)
+            .sum();
+        events + self.dead.iter().map(DeadEntry::held_bytes).sum::<u64>()
+    }
 }
 
 /// What the source tasks send to the detect task.
@@ -94,6 +190,9 @@ pub struct PendingAck {
     ack: AckHandle,
     how: Settle,
     received: Instant,
+    /// Released after the settlement.
+    #[allow(dead_code)]
+    permit: Option<BudgetPermit>,
 }
 
 /// What the detect task sends to the deliver task, in order.
@@ -101,8 +200,8 @@ pub struct PendingAck {
 pub enum ToDeliver {
     /// Findings to send to every sink.
     Findings(Vec<Finding>),
-    /// Dead-letter records.
-    Dead(Vec<serde_json::Value>),
+    /// Dead-letter entries.
+    Dead(Vec<DeadEntry>),
     /// Flush the sinks, write the checkpoint, then settle the acknowledgements.
     Checkpoint(Box<Checkpoint>, Vec<PendingAck>),
 }
@@ -118,6 +217,14 @@ pub enum StreamKind {
     File,
 }
 
+/// A file origin without its `:offset` suffix (a file is one origin).
+fn file_path(origin: &str) -> &str {
+    match origin.rsplit_once(':') {
+        Some((p, off)) if !off.is_empty() && off.bytes().all(|b| b.is_ascii_digit()) => p,
+        _ => origin,
+    }
+}
+
 /// The engine stream of a batch.
 pub fn stream_of(source_id: &str, kind: StreamKind, origin: &str) -> String {
     match kind {
@@ -129,14 +236,21 @@ pub fn stream_of(source_id: &str, kind: StreamKind, origin: &str) -> String {
             }
             source_id.to_string()
         }
-        StreamKind::File => {
-            let path = match origin.rsplit_once(':') {
-                Some((p, off)) if !off.is_empty() && off.bytes().all(|b| b.is_ascii_digit()) => p,
-                _ => origin,
-            };
-            format!("{source_id}/{path}")
-        }
+        StreamKind::File => format!("{source_id}/{}", file_path(origin)),
         StreamKind::Source => source_id.to_string(),
+    }
+}
+
+/// `kms.origin` of the events of a batch: the source id and the batch's location
+/// (`s3://bucket/key`, `topic/partition/offset`, a file path without its offset).
+pub fn event_origin(source_id: &str, kind: StreamKind, origin: &str) -> Origin {
+    let location = match kind {
+        StreamKind::File => file_path(origin),
+        StreamKind::Kafka | StreamKind::Source => origin,
+    };
+    Origin {
+        source: source_id.to_string(),
+        location: location.to_string(),
     }
 }
 
@@ -150,23 +264,144 @@ struct Counts {
     rejected: u64,
 }
 
-/// Normalize one batch (runs on the blocking pool).
+/// How a bad batch is settled under a source's `on_bad_object`.
+fn settle_bad(on_bad: OnBadObject) -> Settle {
+    match on_bad {
+        OnBadObject::Delete => Settle::Ack,
+        OnBadObject::Retry => Settle::Retry,
+        OnBadObject::Keep => Settle::Reject,
+    }
+}
+
+/// A whole batch set aside as one `object` entry: bucket and key for S3 origins (whose bytes
+/// stay in the bucket), the bytes themselves otherwise.
+fn object_entry(
+    source: &Arc<str>,
+    origin: &str,
+    reason: &str,
+    detail: String,
+    bytes: &Bytes,
+    settle: Settle,
+) -> DeadEntry {
+    let mut e = DeadEntry::with_bytes(
+        DeadKind::Object,
+        source,
+        origin,
+        origin.to_string(),
+        reason,
+        detail,
+        bytes.clone(),
+    );
+    if let Some((b, k)) = origin.strip_prefix("s3://").and_then(|r| r.split_once('/')) {
+        e.extra.insert("bucket".into(), json!(b));
+        e.extra.insert("key".into(), json!(k));
+        e = e.without_bytes("at_location");
+    }
+    let action = match settle {
+        Settle::Ack => "acknowledged",
+        Settle::Retry => "left for retry",
+        _ => "left to the transport dead-letter queue",
+    };
+    e.extra.insert("action".into(), json!(action));
+    e
+}
+
+/// The text of a panic payload.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic without a message".into())
+}
+
+/// Test-only hook: a batch starting with these bytes makes normalization panic.
+#[cfg(test)]
+pub const PANIC_TRIGGER: &[u8] = b"KMSWATCH-TEST-PANIC";
+
+/// The normalizer's items of `bytes`, or the panic message when it panicked.
+fn normalize_items(
+    normalizer: &Normalizer,
+    bytes: &[u8],
+    origin: &str,
+    out: &mut dyn FnMut(Item),
+) -> Result<(), String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        #[cfg(test)]
+        if bytes.starts_with(PANIC_TRIGGER) {
+            panic!("test hook: normalizer panic on {origin}");
+        }
+        normalizer.normalize_bytes(bytes, origin, out)
+    }))
+    .map_err(|p| panic_message(&*p))
+}
+
+/// A normalized batch of `ctx`'s source (its stream from the origin; no budget share yet).
+fn normalized(
+    ctx: &BatchContext,
+    origin: String,
+    ack: AckHandle,
+    received: Instant,
+    events: Vec<Event>,
+    dead: Vec<DeadEntry>,
+    settle: Settle,
+) -> Normalized {
+    Normalized {
+        source: ctx.source.clone(),
+        stream: stream_of(&ctx.source, ctx.kind, &origin),
+        origin,
+        events,
+        dead,
+        settle,
+        ack,
+        received,
+        ends_stream: false,
+        permit: None,
+    }
+}
+
+/// The entries of what the source set aside for a batch.
+fn set_aside(ctx: &BatchContext, batch: &Batch) -> Vec<DeadEntry> {
+    batch
+        .dead
+        .iter()
+        .map(|d| DeadEntry::set_aside(&ctx.source, &batch.origin, d))
+        .collect()
+}
+
+/// What [`normalize_batch`] needs besides the batch.
+#[derive(Debug, Clone)]
+pub struct BatchContext {
+    /// The configured source id.
+    pub source: Arc<str>,
+    /// How the source's batches map to streams and origins.
+    pub kind: StreamKind,
+    /// The source's bad-object policy.
+    pub on_bad: OnBadObject,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// Normalize one batch (runs on the blocking pool): events stamped with their origin, and a
+/// dead-letter entry for every rejected record, a bad object, a panic of the normalizer and
+/// everything the source set aside.
 pub fn normalize_batch(
     normalizer: &Normalizer,
-    source: &Arc<str>,
-    stream: String,
+    ctx: &BatchContext,
     batch: Batch,
-    on_bad: OnBadObject,
     received: Instant,
-    metrics: &Metrics,
 ) -> Normalized {
+    let source = &ctx.source;
+    let metrics = &ctx.metrics;
+    let stamp = event_origin(source, ctx.kind, &batch.origin);
     let mut events = Vec::new();
-    let mut dead = Vec::new();
+    let mut dead = set_aside(ctx, &batch);
     let mut c = Counts::default();
     let origin = batch.origin.clone();
-    normalizer.normalize_bytes(&batch.bytes, &origin, &mut |item| match item {
-        Item::Event { event, .. } => {
+    let mut rejected = Vec::new();
+    let panicked = normalize_items(normalizer, &batch.bytes, &origin, &mut |item| match item {
+        Item::Event { mut event, .. } => {
             c.events += 1;
+            event.kms.origin = Some(stamp.clone());
             events.push(*event);
         }
         Item::Skipped { reason, .. } => {
@@ -183,18 +418,18 @@ pub fn normalize_batch(
             bytes,
         } => {
             c.rejected += 1;
-            if dead.len() < 100 {
-                dead.push(json!({
-                    "kind": "record",
-                    "source": &**source,
-                    "location": location.to_string(),
-                    "reason": error.reason.as_str(),
-                    "detail": error.detail,
-                    "record": String::from_utf8_lossy(bytes.get(..bytes.len().min(64 * 1024)).unwrap_or_default()),
-                }));
-            }
+            rejected.push(DeadEntry::with_bytes(
+                DeadKind::Record,
+                source,
+                &origin,
+                location.to_string(),
+                error.reason.as_str(),
+                error.detail,
+                Bytes::from(bytes),
+            ));
         }
-    });
+    })
+    .err();
     let fmt = batch.format.as_deref().unwrap_or("auto");
     for (outcome, n) in [
         ("event", c.events),
@@ -209,66 +444,82 @@ pub fn normalize_batch(
             );
         }
     }
-    // A bad object: nothing usable in it (empty, not gzip/JSON, or JSON of no known format).
-    let bad = c.events == 0 && c.skipped == c.unrecognized + c.empty;
     let mut settle = Settle::Ack;
-    if bad {
-        let reason = if c.rejected > 0 {
-            "unreadable"
-        } else if c.unrecognized > 0 {
-            "unrecognized format"
-        } else {
-            "empty"
-        };
-        settle = match on_bad {
-            OnBadObject::Delete => Settle::Ack,
-            OnBadObject::Retry => Settle::Retry,
-            OnBadObject::Keep => Settle::Reject,
-        };
-        let (bucket, key) = origin
-            .strip_prefix("s3://")
-            .and_then(|r| r.split_once('/'))
-            .map_or((None, None), |(b, k)| (Some(b), Some(k)));
-        warn!(source = %source, origin = %origin, reason, bytes = batch.bytes.len(), action = ?settle, "bad object dead-lettered");
-        metrics.add(
-            "kmswatch_dead_letters_total",
-            &[("source", source), ("reason", reason)],
-            1.0,
-        );
-        dead.insert(
-            0,
-            json!({
-                "kind": "object",
-                "source": &**source,
-                "origin": origin,
-                "bucket": bucket,
-                "key": key,
-                "reason": reason,
-                "bytes": batch.bytes.len(),
-                "rejected_records": c.rejected,
-                "head": String::from_utf8_lossy(batch.bytes.get(..batch.bytes.len().min(256)).unwrap_or_default()),
-                "action": match settle { Settle::Ack => "acknowledged", Settle::Retry => "left for retry", _ => "left to the transport dead-letter queue" },
-                "time_ms": now_ms(),
-            }),
-        );
-    } else if c.rejected > 0 {
-        metrics.add(
-            "kmswatch_dead_letters_total",
-            &[("source", source), ("reason", "rejected record")],
-            c.rejected as f64,
-        );
+    if let Some(msg) = panicked {
+        // A poison batch: dead-lettered once and settled like a bad object, never retried in
+        // a loop; whatever it produced before the panic is discarded.
+        settle = settle_bad(ctx.on_bad);
+        error!(source = %source, origin = %origin, panic = %msg, action = ?settle, "the normalizer panicked on a batch; dead-lettered");
+        events.clear();
+        rejected.clear();
+        dead.push(object_entry(
+            source,
+            &origin,
+            "internal_error",
+            format!("the normalizer panicked: {msg}"),
+            &batch.bytes,
+            settle,
+        ));
+    } else if c.events == 0 && c.skipped == c.unrecognized + c.empty {
+        // A bad object: nothing usable in it (empty, not gzip/JSON, or JSON of no known
+        // format). A batch that only carries what its source set aside is settled the same
+        // way, without an entry of its own.
+        settle = settle_bad(ctx.on_bad);
+        if !batch.bytes.is_empty() || batch.dead.is_empty() {
+            let reason = if c.rejected > 0 {
+                "unreadable"
+            } else if c.unrecognized > 0 {
+                "unrecognized_format"
+            } else {
+                "empty"
+            };
+            let mut e = object_entry(
+                source,
+                &origin,
+                reason,
+                format!(
+                    "nothing usable in {} bytes ({} records rejected)",
+                    batch.bytes.len(),
+                    c.rejected
+                ),
+                &batch.bytes,
+                settle,
+            );
+            e.extra.insert("rejected_records".into(), json!(c.rejected));
+            dead.push(e);
+        }
     }
-    Normalized {
-        source: source.clone(),
-        stream,
-        origin,
-        events,
+    dead.append(&mut rejected);
+    normalized(ctx, origin, batch.ack, received, events, dead, settle)
+}
+
+/// A batch larger than the whole in-flight budget: dead-lettered unread (size and hash; its
+/// bytes stay at its location) and settled like a bad object.
+pub fn over_budget(ctx: &BatchContext, batch: Batch, received: Instant, budget: u64) -> Normalized {
+    let settle = settle_bad(ctx.on_bad);
+    let mut dead = set_aside(ctx, &batch);
+    let e = object_entry(
+        &ctx.source,
+        &batch.origin,
+        "over_memory_budget",
+        format!(
+            "{} bytes in one batch; batches in flight may hold {budget} bytes (half of limits.memory_budget_bytes)",
+            batch.bytes.len()
+        ),
+        &batch.bytes,
+        settle,
+    )
+    .without_bytes("over_memory_budget");
+    dead.push(e);
+    normalized(
+        ctx,
+        batch.origin,
+        batch.ack,
+        received,
+        Vec::new(),
         dead,
         settle,
-        ack: batch.ack,
-        received,
-        ends_stream: false,
-    }
+    )
 }
 
 /// The normalizer for a batch's format hint (built once per hint).
@@ -291,14 +542,19 @@ fn normalizer_for(
     Ok(n)
 }
 
+/// A batch as read, with its admission to the memory budget (`None`: larger than the whole
+/// budget).
+type Admitted = (Batch, Instant, Option<BudgetPermit>);
+
 /// One source: a reader task pulls batches (never cancelled mid-batch except at shutdown),
-/// up to [`MAX_INFLIGHT`] of them normalize at once on the blocking pool, and they are passed
-/// on in order. Returns the source when stopped (so that Kafka can commit on shutdown) or when
-/// it ended.
+/// each admitted to the memory budget first, up to [`MAX_INFLIGHT`] of them normalize at once
+/// on the blocking pool, and they are passed on in order. Returns the source when stopped (so
+/// that Kafka can commit on shutdown) or when it ended.
 pub async fn source_task(
     entry: SourceEntry,
     source: Source,
     base: Options,
+    budget: MemoryBudget,
     tx: mpsc::Sender<ToDetect>,
     stop: watch::Receiver<bool>,
     metrics: Metrics,
@@ -313,10 +569,17 @@ pub async fn source_task(
         SourceConfig::AwsS3Sqs(c) => c.on_bad_object,
         _ => OnBadObject::Delete,
     };
-    let (raw_tx, mut raw_rx) = mpsc::channel::<(Batch, Instant)>(MAX_INFLIGHT);
+    let ctx = Arc::new(BatchContext {
+        source: id.clone(),
+        kind,
+        on_bad,
+        metrics: metrics.clone(),
+    });
+    let (raw_tx, mut raw_rx) = mpsc::channel::<Admitted>(MAX_INFLIGHT);
     let reader = tokio::spawn(read_source(
         source,
         id.clone(),
+        budget.clone(),
         raw_tx,
         stop,
         metrics.clone(),
@@ -334,19 +597,29 @@ pub async fn source_task(
                 }
             }
             b = raw_rx.recv(), if open && inflight.len() < MAX_INFLIGHT => match b {
-                Some((batch, received)) => {
-                    let normalizer = match normalizer_for(&mut cache, &base, &batch.format) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            error!(source = %id, origin = %batch.origin, error = %e, "bad format hint; batch left unacknowledged");
-                            continue;
+                Some((batch, received, permit)) => {
+                    let ctx = ctx.clone();
+                    let job = match permit {
+                        Some(permit) => {
+                            let normalizer = match normalizer_for(&mut cache, &base, &batch.format) {
+                                Ok(n) => n,
+                                Err(e) => {
+                                    error!(source = %id, origin = %batch.origin, error = %e, "bad format hint; batch left unacknowledged");
+                                    continue;
+                                }
+                            };
+                            tokio::task::spawn_blocking(move || {
+                                let mut n = normalize_batch(&normalizer, &ctx, batch, received);
+                                n.permit = Some(permit);
+                                n
+                            })
+                        }
+                        None => {
+                            let bound = budget.bytes();
+                            tokio::task::spawn_blocking(move || over_budget(&ctx, batch, received, bound))
                         }
                     };
-                    let stream = stream_of(&id, kind, &batch.origin);
-                    let (sid, m) = (id.clone(), metrics.clone());
-                    inflight.push_back(tokio::task::spawn_blocking(move || {
-                        normalize_batch(&normalizer, &sid, stream, batch, on_bad, received, &m)
-                    }));
+                    inflight.push_back(job);
                 }
                 None => open = false,
             },
@@ -379,11 +652,13 @@ async fn front(
     }
 }
 
-/// Pull batches until stopped or the source ends; returns the source and whether it ended.
+/// Pull batches until stopped or the source ends; each is admitted to the memory budget
+/// (waiting while it is spent) before it is queued. Returns the source and whether it ended.
 async fn read_source(
     mut source: Source,
     id: Arc<str>,
-    tx: mpsc::Sender<(Batch, Instant)>,
+    budget: MemoryBudget,
+    tx: mpsc::Sender<Admitted>,
     mut stop: watch::Receiver<bool>,
     metrics: Metrics,
 ) -> (Source, bool) {
@@ -406,7 +681,22 @@ async fn read_source(
                     &[("source", &id)],
                     batch.bytes.len() as f64,
                 );
-                if tx.send((batch, Instant::now())).await.is_err() {
+                let size = batch.bytes.len() as u64
+                    + batch
+                        .dead
+                        .iter()
+                        .map(|d| d.bytes.as_ref().map_or(0, |b| b.len() as u64))
+                        .sum::<u64>();
+                let permit = if budget.admits(size) {
+                    // Unsettled when stopped while waiting: the source delivers it again.
+                    tokio::select! {
+                        _ = stop.changed() => return (source, false),
+                        p = budget.acquire(size) => Some(p),
+                    }
+                } else {
+                    None
+                };
+                if tx.send((batch, Instant::now(), permit)).await.is_err() {
                     return (source, false);
                 }
             }
@@ -431,7 +721,8 @@ async fn read_source(
 /// Batches of one source normalized at once (read-ahead while the previous ones normalize).
 const MAX_INFLIGHT: usize = 4;
 
-/// Pass a finished normalization on; false when the pipeline is gone.
+/// Pass a finished normalization on (its budget share grown to what it holds); false when
+/// the pipeline is gone.
 async fn forward(
     job: Result<Normalized, tokio::task::JoinError>,
     whole_files: bool,
@@ -441,9 +732,14 @@ async fn forward(
     match job {
         Ok(mut n) => {
             n.ends_stream = whole_files;
+            let held = n.held_bytes();
+            if let Some(p) = n.permit.as_mut() {
+                p.grow_to(held).await;
+            }
             tx.send(ToDetect::Batch(n)).await.is_ok()
         }
         Err(e) => {
+            // Normalization panics are caught in `normalize_batch`; this is a cancelled task.
             error!(source = %id, error = %e, "normalizer task failed; batch left unacknowledged");
             true
         }
@@ -589,6 +885,7 @@ impl Detector {
             ack: n.ack,
             how: n.settle,
             received: n.received,
+            permit: n.permit,
         });
         if self.checkpoint_due() {
             self.checkpoint().await?;
@@ -657,8 +954,8 @@ impl Detector {
             engine: Some(engine),
             dedup_insert,
             dedup_remove,
-            meta: Vec::new(),
             in_flight: Some(InFlight::new(&self.checkpoints)),
+            ..Checkpoint::default()
         };
         let acks = std::mem::take(&mut self.pending);
         self.tx
@@ -720,19 +1017,24 @@ pub fn restore(store: &Store, engine: &mut Engine, dedup: &mut Dedup) -> Result<
     Ok(true)
 }
 
-/// The deliver task: sinks, dead-letter file, checkpoints, acknowledgements.
+/// The deliver task: sinks, dead-letter file, checkpoints, acknowledgements, the durable
+/// response queue.
 pub struct Deliverer {
     /// The sinks.
     pub sinks: Vec<Box<dyn Deliver>>,
     /// The store.
     pub store: Arc<Store>,
     /// The dead-letter file.
-    pub dead_letter: std::path::PathBuf,
+    pub dead: DeadLetterWriter,
     /// Metrics.
     pub metrics: Metrics,
-    /// The playbooks: every finding is handed to them once the sinks have it (`None`: no
-    /// `respond:` section).
-    pub respond: Option<crate::runtime::respond::ResponseHook>,
+    /// The playbooks (`None`: no `respond:` section): findings they have work for are queued
+    /// in the checkpoint that acknowledges their batches.
+    pub respond: Option<ResponseHook>,
+    /// Readiness: a failing checkpoint or dead-letter write makes the process not ready.
+    pub ready: Readiness,
+    /// The stop signal and its deadline.
+    pub shutdown: Shutdown,
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -743,110 +1045,144 @@ impl std::fmt::Debug for Deliverer {
     }
 }
 
+/// Back-off between retries of a failing checkpoint (the longest wait once space returns).
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Write a checkpoint, retrying with back-off while it fails: `/readyz` is 503 with the reason
+/// meanwhile and `kmswatch_checkpoint_failures_total` counts the failures. Fails only once
+/// stopping and past the shutdown deadline.
+pub async fn commit_until_written(
+    store: &Arc<Store>,
+    cp: Arc<Checkpoint>,
+    ready: &Readiness,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> Result<crate::runtime::store::Committed> {
+    let mut backoff = kmswatch_sources::Backoff::new(Duration::from_millis(100), RETRY_MAX);
+    let mut failures = 0u64;
+    loop {
+        let (s, c) = (store.clone(), cp.clone());
+        let attempt = shutdown
+            .bounded(
+                "the last checkpoint",
+                tokio::task::spawn_blocking(move || s.commit(&c)),
+            )
+            .await
+            .context("could not write the last checkpoint; nothing after the previous one is acknowledged")?;
+        let err = match attempt {
+            Ok(Ok(done)) => {
+                if ready.recover("state_store") {
+                    info!(
+                        failures,
+                        "checkpoint written again; the state store recovered"
+                    );
+                }
+                return Ok(done);
+            }
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::anyhow!("checkpoint task: {e}"),
+        };
+        failures += 1;
+        metrics.add("kmswatch_checkpoint_failures_total", &[], 1.0);
+        let d = backoff.next_delay();
+        let why = format!("{err:#}");
+        error!(error = %why, delay_ms = d.as_millis() as u64, failures, "checkpoint failed; retrying (nothing is acknowledged meanwhile)");
+        ready.fail("state_store", why.clone());
+        shutdown
+            .bounded("the last checkpoint", tokio::time::sleep(d))
+            .await
+            .with_context(|| format!("could not write the last checkpoint ({why}); nothing after the previous one is acknowledged"))?;
+    }
+}
+
+/// Write the buffered dead-letter entries, retrying like [`commit_until_written`].
+pub async fn sync_dead_letters(
+    dead: &mut DeadLetterWriter,
+    ready: &Readiness,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> Result<()> {
+    let mut backoff = kmswatch_sources::Backoff::new(Duration::from_millis(100), RETRY_MAX);
+    loop {
+        match tokio::task::block_in_place(|| dead.sync()) {
+            Ok(()) => {
+                if ready.recover("dead_letters") {
+                    info!(file = %dead.path().display(), "dead-letter file written again");
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                let why = format!("writing {}: {e}", dead.path().display());
+                metrics.add("kmswatch_dead_letter_write_failures_total", &[], 1.0);
+                let d = backoff.next_delay();
+                error!(error = %why, delay_ms = d.as_millis() as u64, "dead-letter write failed; retrying (nothing is acknowledged meanwhile)");
+                ready.fail("dead_letters", why.clone());
+                shutdown
+                    .bounded("the dead-letter file", tokio::time::sleep(d))
+                    .await
+                    .with_context(|| format!("could not write the last dead letters ({why})"))?;
+            }
+        }
+    }
+}
+
+/// Help texts of the pipeline's own metrics (beside `metrics::describe_all`).
+pub fn describe_metrics(m: &Metrics) {
+    m.describe(
+        "kmswatch_checkpoint_failures_total",
+        "counter",
+        "Checkpoint writes that failed (full disk, I/O error) and were retried.",
+    );
+    m.describe(
+        "kmswatch_dead_letter_write_failures_total",
+        "counter",
+        "Dead-letter file writes that failed and were retried.",
+    );
+    m.describe(
+        "kmswatch_memory_budget_available_bytes",
+        "gauge",
+        "Bytes of the in-flight batch budget (half of limits.memory_budget_bytes) not held by a batch.",
+    );
+    crate::runtime::deadletter::describe(m);
+    crate::runtime::respond::describe_metrics(m);
+}
+
 impl Deliverer {
     /// Run until the detect task has stopped.
     pub async fn run(mut self, mut rx: mpsc::Receiver<ToDeliver>) -> Result<()> {
-        use std::io::Write;
-        let mut dead: Option<std::io::BufWriter<std::fs::File>> = None;
+        let mut queued: Vec<(String, Vec<u8>)> = Vec::new();
         while let Some(m) = rx.recv().await {
             match m {
                 ToDeliver::Findings(v) => {
-                    for sink in &mut self.sinks {
-                        let started = Instant::now();
-                        let mut backoff = kmswatch_sources::Backoff::new(
-                            Duration::from_millis(100),
-                            Duration::from_secs(30),
-                        );
-                        loop {
-                            match sink.send(&v).await {
-                                Ok(()) => break,
-                                Err(e) => {
-                                    let name = sink.name().to_string();
-                                    self.metrics.add(
-                                        "kmswatch_sink_errors_total",
-                                        &[("sink", &name)],
-                                        1.0,
-                                    );
-                                    let d = backoff.next_delay();
-                                    warn!(sink = %name, error = %format!("{e:#}"), delay_ms = d.as_millis() as u64, "delivery failed; retrying");
-                                    tokio::time::sleep(d).await;
-                                }
-                            }
-                        }
-                        let name = sink.name().to_string();
-                        self.metrics.observe(
-                            "kmswatch_sink_latency_seconds",
-                            &[("sink", &name)],
-                            LATENCY_BUCKETS,
-                            started.elapsed().as_secs_f64(),
-                            1,
-                        );
-                        self.metrics.add(
-                            "kmswatch_sink_delivered_total",
-                            &[("sink", &name)],
-                            v.len() as f64,
-                        );
-                    }
-                    for f in &v {
-                        debug!(finding = %f.finding_info.uid, rule = %f.finding_info.analytic.uid, "finding delivered");
-                    }
+                    self.send(&v).await?;
                     if let Some(hook) = &self.respond {
-                        hook.hand(&v).await;
+                        queued.extend(hook.entries(&v));
                     }
                 }
-                ToDeliver::Dead(recs) => {
-                    if dead.is_none() {
-                        if let Some(dir) = self.dead_letter.parent() {
-                            std::fs::create_dir_all(dir).ok();
-                        }
-                        let f = std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(&self.dead_letter)
-                            .with_context(|| {
-                                format!("opening dead-letter file {}", self.dead_letter.display())
-                            })?;
-                        dead = Some(std::io::BufWriter::new(f));
-                    }
-                    if let Some(w) = dead.as_mut() {
-                        for r in &recs {
-                            serde_json::to_writer(&mut *w, r)?;
-                            w.write_all(b"\n")?;
-                        }
+                ToDeliver::Dead(entries) => {
+                    for e in &entries {
+                        self.dead.push(e);
                     }
                 }
-                ToDeliver::Checkpoint(cp, acks) => {
+                ToDeliver::Checkpoint(mut cp, acks) => {
                     let started = Instant::now();
-                    let mut backoff = kmswatch_sources::Backoff::new(
-                        Duration::from_millis(100),
-                        Duration::from_secs(30),
-                    );
-                    for sink in &mut self.sinks {
-                        while let Err(e) = sink.flush().await {
-                            let name = sink.name().to_string();
-                            self.metrics
-                                .add("kmswatch_sink_errors_total", &[("sink", &name)], 1.0);
-                            let d = backoff.next_delay();
-                            warn!(sink = %name, error = %format!("{e:#}"), "flush failed; retrying");
-                            tokio::time::sleep(d).await;
-                        }
+                    self.flush().await?;
+                    sync_dead_letters(&mut self.dead, &self.ready, &self.metrics, &self.shutdown)
+                        .await?;
+                    cp.respond_insert = std::mem::take(&mut queued);
+                    if let Some(hook) = &self.respond {
+                        cp.respond_remove = hook.take_done();
                     }
-                    if let Some(w) = dead.as_mut() {
-                        w.flush().context("writing the dead-letter file")?;
-                        let f = w.get_ref();
-                        tokio::task::block_in_place(|| f.sync_data())
-                            .context("fsync of the dead-letter file")?;
-                    }
-                    let store = self.store.clone();
-                    loop {
-                        match tokio::task::block_in_place(|| store.commit(&cp)) {
-                            Ok(()) => break,
-                            Err(e) => {
-                                let d = backoff.next_delay();
-                                error!(error = %format!("{e:#}"), "checkpoint failed; retrying (nothing is acknowledged meanwhile)");
-                                tokio::time::sleep(d).await;
-                            }
-                        }
+                    let done = commit_until_written(
+                        &self.store,
+                        Arc::from(cp),
+                        &self.ready,
+                        &self.metrics,
+                        &self.shutdown,
+                    )
+                    .await?;
+                    if let Some(hook) = &self.respond {
+                        hook.committed(done);
                     }
                     self.metrics.add("kmswatch_checkpoints_total", &[], 1.0);
                     self.metrics.observe(
@@ -856,35 +1192,109 @@ impl Deliverer {
                         started.elapsed().as_secs_f64(),
                         1,
                     );
-                    let mut by_source: HashMap<(Arc<str>, &'static str), u64> = HashMap::new();
-                    for a in acks {
-                        let outcome = match a.how {
-                            Settle::Ack => "ack",
-                            Settle::Reject => "reject",
-                            _ => "retry",
-                        };
-                        self.metrics.observe(
-                            "kmswatch_end_to_end_seconds",
-                            &[("source", &a.source)],
-                            LATENCY_BUCKETS,
-                            a.received.elapsed().as_secs_f64(),
-                            1,
-                        );
-                        *by_source.entry((a.source.clone(), outcome)).or_default() += 1;
-                        debug!(target: "kmswatch::ack", origin = %a.origin, outcome, "batch settled");
-                        a.ack.settle(a.how);
-                    }
-                    for ((s, o), n) in by_source {
-                        self.metrics.add(
-                            "kmswatch_source_acked_total",
-                            &[("source", &s), ("outcome", o)],
-                            n as f64,
-                        );
-                    }
+                    self.settle(acks);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Hand findings to every sink (retrying; bounded once stopping).
+    async fn send(&mut self, v: &[Finding]) -> Result<()> {
+        for sink in &mut self.sinks {
+            let started = Instant::now();
+            let name = sink.name().to_string();
+            let mut backoff =
+                kmswatch_sources::Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+            loop {
+                let r = self
+                    .shutdown
+                    .bounded("delivering findings", sink.send(v))
+                    .await?;
+                match r {
+                    Ok(()) => break,
+                    Err(e) => {
+                        self.metrics
+                            .add("kmswatch_sink_errors_total", &[("sink", &name)], 1.0);
+                        let d = backoff.next_delay();
+                        warn!(sink = %name, error = %format!("{e:#}"), delay_ms = d.as_millis() as u64, "delivery failed; retrying");
+                        self.shutdown
+                            .bounded("delivering findings", tokio::time::sleep(d))
+                            .await?;
+                    }
+                }
+            }
+            self.metrics.observe(
+                "kmswatch_sink_latency_seconds",
+                &[("sink", &name)],
+                LATENCY_BUCKETS,
+                started.elapsed().as_secs_f64(),
+                1,
+            );
+            self.metrics.add(
+                "kmswatch_sink_delivered_total",
+                &[("sink", &name)],
+                v.len() as f64,
+            );
+        }
+        for f in v {
+            debug!(finding = %f.finding_info.uid, rule = %f.finding_info.analytic.uid, "finding delivered");
+        }
+        Ok(())
+    }
+
+    /// Wait until every sink durably accepted what it was sent (bounded once stopping).
+    async fn flush(&mut self) -> Result<()> {
+        let mut backoff =
+            kmswatch_sources::Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+        for sink in &mut self.sinks {
+            loop {
+                let r = self
+                    .shutdown
+                    .bounded("flushing the sinks", sink.flush())
+                    .await
+                    .context("could not write the last checkpoint")?;
+                let Err(e) = r else { break };
+                let name = sink.name().to_string();
+                self.metrics
+                    .add("kmswatch_sink_errors_total", &[("sink", &name)], 1.0);
+                let d = backoff.next_delay();
+                warn!(sink = %name, error = %format!("{e:#}"), "flush failed; retrying");
+                self.shutdown
+                    .bounded("flushing the sinks", tokio::time::sleep(d))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Settle the acknowledgements of a written checkpoint (their budget shares go with them).
+    fn settle(&self, acks: Vec<PendingAck>) {
+        let mut by_source: HashMap<(Arc<str>, &'static str), u64> = HashMap::new();
+        for a in acks {
+            let outcome = match a.how {
+                Settle::Ack => "ack",
+                Settle::Reject => "reject",
+                _ => "retry",
+            };
+            self.metrics.observe(
+                "kmswatch_end_to_end_seconds",
+                &[("source", &a.source)],
+                LATENCY_BUCKETS,
+                a.received.elapsed().as_secs_f64(),
+                1,
+            );
+            *by_source.entry((a.source.clone(), outcome)).or_default() += 1;
+            debug!(target: "kmswatch::ack", origin = %a.origin, outcome, "batch settled");
+            a.ack.settle(a.how);
+        }
+        for ((s, o), n) in by_source {
+            self.metrics.add(
+                "kmswatch_source_acked_total",
+                &[("source", &s), ("outcome", o)],
+                n as f64,
+            );
+        }
     }
 }
 
@@ -923,18 +1333,42 @@ mod tests {
         assert_eq!(stream_of("f", StreamKind::File, "/l/a.json"), "f//l/a.json");
     }
 
+    fn ctx(on_bad: OnBadObject, kind: StreamKind) -> (BatchContext, Metrics) {
+        let m = Metrics::default();
+        (
+            BatchContext {
+                source: Arc::from("ct"),
+                kind,
+                on_bad,
+                metrics: m.clone(),
+            },
+            m,
+        )
+    }
+
+    fn batch(origin: &str, bytes: &[u8], ack: AckHandle) -> Batch {
+        Batch {
+            origin: origin.into(),
+            bytes: Bytes::copy_from_slice(bytes),
+            format: None,
+            received_at: SystemTime::now(),
+            ack,
+            dead: Vec::new(),
+        }
+    }
+
+    const EVENT: &str = r#"{"Records":[{"eventVersion":"1.09","userIdentity":{"type":"IAMUser","principalId":"AIDAX","arn":"arn:aws:iam::111122223333:user/u","accountId":"111122223333","userName":"u"},"eventTime":"2026-01-15T15:00:00Z","eventSource":"kms.amazonaws.com","eventName":"DisableKey","awsRegion":"us-east-1","sourceIPAddress":"203.0.113.10","userAgent":"x","requestParameters":{"keyId":"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"},"responseElements":null,"requestID":"r","eventID":"e1","readOnly":false,"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"111122223333","eventCategory":"Management"}]}"#;
+
     #[test]
     fn bad_objects_are_dead_lettered_and_settled_per_policy() {
         let normalizer = Normalizer::new(Options::default()).expect("normalizer");
-        let m = Metrics::default();
-        let id: Arc<str> = Arc::from("ct");
         for (bytes, reason) in [
             (&b""[..], "empty"),
             (&b"\x1f\x8b\x08garbage"[..], "unreadable"),
             (&b"not json at all"[..], "unreadable"),
             (
                 &br#"{"kind":"k8s","apiVersion":"audit.k8s.io/v1"}"#[..],
-                "unrecognized format",
+                "unrecognized_format",
             ),
         ] {
             for (policy, settle) in [
@@ -942,30 +1376,414 @@ mod tests {
                 (OnBadObject::Keep, Settle::Reject),
                 (OnBadObject::Retry, Settle::Retry),
             ] {
-                let b = Batch {
-                    origin: "s3://bucket/AWSLogs/x.json.gz".into(),
-                    bytes: bytes.to_vec().into(),
-                    format: None,
-                    received_at: SystemTime::now(),
-                    ack: AckHandle::noop(),
-                    dead: Vec::new(),
-                };
-                let n =
-                    normalize_batch(&normalizer, &id, "ct".into(), b, policy, Instant::now(), &m);
+                let (c, m) = ctx(policy, StreamKind::Source);
+                let b = batch("s3://bucket/AWSLogs/x.json.gz", bytes, AckHandle::noop());
+                let n = normalize_batch(&normalizer, &c, b, Instant::now());
                 assert_eq!(n.settle, settle, "{reason}");
                 let first = n
                     .dead
                     .first()
-                    .unwrap_or_else(|| panic!("no dead-letter record for {reason}"));
-                assert_eq!(first["bucket"], "bucket");
-                assert_eq!(first["key"], "AWSLogs/x.json.gz");
+                    .unwrap_or_else(|| panic!("no dead-letter entry for {reason}"));
+                assert_eq!(first.kind, DeadKind::Object);
+                assert_eq!(first.extra["bucket"], "bucket");
+                assert_eq!(first.extra["key"], "AWSLogs/x.json.gz");
+                assert_eq!(first.reason, reason, "{}", String::from_utf8_lossy(bytes));
+                // The object stays in its bucket: identified by size and hash, not copied.
+                assert!(first.data.is_none());
+                assert_eq!(first.data_omitted, Some("at_location"));
+                assert_eq!(first.size, Some(bytes.len() as u64));
                 assert_eq!(
-                    first["reason"],
-                    reason,
-                    "{}",
-                    String::from_utf8_lossy(bytes)
+                    first.sha256.as_deref(),
+                    Some(crate::runtime::deadletter::sha256_hex(bytes).as_str())
+                );
+                let mut w = DeadLetterWriter::new(
+                    tempfile::tempdir().expect("tmp").path().join("dl"),
+                    1 << 20,
+                    2,
+                    m.clone(),
+                );
+                for e in &n.dead {
+                    w.push(e);
+                }
+                assert_eq!(
+                    m.counter(
+                        "kmswatch_dead_letters_total",
+                        &[("source", "ct"), ("reason", reason)]
+                    ),
+                    1.0
                 );
             }
         }
+    }
+
+    /// Issue 12: every rejected record is an entry with its exact bytes — no cap per batch,
+    /// no truncation, no lossy conversion.
+    #[test]
+    fn three_hundred_rejected_records_are_three_hundred_exact_entries() {
+        let normalizer = Normalizer::new(Options::default()).expect("normalizer");
+        let (c, m) = ctx(OnBadObject::Delete, StreamKind::File);
+        let mut text = format!("{EVENT}\n").into_bytes();
+        let mut bad: Vec<Vec<u8>> = Vec::new();
+        for i in 0..300 {
+            let mut line = format!("garbage {i} {{not json").into_bytes();
+            if i % 2 == 1 {
+                line.extend_from_slice(b"\xff\xfe\x80");
+            }
+            line.extend(std::iter::repeat_n(b'z', 70_000 * (i % 3 == 0) as usize));
+            text.extend_from_slice(&line);
+            text.push(b'\n');
+            bad.push(line);
+        }
+        let n = normalize_batch(
+            &normalizer,
+            &c,
+            batch("/logs/a.json:4096", &text, AckHandle::noop()),
+            Instant::now(),
+        );
+        assert_eq!(n.events.len(), 1);
+        assert_eq!(n.settle, Settle::Ack);
+        let records: Vec<&DeadEntry> = n
+            .dead
+            .iter()
+            .filter(|e| e.kind == DeadKind::Record)
+            .collect();
+        assert_eq!(records.len(), 300);
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut w = DeadLetterWriter::new(dir.path().join("dl.jsonl"), 1 << 30, 2, m.clone());
+        for e in &n.dead {
+            w.push(e);
+        }
+        w.sync().expect("sync");
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("dl.jsonl"))
+            .expect("read")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(lines.len(), 300);
+        for (l, want) in lines.iter().zip(&bad) {
+            use base64::Engine as _;
+            let data = l["data"].as_str().expect("data");
+            let got = match l["encoding"].as_str() {
+                Some("utf8") => data.as_bytes().to_vec(),
+                Some("base64") => base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .expect("base64"),
+                e => panic!("encoding {e:?}"),
+            };
+            assert_eq!(&got, want);
+            assert_eq!(l["size"], want.len());
+            assert_eq!(l["origin"], "/logs/a.json:4096");
+            assert_eq!(l["kind"], "record");
+        }
+        assert_eq!(
+            m.counter(
+                "kmswatch_dead_letters_total",
+                &[("source", "ct"), ("reason", "malformed_json")]
+            ),
+            300.0
+        );
+    }
+
+    #[test]
+    fn events_carry_their_origin() {
+        let normalizer = Normalizer::new(Options::default()).expect("normalizer");
+        for (kind, origin, location) in [
+            (StreamKind::File, "/l/a.json:4096", "/l/a.json"),
+            (StreamKind::File, "/l/a.json", "/l/a.json"),
+            (StreamKind::Kafka, "audit/3/1200", "audit/3/1200"),
+            (
+                StreamKind::Source,
+                "s3://b/AWSLogs/k.json.gz",
+                "s3://b/AWSLogs/k.json.gz",
+            ),
+        ] {
+            let (c, _) = ctx(OnBadObject::Delete, kind);
+            let n = normalize_batch(
+                &normalizer,
+                &c,
+                batch(origin, EVENT.as_bytes(), AckHandle::noop()),
+                Instant::now(),
+            );
+            assert_eq!(n.events.len(), 1);
+            assert_eq!(
+                n.events[0].kms.origin,
+                Some(Origin {
+                    source: "ct".into(),
+                    location: location.into()
+                }),
+                "{origin}"
+            );
+        }
+    }
+
+    /// A panic while normalizing one batch is caught: the batch is dead-lettered once
+    /// (`internal_error`, with the panic message) and settled per `on_bad_object`.
+    #[test]
+    fn a_normalizer_panic_dead_letters_the_batch_once() {
+        let normalizer = Normalizer::new(Options::default()).expect("normalizer");
+        for (policy, settle) in [
+            (OnBadObject::Delete, Settle::Ack),
+            (OnBadObject::Keep, Settle::Reject),
+        ] {
+            let (c, _) = ctx(policy, StreamKind::Kafka);
+            let mut bytes = PANIC_TRIGGER.to_vec();
+            bytes.extend_from_slice(EVENT.as_bytes());
+            let n = normalize_batch(
+                &normalizer,
+                &c,
+                batch("audit/0/7", &bytes, AckHandle::noop()),
+                Instant::now(),
+            );
+            assert!(n.events.is_empty());
+            assert_eq!(n.settle, settle);
+            assert_eq!(n.dead.len(), 1);
+            let e = &n.dead[0];
+            assert_eq!(e.reason, "internal_error");
+            assert!(
+                e.detail
+                    .contains("test hook: normalizer panic on audit/0/7"),
+                "{}",
+                e.detail
+            );
+            // A Kafka message exists nowhere else once its offset is committed: its bytes are
+            // in the entry.
+            assert_eq!(e.data.as_deref(), Some(&bytes[..]));
+        }
+    }
+
+    /// Through a source task: the poison file is dead-lettered and the next one processed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pipeline_goes_on_after_a_poison_batch() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut poison = PANIC_TRIGGER.to_vec();
+        poison.extend_from_slice(EVENT.as_bytes());
+        std::fs::write(dir.path().join("a-poison.json"), &poison).expect("write");
+        std::fs::write(dir.path().join("b-good.json"), EVENT).expect("write");
+        let entry = SourceEntry {
+            id: "files".into(),
+            config: serde_json::from_value(json!({"type": "file", "paths": [dir.path()]}))
+                .expect("file source"),
+        };
+        let source = Source::open(&entry.config).await.expect("open");
+        let (tx, mut rx) = mpsc::channel(8);
+        let (_stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(source_task(
+            entry,
+            source,
+            Options::default(),
+            MemoryBudget::new(1 << 20),
+            tx,
+            stop,
+            Metrics::default(),
+        ));
+        let mut got = Vec::new();
+        while let Some(m) = rx.recv().await {
+            if let ToDetect::Batch(n) = m {
+                got.push(n);
+            }
+        }
+        task.await.expect("source task");
+        assert_eq!(got.len(), 2);
+        assert!(got[0].origin.ends_with("a-poison.json"));
+        assert_eq!(got[0].dead[0].reason, "internal_error");
+        assert!(got[0].events.is_empty());
+        assert_eq!(got[1].events.len(), 1);
+        assert!(got[1].permit.is_some(), "admitted to the budget");
+    }
+
+    #[test]
+    fn a_batch_over_the_budget_is_an_entry_without_its_bytes() {
+        let (c, _) = ctx(OnBadObject::Delete, StreamKind::Source);
+        let big = vec![b'{'; 5000];
+        let n = over_budget(
+            &c,
+            batch("s3://b/k.json.gz", &big, AckHandle::noop()),
+            Instant::now(),
+            4096,
+        );
+        assert_eq!(n.settle, Settle::Ack);
+        assert!(n.events.is_empty());
+        let e = &n.dead[0];
+        assert_eq!(e.reason, "over_memory_budget");
+        assert_eq!(e.size, Some(5000));
+        assert_eq!(e.data_omitted, Some("over_memory_budget"));
+        assert_eq!(e.extra["key"], "k.json.gz");
+    }
+
+    /// A test sink that accepts everything.
+    struct NullSink;
+
+    impl Deliver for NullSink {
+        fn name(&self) -> &str {
+            "null"
+        }
+        fn send<'a>(
+            &'a mut self,
+            _: &'a [Finding],
+        ) -> crate::runtime::deliver::BoxFut<'a, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn flush(&mut self) -> crate::runtime::deliver::BoxFut<'_, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// What a source set aside (`Batch.dead`) is written, fsynced and counted before the
+    /// batch is acknowledged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn set_aside_entries_are_written_and_counted_before_the_ack() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let dl = dir.path().join("dead.jsonl");
+        let m = Metrics::default();
+        let normalizer = Normalizer::new(Options::default()).expect("normalizer");
+        let c = BatchContext {
+            source: Arc::from("sqs"),
+            kind: StreamKind::Source,
+            on_bad: OnBadObject::Delete,
+            metrics: m.clone(),
+        };
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let (path, metrics, s2) = (dl.clone(), m.clone(), seen.clone());
+        let ack = AckHandle::new(move |how| {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let counted = metrics.counter(
+                "kmswatch_dead_letters_total",
+                &[("source", "sqs"), ("reason", "not_a_notification")],
+            );
+            *s2.lock().expect("lock") = Some((how, text, counted));
+        });
+        let mut b = batch("sqs://q#m-1", b"", ack);
+        b.dead.push(kmswatch_sources::DeadLetter {
+            location: "sqs://q#m-1".into(),
+            reason: "not_a_notification".into(),
+            detail: "the body is not an S3 event notification".into(),
+            bytes: Some(Bytes::from_static(b"\x00hello\xff")),
+            size: Some(7),
+            sha256: None,
+        });
+        let n = normalize_batch(&normalizer, &c, b, Instant::now());
+        assert_eq!(
+            n.dead.len(),
+            1,
+            "no extra 'empty' entry for a carrier batch"
+        );
+        let store = Arc::new(Store::open(&dir.path().join("state")).expect("store"));
+        let (tx, rx) = mpsc::channel(8);
+        let deliverer = Deliverer {
+            sinks: vec![Box::new(NullSink)],
+            store: store.clone(),
+            dead: DeadLetterWriter::new(dl.clone(), 1 << 20, 2, m.clone()),
+            metrics: m.clone(),
+            respond: None,
+            ready: Readiness::new(&m),
+            shutdown: Shutdown::new(Duration::from_secs(5)),
+        };
+        let task = tokio::spawn(deliverer.run(rx));
+        tx.send(ToDeliver::Dead(n.dead)).await.expect("send");
+        tx.send(ToDeliver::Checkpoint(
+            Box::default(),
+            vec![PendingAck {
+                source: n.source,
+                origin: n.origin,
+                ack: n.ack,
+                how: n.settle,
+                received: n.received,
+                permit: None,
+            }],
+        ))
+        .await
+        .expect("send");
+        drop(tx);
+        task.await.expect("join").expect("deliver");
+        let (how, text, counted) = seen.lock().expect("lock").take().expect("settled");
+        assert_eq!(how, Settle::Ack);
+        assert_eq!(counted, 1.0);
+        let e: serde_json::Value = serde_json::from_str(text.trim()).expect("one entry");
+        assert_eq!(e["kind"], "set_aside");
+        assert_eq!(e["reason"], "not_a_notification");
+        assert_eq!(e["encoding"], "base64");
+        assert_eq!(e["size"], 7);
+        assert_eq!(e["location"], "sqs://q#m-1");
+    }
+
+    /// A checkpoint that cannot be written keeps the process not ready and settles nothing;
+    /// once stopping, the deliver task gives up at the deadline with an error (a non-zero
+    /// exit) instead of hanging.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_checkpoint_settles_nothing_and_stops_by_the_deadline() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = Metrics::default();
+        let store = Arc::new(Store::open(&dir.path().join("state")).expect("store"));
+        let ready = Readiness::new(&m);
+        ready.started(true);
+        let shutdown = Shutdown::new(Duration::from_millis(1500));
+        // One good checkpoint, then the database file is replaced by a directory: every later
+        // commit fails (reopening it fails) until the end of the test.
+        let cp = Checkpoint {
+            engine: Some(vec![0u8; 16]),
+            ..Checkpoint::default()
+        };
+        store.commit(&cp).expect("first commit works");
+        store.close_after_failure();
+        let db = dir.path().join("state/kmswatch.redb");
+        std::fs::remove_file(&db).expect("rm db");
+        std::fs::create_dir(&db).expect("dir in its place");
+        let settled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = settled.clone();
+        let (tx, rx) = mpsc::channel(8);
+        let deliverer = Deliverer {
+            sinks: vec![Box::new(NullSink)],
+            store: store.clone(),
+            dead: DeadLetterWriter::new(dir.path().join("dl"), 1 << 20, 2, m.clone()),
+            metrics: m.clone(),
+            respond: None,
+            ready: ready.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let task = tokio::spawn(deliverer.run(rx));
+        tx.send(ToDeliver::Checkpoint(
+            Box::default(),
+            vec![PendingAck {
+                source: Arc::from("s"),
+                origin: "o".into(),
+                ack: AckHandle::new(move |how| {
+                    s2.store(how.is_ack(), std::sync::atomic::Ordering::SeqCst)
+                }),
+                how: Settle::Ack,
+                received: Instant::now(),
+                permit: None,
+            }],
+        ))
+        .await
+        .expect("send");
+        for _ in 0..100 {
+            if m.counter("kmswatch_checkpoint_failures_total", &[]) > 0.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(m.counter("kmswatch_checkpoint_failures_total", &[]) > 0.0);
+        assert!(!ready.is_ready());
+        assert!(
+            ready.reason().unwrap_or_default().contains("state_store"),
+            "{:?}",
+            ready.reason()
+        );
+        assert!(!settled.load(std::sync::atomic::Ordering::SeqCst));
+        // SIGTERM: the deliver task ends by the deadline with an error.
+        let t = Instant::now();
+        shutdown.trigger();
+        drop(tx);
+        let r = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("bounded")
+            .expect("join");
+        let e = r.expect_err("the last checkpoint was not written");
+        assert!(
+            format!("{e:#}").contains("could not write the last checkpoint"),
+            "{e:#}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(!settled.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

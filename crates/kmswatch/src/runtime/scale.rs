@@ -32,24 +32,33 @@
 //! produces (same ids, same content; a finding emitted after the last checkpoint before a
 //! crash is emitted again with the same id).
 //!
-//! With a `respond:` section, a checkpoint hands the findings it delivered to the response
-//! task of `runtime::respond` (the single-process pipeline's, same bounded queue, same sinks
-//! for audit records and raised findings) before writing the snapshots. The detect thread
-//! waits while that queue is full (backpressure); once the instance is stopping it waits at
-//! most [`HAND_GRACE_AT_STOP`] and logs the findings it could not hand over, so a stuck
-//! playbook cannot keep the instance from stopping. Shutdown then lets the queue drain
-//! (`respond::RESPONSE_DRAIN`) before the sinks are closed.
+//! With a `respond:` section the response queue is durable here too: a checkpoint adds the
+//! findings a playbook has work for to their partition's snapshot (`respond`, keyed by finding
+//! uid), and only once Kafka acknowledged that snapshot hands them to the response task of
+//! `runtime::respond` (the single-process pipeline's, same sinks for audit records and raised
+//! findings) through its bounded channel — waiting while it is full, not at all once stopping.
+//! Findings whose playbooks ran are removed by the next snapshot of their partition. The
+//! queue moves with the partition: a restart or the next owner after a rebalance restores the
+//! snapshot and runs what is left first (`Responder::has_work` skips what the journal shows
+//! as handled, so with a shared journal nothing runs twice). At SIGTERM the thread stops
+//! consuming, lets the playbooks already handed over finish within the shutdown bound, and
+//! writes the last snapshots with what finished removed.
 //!
 //! Limitation: a correlation whose group-by spans principals (the shipped pack's
 //! `kms.key.uid` correlations) only sees the events of one partition; see ARCHITECTURE.md.
 
-use crate::cmd::run::{close_sources, open_sources, spawn_signal_handler, start_server};
+use crate::cmd::run::{close_sources, left, open_sources, spawn_signal_handler, start_server};
 use crate::cmd::scan::load_rules;
 use crate::config::{Config, ScaleOutConfig};
+use crate::runtime::deadletter::DeadLetterWriter;
 use crate::runtime::dedup::{event_key, Dedup};
 use crate::runtime::deliver::{self, Deliver};
+use crate::runtime::limits::{BudgetPermit, MemoryBudget};
 use crate::runtime::metrics::{describe_all, export_sink_metrics, Metrics, LATENCY_BUCKETS};
-use crate::runtime::pipeline::{self, now_ms, ToDetect};
+use crate::runtime::pipeline::{
+    self, commit_until_written, now_ms, sync_dead_letters, Shutdown, ToDetect,
+};
+use crate::runtime::ready::Readiness;
 use crate::runtime::respond::{self, ResponseHook};
 use crate::runtime::store::{Checkpoint, Store};
 use anyhow::{anyhow, bail, Context, Result};
@@ -67,17 +76,12 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a checkpoint still waits for room in the response queue once the instance is
-/// stopping (the findings it could not hand over are logged).
-const HAND_GRACE_AT_STOP: Duration = Duration::from_secs(5);
 
 fn base_client(so: &ScaleOutConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -152,45 +156,10 @@ enum ToAck {
         ack: AckHandle,
         how: Settle,
         received: Instant,
+        /// The batch's share of the memory budget, released with the settlement.
+        permit: Option<BudgetPermit>,
     },
     Checkpoint(Box<Checkpoint>),
-}
-
-/// Append-only dead-letter file, fsynced before the batch it belongs to is acknowledged.
-struct DeadLetters {
-    path: std::path::PathBuf,
-    file: Option<std::fs::File>,
-}
-
-impl DeadLetters {
-    fn write(&mut self, recs: &[serde_json::Value]) -> Result<()> {
-        if recs.is_empty() {
-            return Ok(());
-        }
-        if self.file.is_none() {
-            if let Some(d) = self.path.parent() {
-                std::fs::create_dir_all(d).ok();
-            }
-            self.file = Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)
-                    .with_context(|| format!("opening dead-letter file {}", self.path.display()))?,
-            );
-        }
-        let mut buf = Vec::new();
-        for r in recs {
-            serde_json::to_writer(&mut buf, r)?;
-            buf.push(b'\n');
-        }
-        if let Some(f) = self.file.as_mut() {
-            f.write_all(&buf)
-                .and_then(|()| f.sync_data())
-                .with_context(|| format!("writing {}", self.path.display()))?;
-        }
-        Ok(())
-    }
 }
 
 /// Queue one record, waiting while the producer's queue is full.
@@ -219,6 +188,8 @@ async fn acker(
     topic: String,
     store: Arc<Store>,
     metrics: Metrics,
+    ready: Readiness,
+    shutdown: Shutdown,
 ) -> Result<()> {
     while let Some(m) = rx.recv().await {
         match m {
@@ -229,6 +200,7 @@ async fn acker(
                 ack,
                 how,
                 received,
+                permit,
             } => {
                 let mut ok = true;
                 for f in sent {
@@ -276,12 +248,10 @@ async fn acker(
                 );
                 debug!(target: "kmswatch::ack", origin = %origin, "batch settled");
                 ack.settle(how);
+                drop(permit);
             }
             ToAck::Checkpoint(cp) => {
-                let store = store.clone();
-                tokio::task::spawn_blocking(move || store.commit(&cp))
-                    .await
-                    .context("checkpoint task")??;
+                commit_until_written(&store, Arc::from(cp), &ready, &metrics, &shutdown).await?;
                 metrics.add("kmswatch_checkpoints_total", &[], 1.0);
             }
         }
@@ -296,7 +266,8 @@ pub async fn ingest(cfg: Config, _exit_when_done: bool) -> Result<()> {
     };
     let metrics = Metrics::default();
     describe_all(&metrics);
-    let ready = Arc::new(AtomicBool::new(false));
+    pipeline::describe_metrics(&metrics);
+    let ready = Readiness::new(&metrics);
     let listen = start_server(&cfg, &metrics, &ready).await?;
     let store = Arc::new(Store::open(&cfg.state.dir)?);
     let mut dedup = Dedup::new(cfg.state.dedup_ttl_secs, cfg.state.dedup_max_entries);
@@ -318,33 +289,42 @@ pub async fn ingest(cfg: Config, _exit_when_done: bool) -> Result<()> {
     let cap = cfg.state.channel_capacity;
     let (tx_detect, mut rx_detect) = mpsc::channel::<ToDetect>(cap);
     let (tx_ack, rx_ack) = mpsc::channel::<ToAck>(cap);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    spawn_signal_handler(stop_tx);
+    let timeout = cfg.limits.shutdown_timeout();
+    let shutdown = Shutdown::new(timeout);
+    spawn_signal_handler(shutdown.clone());
     let acker = tokio::spawn(acker(
         rx_ack,
         producer.clone(),
         so.topic.clone(),
         store.clone(),
         metrics.clone(),
+        ready.clone(),
+        shutdown.clone(),
     ));
+    let budget = MemoryBudget::new(cfg.limits.in_flight_bytes());
+    let normalize = cfg.limits.normalize_options(&cfg.normalize);
     let mut tasks = Vec::new();
     for (entry, source) in sources {
         tasks.push(tokio::spawn(pipeline::source_task(
             entry,
             source,
-            cfg.normalize.clone(),
+            normalize.clone(),
+            budget.clone(),
             tx_detect.clone(),
-            stop_rx.clone(),
+            shutdown.subscribe(),
             metrics.clone(),
         )));
     }
     drop(tx_detect);
-    ready.store(true, Ordering::Relaxed);
-    metrics.set("kmswatch_ready", &[], 1.0);
-    let mut dead = DeadLetters {
-        path: cfg.state.dead_letter(),
-        file: None,
-    };
+    ready.started(true);
+    // The same writer as `--mode all`: every entry written and fsynced before its batch is
+    // handed to the acknowledger.
+    let mut dead = DeadLetterWriter::new(
+        cfg.state.dead_letter(),
+        cfg.limits.dead_letter_max_bytes,
+        cfg.limits.dead_letter_files,
+        metrics.clone(),
+    );
     let interval = Duration::from_millis(cfg.state.checkpoint_interval_ms);
     let mut tick = tokio::time::interval(interval);
     let mut payload = Vec::new();
@@ -353,11 +333,9 @@ pub async fn ingest(cfg: Config, _exit_when_done: bool) -> Result<()> {
         dedup.expire(now_ms());
         let (dedup_insert, dedup_remove) = dedup.take_delta();
         ToAck::Checkpoint(Box::new(Checkpoint {
-            engine: None,
             dedup_insert,
             dedup_remove,
-            meta: Vec::new(),
-            in_flight: None,
+            ..Checkpoint::default()
         }))
     };
     loop {
@@ -382,7 +360,10 @@ pub async fn ingest(cfg: Config, _exit_when_done: bool) -> Result<()> {
                         metrics.add("kmswatch_events_duplicate_total", &[("source", &n.source)], dups as f64);
                     }
                     metrics.add("kmswatch_published_total", &[("topic", &so.topic)], sent.len() as f64);
-                    dead.write(&n.dead)?;
+                    for e in &n.dead {
+                        dead.push(e);
+                    }
+                    sync_dead_letters(&mut dead, &ready, &metrics, &shutdown).await?;
                     tx_ack.send(ToAck::Batch {
                         source: n.source,
                         origin: n.origin,
@@ -390,6 +371,7 @@ pub async fn ingest(cfg: Config, _exit_when_done: bool) -> Result<()> {
                         ack: n.ack,
                         how: n.settle,
                         received: n.received,
+                        permit: n.permit,
                     }).await.map_err(|_| closed())?;
                 }
                 Some(ToDetect::End(_)) => {}
@@ -414,8 +396,8 @@ pub async fn ingest(cfg: Config, _exit_when_done: bool) -> Result<()> {
         }
     }
     acker.await.context("acknowledgement task")??;
-    ready.store(false, Ordering::Relaxed);
-    close_sources(finished).await;
+    ready.started(false);
+    close_sources(finished, left(&shutdown, timeout)).await;
     info!("kmswatch ingest stopped; every published batch acknowledged");
     Ok(())
 }
@@ -430,10 +412,16 @@ struct PartSnapshot {
     /// The offset of the next message to process.
     next_offset: i64,
     engine: EngineState,
+    /// Findings queued for the playbooks and not yet run (see the module docs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    respond: Vec<Finding>,
 }
 
 struct Part {
     engine: Engine,
+    /// Findings queued for the playbooks (in the snapshot): uid -> (finding, handed to the
+    /// response task).
+    respond: BTreeMap<String, (Finding, bool)>,
     next_offset: Option<i64>,
     committed: Option<i64>,
     dirty: bool,
@@ -490,6 +478,14 @@ fn resume_step(next: i64, resume_from: i64, offset: i64) -> (Step, bool) {
     }
 }
 
+/// An error once stopping and past the shutdown deadline (retry loops on the detect thread).
+fn past_deadline(shutdown: &Shutdown, what: &str) -> Result<()> {
+    if shutdown.remaining().is_some_and(|r| r.is_zero()) {
+        bail!("{what}: still failing at the shutdown deadline (limits.shutdown_timeout_secs); the next owner resumes from the last snapshot");
+    }
+    Ok(())
+}
+
 /// How often an idle partition's end offset is asked for.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
@@ -509,10 +505,11 @@ struct Core {
     last_checkpoint: Instant,
     /// The instance is failing (a sink or the changelog gave a permanent error): stop.
     failed: Option<anyhow::Error>,
-    /// The playbooks (`respond:` section): delivered findings are handed to them.
+    /// The playbooks (`respond:` section): findings they have work for are queued in the
+    /// snapshots and handed to them.
     respond: Option<ResponseHook>,
-    /// Set once the instance is stopping.
-    stop: Arc<AtomicBool>,
+    /// The stop signal and its deadline.
+    shutdown: Shutdown,
 }
 
 fn lock(m: &Mutex<Core>) -> MutexGuard<'_, Core> {
@@ -662,20 +659,28 @@ impl Core {
             }
             self.restorer.unassign()?;
         }
+        let mut respond = BTreeMap::new();
         let (offset, next) = match best {
             Some(s) => {
                 engine
                     .restore(s.engine)
                     .map_err(|e| anyhow!("restoring partition {p}'s engine: {e}"))?;
+                for f in s.respond {
+                    respond.insert(f.finding_info.uid.clone(), (f, false));
+                }
                 (Offset::Offset(s.next_offset), Some(s.next_offset))
             }
             None => (Offset::Stored, None),
         };
+        if let Some(hook) = &self.respond {
+            hook.resumed(respond.len() as u64);
+        }
         info!(partition = p, from = ?offset, ms = started.elapsed().as_millis() as u64, "partition state restored");
         self.parts.insert(
             p,
             Part {
                 engine,
+                respond,
                 next_offset: next,
                 committed: next,
                 dirty: false,
@@ -870,9 +875,21 @@ impl Core {
             .copied()
             .filter(|p| which.is_none_or(|w| w.contains(p)))
             .collect();
+        // 0. Findings whose playbooks ran leave their partitions' queues.
+        if let Some(hook) = &self.respond {
+            for uid in hook.take_done() {
+                for part in self.parts.values_mut() {
+                    if part.respond.remove(&uid).is_some() {
+                        part.dirty = true;
+                    }
+                }
+            }
+        }
         let mut findings = Vec::new();
+        let mut per_part = Vec::new();
         for p in &chosen {
             if let Some(part) = self.parts.get_mut(p) {
+                per_part.push((*p, findings.len(), part.findings.len()));
                 findings.append(&mut part.findings);
             }
         }
@@ -883,18 +900,19 @@ impl Core {
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
             let t = Instant::now();
             loop {
-                let r = handle.block_on(async {
+                let r = handle.block_on(self.shutdown.bounded("delivering findings", async {
                     if !findings.is_empty() {
                         sink.send(&findings).await?;
                     }
                     sink.flush().await
-                });
+                }))?;
                 match r {
                     Ok(()) => break,
                     Err(e) => {
                         metrics.add("kmswatch_sink_errors_total", &[("sink", &name)], 1.0);
                         let d = backoff.next_delay();
                         warn!(sink = %name, error = %format!("{e:#}"), "delivery failed; retrying");
+                        past_deadline(&self.shutdown, "delivering findings")?;
                         std::thread::sleep(d);
                     }
                 }
@@ -921,16 +939,20 @@ impl Core {
                 1.0,
             );
         }
-        // 1b. The delivered findings to the playbooks (the single-process deliver task's
-        // hook): waits while the response queue is full, only briefly once stopping.
-        if let (Some(hook), false) = (&self.respond, findings.is_empty()) {
-            let stop = self.stop.clone();
-            handle.block_on(hook.hand_until(&findings, async move {
-                while !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+        // 1b. Findings a playbook has work for join their partition's durable queue.
+        if let Some(hook) = &self.respond {
+            for (p, from, n) in &per_part {
+                let Some(part) = self.parts.get_mut(p) else {
+                    continue;
+                };
+                for f in findings.iter().skip(*from).take(*n) {
+                    if !part.respond.contains_key(&f.finding_info.uid) && hook.has_work(f) {
+                        part.respond
+                            .insert(f.finding_info.uid.clone(), (f.clone(), false));
+                        part.dirty = true;
+                    }
                 }
-                tokio::time::sleep(HAND_GRACE_AT_STOP).await;
-            }));
+            }
         }
         // 2. Snapshots of the changed partitions, acknowledged by Kafka.
         let mut sent = Vec::new();
@@ -948,6 +970,7 @@ impl Core {
                 partition: *p,
                 next_offset: next,
                 engine: part.engine.snapshot(),
+                respond: part.respond.values().map(|(f, _)| f.clone()).collect(),
             };
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             serde_json::to_writer(&mut gz, &snap).context("serializing a partition snapshot")?;
@@ -979,7 +1002,44 @@ impl Core {
                     Err((e, _)) => {
                         let d = backoff.next_delay();
                         warn!(topic = %self.changelog, key = %key, error = %e, "writing a snapshot failed; retrying (nothing is committed meanwhile)");
+                        past_deadline(&self.shutdown, "writing the last snapshots")?;
                         std::thread::sleep(d);
+                    }
+                }
+            }
+        }
+        // 2b. Queued findings of the partitions kept, now in acknowledged snapshots, to the
+        // response task (waiting while its queue is full; not once stopping: they stay queued
+        // in the snapshots). A revoked partition's queue goes to its next owner.
+        if let Some(hook) = self.respond.clone() {
+            let revoking = which.is_some();
+            let mut to_hand: Vec<(i32, Finding)> = Vec::new();
+            if !revoking {
+                for p in &chosen {
+                    if let Some(part) = self.parts.get(p) {
+                        to_hand.extend(
+                            part.respond
+                                .values()
+                                .filter(|(_, handed)| !handed)
+                                .map(|(f, _)| (*p, f.clone())),
+                        );
+                    }
+                }
+            }
+            if !to_hand.is_empty() {
+                let fs: Vec<Finding> = to_hand.iter().map(|(_, f)| f.clone()).collect();
+                let shutdown = self.shutdown.clone();
+                let handed = handle.block_on(hook.hand_until(&fs, async move {
+                    let mut rx = shutdown.subscribe();
+                    let _ = rx.wait_for(|s| *s).await;
+                }));
+                for (p, f) in to_hand.iter().take(handed) {
+                    if let Some((_, h)) = self
+                        .parts
+                        .get_mut(p)
+                        .and_then(|part| part.respond.get_mut(&f.finding_info.uid))
+                    {
+                        *h = true;
                     }
                 }
             }
@@ -1022,7 +1082,8 @@ pub async fn detect(cfg: Config) -> Result<()> {
     }
     let metrics = Metrics::default();
     describe_all(&metrics);
-    let ready = Arc::new(AtomicBool::new(false));
+    pipeline::describe_metrics(&metrics);
+    let ready = Readiness::new(&metrics);
     let listen = start_server(&cfg, &metrics, &ready).await?;
     let rules = load_rules(&cfg, &[], false)?;
     let (n_rules, n_corr) = (rules.len(), rules.correlations().count());
@@ -1032,12 +1093,18 @@ pub async fn detect(cfg: Config) -> Result<()> {
     let sinks = deliver::build(&sink_set, &metrics);
     let (respond, respond_task) = match &cfg.respond {
         Some(rc) => {
-            let (hook, task) = respond::start(rc, sink_set.clone(), metrics.clone())?;
+            let (hook, task) = respond::start(
+                rc,
+                sink_set.clone(),
+                metrics.clone(),
+                respond::Feed::Channel,
+            )?;
             (Some(hook), Some(task))
         }
         None => (None, None),
     };
-    let stop = Arc::new(AtomicBool::new(false));
+    let timeout = cfg.limits.shutdown_timeout();
+    let shutdown = Shutdown::new(timeout);
     ensure_topics(&so).await?;
     let producer = producer(&so)?;
     let restorer: BaseConsumer = base_client(&so)
@@ -1062,8 +1129,8 @@ pub async fn detect(cfg: Config) -> Result<()> {
             .then(|| Duration::from_secs(cfg.state.idle_advance_secs)),
         last_checkpoint: Instant::now(),
         failed: None,
-        respond,
-        stop: stop.clone(),
+        respond: respond.clone(),
+        shutdown: shutdown.clone(),
     }));
     let mut cc = base_client(&so);
     cc.set("group.id", &so.group_id)
@@ -1094,20 +1161,15 @@ pub async fn detect(cfg: Config) -> Result<()> {
         listen = %listen.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
         "kmswatch started"
     );
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    spawn_signal_handler(stop_tx);
-    let stop2 = stop.clone();
-    tokio::spawn(async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
-        stop2.store(true, Ordering::Relaxed);
-    });
-    ready.store(true, Ordering::Relaxed);
-    metrics.set("kmswatch_ready", &[], 1.0);
+    spawn_signal_handler(shutdown.clone());
+    ready.started(true);
     let interval = Duration::from_millis(cfg.state.checkpoint_interval_ms);
+    let stop = shutdown.clone();
+    let hook = respond.clone();
     let worker = std::thread::Builder::new()
         .name("kmswatch-detect".into())
         .spawn(move || -> Result<()> {
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.is_stopping() {
                 let polled = consumer.poll(Duration::from_millis(100));
                 let mut core = lock(&core);
                 if let Some(e) = core.failed.take() {
@@ -1144,6 +1206,13 @@ pub async fn detect(cfg: Config) -> Result<()> {
                     core.checkpoint(&consumer, None)?;
                 }
             }
+            // The playbooks already handed over finish (within the shutdown bound), so the
+            // last snapshots no longer queue them.
+            if let Some(hook) = &hook {
+                while hook.outstanding() > 0 && stop.remaining().is_some_and(|r| !r.is_zero()) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
             lock(&core).checkpoint(&consumer, None)?;
             info!("kmswatch detect stopping; state checkpointed");
             consumer.unsubscribe();
@@ -1155,13 +1224,15 @@ pub async fn detect(cfg: Config) -> Result<()> {
         .await
         .context("detection thread")?
         .map_err(|_| anyhow!("the detection thread panicked"))?;
-    ready.store(false, Ordering::Relaxed);
-    if let Some(t) = respond_task {
-        // The hook was dropped with the detection thread's state: the queue drains, then the
-        // task ends.
-        respond::finish(t).await;
+    ready.started(false);
+    if let (Some(t), Some(hook)) = (respond_task, respond.as_ref()) {
+        // Every sender is gone with the detection thread: what is left stays queued in the
+        // snapshots.
+        respond::finish(t, hook, left(&shutdown, timeout)).await;
     }
-    sink_set.shutdown(Duration::from_secs(10)).await;
+    sink_set
+        .shutdown(left(&shutdown, timeout).min(Duration::from_secs(10)))
+        .await;
     res
 }
 

@@ -20,6 +20,7 @@
 
 use crate::config::{ServerAuthConfig, ServerConfig, ServerTlsConfig};
 use crate::runtime::metrics::Metrics;
+use crate::runtime::ready::Readiness;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -28,7 +29,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
@@ -178,7 +178,7 @@ fn describe(cfg: &ServerConfig, auth: bool, tls: bool) -> String {
 /// Everything a connection needs, shared.
 struct Shared {
     metrics: Metrics,
-    ready: Arc<AtomicBool>,
+    ready: Readiness,
     token: Option<BearerToken>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     header_read_timeout: Duration,
@@ -186,11 +186,7 @@ struct Shared {
 }
 
 /// Bind `server.listen` and serve until the process ends. Returns the bound address.
-pub async fn start(
-    cfg: &ServerConfig,
-    metrics: &Metrics,
-    ready: &Arc<AtomicBool>,
-) -> Result<SocketAddr> {
+pub async fn start(cfg: &ServerConfig, metrics: &Metrics, ready: &Readiness) -> Result<SocketAddr> {
     let addr: SocketAddr = cfg
         .listen
         .parse()
@@ -348,8 +344,8 @@ where
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -391,8 +387,15 @@ fn route<B>(req: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if shared.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/readyz" if shared.ready.is_ready() => text(StatusCode::OK, "ready\n"),
+        // The reason names the failing component (`state_store: ...`): operators see why.
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{}\n",
+                shared.ready.reason().as_deref().unwrap_or("not ready")
+            ),
+        ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

@@ -1,0 +1,190 @@
+//! Dead letters of `kmswatch run` are lossless and uncapped, and the memory budget holds:
+//!
+//! - 300 rejected records in one batch (half of them not UTF-8) give 300 dead-letter entries
+//!   whose bytes decode back exactly (UTF-8 text or base64, the encoding named in the entry),
+//!   with size and SHA-256, counted in `kmswatch_dead_letters_total`;
+//! - a batch larger than the in-flight budget (`limits.memory_budget_bytes`) is dead-lettered
+//!   unread (location, size, SHA-256) and the pipeline goes on with the next batches.
+
+mod support;
+
+use base64::Engine as _;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::Path;
+use support::{read_jsonl, schedule_deletion_line, wait_for, workspace, Run};
+
+const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+fn config(log: &Path, extra: &str) -> String {
+    format!(
+        "rules:\n  paths: [{rules}]\n  lateness_secs: 172800\n\
+         sources:\n  - {{ id: trail, type: file, paths: [\"{log}\"], follow: true }}\n\
+         sinks:\n  - {{ type: file, path: out.jsonl, batch: {{ timeout_ms: 20 }} }}\n\
+         state: {{ dir: state, checkpoint_interval_ms: 200, idle_advance_secs: 0 }}\n\
+         server: {{ listen: \"127.0.0.1:0\" }}\n{extra}",
+        rules = workspace().join("rules").display(),
+        log = log.display(),
+    )
+}
+
+fn decode(entry: &Value) -> Vec<u8> {
+    let data = entry["data"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no data: {entry}"));
+    match entry["encoding"].as_str() {
+        Some("utf8") => data.as_bytes().to_vec(),
+        Some("base64") => base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap_or_else(|e| panic!("bad base64 in {entry}: {e}")),
+        other => panic!("unknown encoding {other:?} in {entry}"),
+    }
+}
+
+fn hex_sha256(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+#[test]
+fn three_hundred_rejected_records_decode_back_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("trail.jsonl");
+    // One valid record (the batch is not a bad object), then 300 rejected lines.
+    let mut bad: Vec<Vec<u8>> = Vec::new();
+    for i in 0..150 {
+        bad.push(format!("garbage line {i} {{not json \u{e9}\t\"quoted\"").into_bytes());
+        bad.push(
+            [
+                &b"\xff\xfe bad \x80 line "[..],
+                i.to_string().as_bytes(),
+                b"\x00\x1b[31m",
+            ]
+            .concat(),
+        );
+    }
+    let mut text = schedule_deletion_line(KEY, "alice", "ev-1").into_bytes();
+    for b in &bad {
+        text.extend_from_slice(b);
+        text.push(b'\n');
+    }
+    std::fs::write(&log, &text).expect("write trail");
+    let mut run = Run::start(&dir.path().join("run"), &config(&log, ""), &[]);
+    let dl = dir.path().join("run/state/dead-letter.jsonl");
+    wait_for("300 dead-letter entries", 120, &mut run, |_| {
+        read_jsonl(&dl)
+            .iter()
+            .filter(|e| e["kind"] == "record")
+            .count()
+            >= 300
+    });
+    wait_for("the metric", 30, &mut run, |r| {
+        r.metric("kmswatch_dead_letters_total{source=\"trail\",reason=\"malformed_json\"}") == 300.0
+    });
+    run.stop(30);
+    let entries: Vec<Value> = read_jsonl(&dl)
+        .into_iter()
+        .filter(|e| e["kind"] == "record")
+        .collect();
+    assert_eq!(entries.len(), 300, "one entry per rejected record, no cap");
+    for (i, (e, want)) in entries.iter().zip(&bad).enumerate() {
+        let got = decode(e);
+        assert_eq!(&got, want, "entry {i} does not decode to the record: {e}");
+        assert_eq!(e["size"], want.len(), "{e}");
+        assert_eq!(e["sha256"], hex_sha256(want), "{e}");
+        assert_eq!(e["source"], "trail");
+        assert_eq!(e["reason"], "malformed_json");
+        assert_eq!(
+            e["encoding"],
+            if std::str::from_utf8(want).is_ok() {
+                "utf8"
+            } else {
+                "base64"
+            }
+        );
+        let loc = e["location"].as_str().unwrap_or_default();
+        assert!(loc.starts_with(&log.display().to_string()), "{loc}");
+    }
+    assert!(
+        !run.jsonl("out.jsonl").is_empty(),
+        "the valid record's finding"
+    );
+}
+
+#[test]
+fn a_batch_over_the_memory_budget_is_dead_lettered_and_the_pipeline_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("trail.jsonl");
+    std::fs::write(&log, schedule_deletion_line(KEY, "before", "ev-before")).expect("trail");
+    // 1 MiB budget: batches in flight are bounded to half of it.
+    let mut run = Run::start(
+        &dir.path().join("run"),
+        &config(&log, "limits: { memory_budget_bytes: 1048576 }\n"),
+        &[],
+    );
+    let rule = |r: &Run, user: &str| {
+        r.jsonl("out.jsonl").iter().any(|f| {
+            f["finding_info"]["analytic"]["name"] == "kms_schedule_key_deletion"
+                && f.to_string().contains(&format!("user/{user}"))
+        })
+    };
+    wait_for("the first finding", 120, &mut run, |r| rule(r, "before"));
+    // One append of ~900 KiB: a single batch over the budget.
+    let mut big = Vec::new();
+    let mut i = 0;
+    while big.len() < 900 << 10 {
+        big.extend_from_slice(
+            schedule_deletion_line(KEY, &format!("big{i:05}"), &format!("ev-big-{i}")).as_bytes(),
+        );
+        i += 1;
+    }
+    let offset = std::fs::metadata(&log).expect("len").len();
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("open");
+        f.write_all(&big).expect("append big");
+    }
+    let dl = dir.path().join("run/state/dead-letter.jsonl");
+    wait_for("the over-budget dead letter", 60, &mut run, |_| {
+        read_jsonl(&dl)
+            .iter()
+            .any(|e| e["reason"] == "over_memory_budget")
+    });
+    // The pipeline goes on.
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("open");
+        f.write_all(schedule_deletion_line(KEY, "after", "ev-after").as_bytes())
+            .expect("append");
+    }
+    wait_for("the finding after it", 60, &mut run, |r| rule(r, "after"));
+    assert_eq!(
+        run.metric("kmswatch_dead_letters_total{source=\"trail\",reason=\"over_memory_budget\"}"),
+        1.0
+    );
+    run.stop(30);
+    let e = read_jsonl(&dl)
+        .into_iter()
+        .find(|e| e["reason"] == "over_memory_budget")
+        .expect("entry");
+    assert_eq!(e["size"], big.len(), "{e}");
+    assert_eq!(e["sha256"], hex_sha256(&big), "{e}");
+    assert_eq!(e["location"], format!("{}:{offset}", log.display()), "{e}");
+    assert!(
+        e.get("data").is_none(),
+        "the bytes stay at their location: {e}"
+    );
+    assert!(
+        !run.jsonl("out.jsonl")
+            .iter()
+            .any(|f| f.to_string().contains("user/big")),
+        "nothing of the over-budget batch was processed"
+    );
+}
