@@ -15,6 +15,7 @@
 //!   into `protoPayload`) gives the same result as [`scan::object_fields_strict`], and its
 //!   nested fields are the structural fields of that value.
 
+use crate::KnownOpen;
 use kmswatch_normalize::scan;
 
 /// serde_json's verdict on a whole input: one value with nothing around it.
@@ -28,6 +29,24 @@ pub fn serde_accepts(b: &[u8]) -> bool {
 pub fn check(b: &[u8]) {
     let serde = serde_accepts(b);
     let strict = scan::strict_value(b, 0) == Some(b.len());
+    if strict {
+        // What provider rules do with a kept record's raw text.
+        if let Err(e) = serde_json::from_slice::<serde_json::Value>(b) {
+            let known = KnownOpen::of_value_error(&e);
+            assert!(
+                known.is_some_and(KnownOpen::tolerated),
+                "strict_value accepts what serde_json cannot parse as a Value ({e}): {:?}",
+                String::from_utf8_lossy(b)
+            );
+        }
+    }
+    if !strict
+        && serde
+        && matches!(scan::skip_value(b, 0), Err(scan::ScanError::TooDeep(_)))
+        && KnownOpen::ScannerDepthDiffersFromSerde.tolerated()
+    {
+        return;
+    }
     assert_eq!(
         strict,
         serde,
