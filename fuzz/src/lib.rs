@@ -30,8 +30,8 @@ use kmswatch_normalize::{Format, Item, Normalizer, Options, SkipReason, Summary}
 pub enum KnownOpen {
     /// serde_json refuses to build a `Value` from text it accepts when only validating
     /// (`IgnoredAny`, `RawValue`, and so the strict scanner): a lone UTF-16 surrogate escape
-    /// (`"\ud800"`) or nesting over its recursion limit (128 levels counted from the
-    /// outermost value). The normalizer keeps such a record as an event whose `raw` provider
+    /// (`"\ud800"`), a number outside `f64`'s range (`1e400`), or nesting over its recursion
+    /// limit (128 levels counted from the outermost value). The normalizer keeps such a record as an event whose `raw` provider
     /// rules cannot parse (`kmswatch-normalize`; `kmswatch-rules` skips them silently).
     ValueRefusesValidatedJson,
     /// The strict scanner counts [`MAX_DEPTH`](kmswatch_normalize::scan::MAX_DEPTH) from the
@@ -45,6 +45,7 @@ impl KnownOpen {
     pub fn of_value_error(e: &serde_json::Error) -> Option<KnownOpen> {
         let msg = e.to_string();
         let known = msg.starts_with("recursion limit exceeded")
+            || msg.starts_with("number out of range")
             || msg.starts_with("lone leading surrogate in hex escape")
             || msg.starts_with("unexpected end of hex escape");
         known.then_some(KnownOpen::ValueRefusesValidatedJson)
