@@ -31,8 +31,9 @@ pub enum KnownOpen {
     /// serde_json refuses to build a `Value` from text it accepts when only validating
     /// (`IgnoredAny`, `RawValue`, and so the strict scanner): a lone UTF-16 surrogate escape
     /// (`"\ud800"`), a number outside `f64`'s range (`1e400`), or nesting over its recursion
-    /// limit (128 levels counted from the outermost value). The normalizer keeps such a record as an event whose `raw` provider
-    /// rules cannot parse (`kmswatch-normalize`; `kmswatch-rules` skips them silently).
+    /// limit (128 levels counted from the outermost value). The normalizer keeps such a
+    /// record as an event whose `raw` provider rules cannot parse (`kmswatch-normalize`;
+    /// `kmswatch-rules` skips them silently).
     ValueRefusesValidatedJson,
     /// The strict scanner counts [`MAX_DEPTH`](kmswatch_normalize::scan::MAX_DEPTH) from the
     /// value it starts at and refuses deeper input that serde_json's validating parse (which
