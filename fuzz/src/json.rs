@@ -6,71 +6,90 @@
 //! (`Raw::from_checked`). That is only sound if "strict" means exactly "serde_json accepts
 //! it": a record the scanner passes and serde_json refuses would be written to sinks as
 //! invalid JSON; one it refuses and serde_json accepts costs a second parse. So:
-//! * [`scan::strict_value`] consumes the whole input iff `serde_json::from_slice` (ignoring
-//!   the value, as `RawValue` does) accepts it, and for UTF-8 input iff
-//!   `RawValue::from_string` does (the constructor the non-strict path uses);
-//! * UTF-8 input it accepts parses as a `serde_json::Value` (what provider rules do with a
-//!   kept record's `raw`), known open defects aside ([`KnownOpen`]);
+//! * [`scan::strict_value`] consumes the whole input iff serde_json parses it as a `Value`
+//!   (what provider rules do with a kept record's `raw`: paired surrogate escapes, numbers
+//!   within f64) and it nests at most [`scan::MAX_DEPTH`] levels (the scanner's cap, below
+//!   `Value`'s recursion limit so that the JSON wrapping `raw` parses too);
+//! * for UTF-8 input it accepts, `RawValue::from_string` (the constructor of `raw`) accepts
+//!   it too;
 //! * for an object, [`scan::object_fields_strict`] finds the same fields, end and errors as
 //!   the structural [`scan::object_fields`], and its flag is the same verdict;
 //! * [`scan::object_fields_strict_nested`] (what the document reader calls, descending
 //!   into `protoPayload`) gives the same result as [`scan::object_fields_strict`], and its
 //!   nested fields are the structural fields of that value.
 
-use crate::KnownOpen;
 use kmswatch_normalize::scan;
 
-/// serde_json's verdict on a whole input: one value with nothing around it.
+/// serde_json's verdict on a whole input: one `Value` with nothing around it, within the
+/// scanner's depth cap.
 pub fn serde_accepts(b: &[u8]) -> bool {
     let trimmed = matches!((b.first(), b.last()), (Some(f), Some(l))
         if !f.is_ascii_whitespace() && !l.is_ascii_whitespace());
-    trimmed && serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+    trimmed
+        && nesting(b) <= scan::MAX_DEPTH
+        && serde_json::from_slice::<serde_json::Value>(b).is_ok()
+}
+
+/// The deepest nesting of brackets outside strings (for text serde_json accepts, its depth).
+fn nesting(b: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    for &c in b {
+        if in_str {
+            match (esc, c) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// Every property of the module docs on one input.
 pub fn check(b: &[u8]) {
-    // Deeper than the scanner's MAX_DEPTH: refused by it, validated by serde_json.
-    let t = b.trim_ascii();
-    if matches!(scan::skip_value(t, 0), Err(scan::ScanError::TooDeep(_)))
-        && KnownOpen::ScannerDepthDiffersFromSerde.tolerated()
-    {
-        return;
-    }
     let serde = serde_accepts(b);
     let strict = scan::strict_value(b, 0) == Some(b.len());
-    // What provider rules do with a kept record's raw text (UTF-8 is checked apart from the
-    // scan, so only UTF-8 input is a record that can be kept).
-    if strict && std::str::from_utf8(b).is_ok() {
-        if let Err(e) = serde_json::from_slice::<serde_json::Value>(b) {
-            let known = KnownOpen::of_value_error(&e);
-            assert!(
-                known.is_some_and(KnownOpen::tolerated),
-                "strict_value accepts what serde_json cannot parse as a Value ({e}): {:?}",
-                String::from_utf8_lossy(b)
-            );
+    // The scanner leaves UTF-8 to `std::str::from_utf8` (the normalizer checks a record's
+    // text apart from the scan), while `Value` checks it in strings: compare on UTF-8 only.
+    if std::str::from_utf8(b).is_err() {
+        if b.first() == Some(&b'{') {
+            check_object(b, None);
         }
+        return;
     }
     assert_eq!(
         strict,
         serde,
-        "strict_value says {strict}, serde_json says {serde}: {:?}",
+        "strict_value says {strict}, serde_json's Value says {serde}: {:?}",
         String::from_utf8_lossy(b)
     );
     if let Ok(text) = std::str::from_utf8(b) {
-        let raw = serde_json::value::RawValue::from_string(text.to_owned()).is_ok();
         let t = text.trim_matches(|c: char| matches!(c, ' ' | '\n' | '\r' | '\t'));
-        let strict_trimmed = scan::strict_value(t.as_bytes(), 0) == Some(t.len());
-        assert_eq!(
-            strict_trimmed, raw,
-            "strict_value says {strict_trimmed}, RawValue::from_string says {raw}: {text:?}"
-        );
+        if scan::strict_value(t.as_bytes(), 0) == Some(t.len()) {
+            assert!(
+                serde_json::value::RawValue::from_string(text.to_owned()).is_ok(),
+                "strict_value accepts what RawValue::from_string refuses: {text:?}"
+            );
+        }
     }
     if b.first() == Some(&b'{') {
-        check_object(b, serde);
+        check_object(b, Some(serde));
     }
 }
 
-fn check_object(b: &[u8], serde: bool) {
+/// The object scans agree with each other, and (`serde`: for UTF-8 input) with the parser.
+fn check_object(b: &[u8], serde: Option<bool>) {
     let structural = scan::object_fields(b, 0);
     let strict = scan::object_fields_strict(b, 0);
     let mut nested = Vec::new();
@@ -89,7 +108,7 @@ fn check_object(b: &[u8], serde: bool) {
                 "strict and structural scans delimit differently: {:?}",
                 String::from_utf8_lossy(b)
             );
-            if end == b.len() {
+            if let (true, Some(serde)) = (end == b.len(), serde) {
                 assert_eq!(
                     is_strict,
                     serde,

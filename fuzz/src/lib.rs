@@ -16,55 +16,13 @@
 //! * every event serializes to JSON that parses back as a `serde_json::Value` and as an
 //!   [`Event`](kmswatch_normalize::model::Event): sinks write that JSON, the Kafka scale-out
 //!   reads it back as an `Event`, and provider rules parse `raw` as a `Value`.
-//!
-//! Known open defects ([`KnownOpen`], listed in `fuzz/regressions/README.md` with the crate
-//! they are in) are recognised by the exact error they cause and not asserted, so that the
-//! fuzzer keeps exploring past them instead of stopping at the first rediscovery — unless
-//! `KMSWATCH_FUZZ_STRICT=1`, which `fuzz/run regressions` sets to replay their inputs.
 
 use kmswatch_normalize::model::Event;
 use kmswatch_normalize::{Format, Item, Normalizer, Options, SkipReason, Summary};
 
-/// A defect the fuzzer found that is reported and not fixed yet (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KnownOpen {
-    /// serde_json refuses to build a `Value` from text it accepts when only validating
-    /// (`IgnoredAny`, `RawValue`, and so the strict scanner): a lone UTF-16 surrogate escape
-    /// (`"\ud800"`), a number outside `f64`'s range (`1e400`), or nesting over its recursion
-    /// limit (128 levels counted from the outermost value). The normalizer keeps such a
-    /// record as an event whose `raw` provider rules cannot parse (`kmswatch-normalize`;
-    /// `kmswatch-rules` skips them silently).
-    ValueRefusesValidatedJson,
-    /// The strict scanner counts [`MAX_DEPTH`](kmswatch_normalize::scan::MAX_DEPTH) from the
-    /// value it starts at and refuses deeper input that serde_json's validating parse (which
-    /// has no depth limit) accepts (`kmswatch-normalize`, `scan.rs`).
-    ScannerDepthDiffersFromSerde,
-}
-
-impl KnownOpen {
-    /// The known open defect a serde_json `Value` parse error is, if any.
-    pub fn of_value_error(e: &serde_json::Error) -> Option<KnownOpen> {
-        let msg = e.to_string();
-        let known = msg.starts_with("recursion limit exceeded")
-            || msg.starts_with("number out of range")
-            || msg.starts_with("lone leading surrogate in hex escape")
-            || msg.starts_with("unexpected end of hex escape");
-        known.then_some(KnownOpen::ValueRefusesValidatedJson)
-    }
-
-    /// Whether a failure of this kind is let pass: yes, unless `KMSWATCH_FUZZ_STRICT=1`.
-    pub fn tolerated(self) -> bool {
-        static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        !*STRICT.get_or_init(|| std::env::var("KMSWATCH_FUZZ_STRICT").is_ok_and(|v| v == "1"))
-    }
-}
-
-/// Parse `text` as a `Value`; a failure that is not a tolerated [`KnownOpen`] panics.
+/// Parse `text` as a `Value`; a failure panics.
 fn assert_value(text: &str, what: &str) {
     if let Err(e) = serde_json::from_str::<serde_json::Value>(text) {
-        if KnownOpen::of_value_error(&e).is_some_and(KnownOpen::tolerated) {
-            return;
-        }
         panic!("{what} does not parse as a Value ({e}): {text}");
     }
 }

@@ -167,7 +167,31 @@ impl<'a> Record<'a> {
         if self.strict {
             return Ok(Raw::from_checked(s));
         }
+        // Not strict per the scan: the parser says why, with `Value`'s rules (what provider
+        // rules parse `raw` with), so a record kept is one they can read.
+        let v = serde_json::from_str::<serde_json::Value>(&s).map_err(RecordError::from_json)?;
+        // The structural scan caps each field's value; the record counts as a level too.
+        let depth = value_depth(&v);
+        if depth > scan::MAX_DEPTH {
+            return Err(RecordError::new(
+                RejectReason::TooDeep,
+                format!(
+                    "JSON nested {depth} levels deep (at most {})",
+                    scan::MAX_DEPTH
+                ),
+            ));
+        }
         Raw::from_string(s.into()).map_err(RecordError::from_json)
+    }
+}
+
+/// The nesting depth of a parsed value (a scalar is 0, `[]` is 1); bounded by serde_json's
+/// recursion limit, so the recursion is too.
+fn value_depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(value_depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => 1 + o.values().map(value_depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 

@@ -60,8 +60,12 @@ fn too_many_fields(b: &[u8], i: usize) -> ScanError {
     }
 }
 
-/// Deepest nesting the scanner (and serde_json, which stops at 128) accepts.
-pub const MAX_DEPTH: usize = 128;
+/// Deepest nesting the scanner accepts, counted from the record itself. serde_json parses a
+/// `Value` at most 127 levels deep, and kmswatch writes a record's text one level deeper in
+/// an event (`raw`) and four in a finding delivered to a sink (`{"event":{"evidences":[{"raw":
+/// ...}]}}`); a cap of 100 keeps every one of those parseable, with room to spare. Audit
+/// records nest a few levels; deeper input is hostile and rejected as `too_deep`.
+pub const MAX_DEPTH: usize = 100;
 
 /// Skip JSON whitespace from `i`.
 #[inline]
@@ -493,6 +497,7 @@ fn literal(b: &[u8], j: usize, lit: &[u8]) -> Option<usize> {
 /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?` at `j`.
 #[inline]
 fn strict_number(b: &[u8], mut j: usize) -> Option<usize> {
+    let start = j;
     let digits = |b: &[u8], mut j: usize| -> Option<usize> {
         let start = j;
         while b.get(j).is_some_and(u8::is_ascii_digit) {
@@ -511,12 +516,20 @@ fn strict_number(b: &[u8], mut j: usize) -> Option<usize> {
     if b.get(j) == Some(&b'.') {
         j = digits(b, j + 1)?;
     }
+    let mut exponent = false;
     if matches!(b.get(j), Some(b'e' | b'E')) {
+        exponent = true;
         j += 1;
         if matches!(b.get(j), Some(b'+' | b'-')) {
             j += 1;
         }
         j = digits(b, j)?;
+    }
+    // A number beyond f64's range (`1e400`) is refused by serde_json's `Value`, so it is not
+    // strict either. Only an exponent or more than 300 characters can get there; those few
+    // are read by serde_json's own number parser, so the verdict is exactly the parser's.
+    if (exponent || j - start > 300) && serde_json::from_slice::<f64>(&b[start..j]).is_err() {
+        return None;
     }
     Some(j)
 }
@@ -536,14 +549,36 @@ pub fn strict_string(b: &[u8], i: usize) -> Option<usize> {
         match *b.get(p + 1)? {
             b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j = p + 2,
             b'u' => {
-                if !b.get(p + 2..p + 6)?.iter().all(u8::is_ascii_hexdigit) {
+                let n = hex4(b.get(p + 2..p + 6)?)?;
+                j = p + 6;
+                // UTF-16 surrogates must come in pairs, as for serde_json's `Value` (which
+                // refuses a lone one): a kept record's `raw` must parse for provider rules.
+                if (0xDC00..=0xDFFF).contains(&n) {
                     return None;
                 }
-                j = p + 6;
+                if (0xD800..=0xDBFF).contains(&n) {
+                    if b.get(j..j + 2)? != b"\\u" {
+                        return None;
+                    }
+                    let low = hex4(b.get(j + 2..j + 6)?)?;
+                    if !(0xDC00..=0xDFFF).contains(&low) {
+                        return None;
+                    }
+                    j += 6;
+                }
             }
             _ => return None,
         }
     }
+}
+
+/// Four hex digits as a number.
+#[inline]
+fn hex4(h: &[u8]) -> Option<u16> {
+    h.iter().try_fold(0u16, |n, &c| {
+        let d = (c as char).to_digit(16)?;
+        Some(n << 4 | d as u16)
+    })
 }
 
 /// Offset of the first `"`, `\` or control character (< 0x20) in `s`: eight bytes at a time
@@ -807,7 +842,9 @@ mod tests {
     fn serde_accepts(b: &[u8]) -> bool {
         let trimmed =
             !b.is_empty() && !b[0].is_ascii_whitespace() && !b[b.len() - 1].is_ascii_whitespace();
-        trimmed && serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+        // A `Value`, as provider rules parse a kept record's `raw` (lone surrogate escapes and
+        // numbers beyond f64 are refused; merely validating would let them through).
+        trimmed && serde_json::from_slice::<serde_json::Value>(b).is_ok()
     }
 
     #[test]
@@ -995,8 +1032,35 @@ mod tests {
             assert_eq!(fields_accept(rec.as_bytes()), d <= MAX_DEPTH, "{d}");
             assert_eq!(parser_accepts(rec.as_bytes()), d <= MAX_DEPTH, "{d}");
         }
-        // A lone surrogate escape is valid JSON text for serde_json's RawValue.
-        assert!(parser_accepts(br#""\ud800""#) && scanner_accepts(br#""\ud800""#));
+        // Lone surrogate escapes and out-of-range numbers: refused by `Value` and the scanner
+        // (RawValue alone would take them, and provider rules could not read the record).
+        for v in [
+            &br#""\ud800""#[..],
+            br#""\udc00""#,
+            br#""\ud800x""#,
+            br#""\ud800\u0041""#,
+            br#"1e400"#,
+            br#"-1e309"#,
+            br#"{"n":1e400}"#,
+        ] {
+            assert!(
+                !parser_accepts(v) && !scanner_accepts(v),
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+        for v in [
+            &br#""\ud83d\ude00""#[..],
+            br#"1e308"#,
+            br#"1e-400"#,
+            br#"0e999999"#,
+        ] {
+            assert!(
+                parser_accepts(v) && scanner_accepts(v),
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
     }
 
     /// JSON-ish text: values as serializers write them and as they go wrong (leading zeros,

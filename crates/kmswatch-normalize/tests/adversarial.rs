@@ -490,3 +490,71 @@ fn a_rejected_record_carries_its_exact_bytes() {
     assert!(r.elided.is_none());
     assert_eq!((r.line, r.offset), (2, kms_line(0).len() as u64 + 1));
 }
+
+/// A record whose text provider rules could not parse as a `Value` — a lone UTF-16
+/// surrogate escape, a number beyond f64, nesting past `scan::MAX_DEPTH` — is rejected (and
+/// so dead-lettered and counted), not kept as an event invisible to every raw (SigmaHQ) rule.
+/// Found by fuzzing (`fuzz/regressions/normalize_auto/`). A record at the depth cap is kept,
+/// and its `raw` and its event's JSON (one level deeper) both parse.
+#[test]
+fn records_provider_rules_could_not_parse_are_rejected() {
+    let _g = serial();
+    let n = normalizer(Options::default());
+    let with = |field: &str, value: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(&kms_line(1)).expect("line");
+        v[field] = serde_json::Value::Null;
+        v.to_string().replace(
+            &format!("\"{field}\":null"),
+            &format!("\"{field}\":{value}"),
+        )
+    };
+    // The record itself is level 1, `note` holds the rest.
+    let at_cap = scan_depth_inner(kmswatch_normalize::scan::MAX_DEPTH - 1);
+    let past_cap = scan_depth_inner(kmswatch_normalize::scan::MAX_DEPTH);
+    for (what, line, reason) in [
+        (
+            "lone leading surrogate",
+            with("note", r#""\ud800""#),
+            "malformed_json",
+        ),
+        (
+            "lone trailing surrogate",
+            with("note", r#""a\udc00b""#),
+            "malformed_json",
+        ),
+        ("number beyond f64", with("note", "1e400"), "malformed_json"),
+        (
+            "negative number beyond f64",
+            with("note", "-2e308"),
+            "malformed_json",
+        ),
+        ("past the depth cap", with("note", &past_cap), "too_deep"),
+    ] {
+        let (t, _) = measured(&n, line.as_bytes(), "s3://b/forged.json");
+        assert_eq!((t.events, t.reasons()), (0, vec![reason]), "{what}: {t:?}");
+    }
+    let line = with("note", &at_cap);
+    let mut events = Vec::new();
+    n.normalize_bytes(line.as_bytes(), "s3://b/deep.json", &mut |item| {
+        if let Item::Event { event, .. } = item {
+            events.push(event);
+        }
+    });
+    assert_eq!(events.len(), 1, "a record at the cap is kept");
+    let e = &events[0];
+    assert!(serde_json::from_str::<serde_json::Value>(e.raw.get()).is_ok());
+    let json = serde_json::to_string(e).expect("event json");
+    assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok());
+    // A pair of surrogate escapes (one character outside the BMP) is fine.
+    let (t, _) = measured(
+        &n,
+        with("note", r#""\ud83d\ude00""#).as_bytes(),
+        "s3://b/ok.json",
+    );
+    assert_eq!((t.events, t.rejected.len()), (1, 0), "{t:?}");
+}
+
+/// JSON nested `levels` deep (arrays around an object).
+fn scan_depth_inner(levels: usize) -> String {
+    deep("[", "]", levels - 1, "{}")
+}

@@ -188,3 +188,80 @@ fn a_batch_over_the_memory_budget_is_dead_lettered_and_the_pipeline_goes_on() {
         "nothing of the over-budget batch was processed"
     );
 }
+
+/// `kmswatch normalize|scan --dead-letter FILE` write the runtime's entry format: exact bytes
+/// (UTF-8 text or base64), size and SHA-256; a record over `--max-record-bytes` keeps only a
+/// prefix (`data_is_prefix`) with the *whole* record's size and hash — the input still holds
+/// it, and its location says where.
+#[test]
+fn cli_dead_letters_are_exact_and_an_oversize_record_is_named_by_its_hash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.jsonl");
+    let bad_utf8 = b"\xff\xfe not \x80 json \x1b[31m".to_vec();
+    let not_json = b"{\"eventVersion\": broken".to_vec();
+    let big = format!("{{\"note\":\"{}\"}}", "x".repeat(3000)).into_bytes();
+    let mut text = schedule_deletion_line(KEY, "alice", "ev-1").into_bytes();
+    for b in [&bad_utf8, &not_json, &big] {
+        text.extend_from_slice(b);
+        text.push(b'\n');
+    }
+    std::fs::write(&input, &text).expect("write input");
+    // `scan` reads the record limit from a config's `normalize:` section, `normalize` from a flag.
+    let cfg = dir.path().join("kmswatch.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "rules: {{ paths: [{}] }}\nnormalize: {{ max_record_bytes: 2048 }}\n",
+            workspace().join("rules").display()
+        ),
+    )
+    .expect("config");
+    for verb in ["normalize", "scan"] {
+        let dl = dir.path().join(format!("{verb}-dead.jsonl"));
+        let mut cmd = std::process::Command::new(support::BIN);
+        cmd.arg(verb);
+        if verb == "normalize" {
+            cmd.args(["--max-record-bytes", "2048"]);
+        } else {
+            cmd.arg("-c").arg(&cfg);
+        }
+        let out = cmd
+            .arg("--dead-letter")
+            .arg(&dl)
+            .arg(&input)
+            .output()
+            .expect("run kmswatch");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{verb}: rejected records exit 1: {out:?}"
+        );
+        let entries = read_jsonl(&dl);
+        assert_eq!(entries.len(), 3, "{verb}: {entries:?}");
+        for (e, want) in entries.iter().zip([&bad_utf8, &not_json]) {
+            assert_eq!(&decode(e), want, "{verb}: {e}");
+            assert_eq!(e["size"], want.len(), "{e}");
+            assert_eq!(e["sha256"], hex_sha256(want), "{e}");
+            assert_eq!(e["source"], verb);
+            assert!(e.get("data_is_prefix").is_none(), "{e}");
+        }
+        let e = &entries[2];
+        assert_eq!(e["reason"], "too_large", "{e}");
+        assert_eq!(e["data_is_prefix"], true, "{e}");
+        assert_eq!(e["size"], big.len(), "the whole record's size: {e}");
+        assert_eq!(
+            e["sha256"],
+            hex_sha256(&big),
+            "the whole record's hash: {e}"
+        );
+        let prefix = decode(e);
+        assert!(prefix.len() < big.len() && big.starts_with(&prefix), "{e}");
+        assert!(
+            e["location"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("in.jsonl"),
+            "{e}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! `kmswatch normalize`: audit logs in, one normalized event per line out.
 
 use crate::input::{self, Input};
+use crate::runtime::deadletter::cli_dead_letter;
 use crate::term::{escape, Escaped};
 use anyhow::{Context, Result};
 use kmswatch_normalize::{Format, Item, Normalizer, Options, Summary};
@@ -103,6 +104,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut write_err: Option<std::io::Error> = None;
     for inp in &inputs.files {
         let origin = inp.origin();
+        // Dead letters name the verb as their source (the runtime names the configured id).
+        let source: std::sync::Arc<str> = std::sync::Arc::from("normalize");
         pb.set_message(escape(&short(&origin)).into_owned());
         let bytes = inp.read()?;
         normalizer.normalize_bytes(&bytes, &origin, &mut |item| {
@@ -134,14 +137,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
                         shown += 1;
                     }
                     if let Some(d) = dead.as_mut() {
-                        let rec = match std::str::from_utf8(&bytes) {
-                            Ok(s) => serde_json::json!({"location": location.to_string(), "reason": error.reason.as_str(), "detail": error.detail, "record": s}),
-                            Err(_) => {
-                                use base64::Engine;
-                                serde_json::json!({"location": location.to_string(), "reason": error.reason.as_str(), "detail": error.detail, "record_base64": base64::engine::general_purpose::STANDARD.encode(&bytes)})
-                            }
-                        };
-                        let _ = writeln!(d, "{rec}");
+                        let _ = d.write_all(&cli_dead_letter(
+                            &source, &origin, &location, &error, bytes,
+                        ));
                     }
                 }
             }

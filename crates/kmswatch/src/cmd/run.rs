@@ -297,6 +297,7 @@ pub async fn run_pipeline(
         Some(rc) => {
             let (hook, task) = respond::start(
                 rc,
+                cfg.path.as_deref(),
                 sinks.clone(),
                 metrics.clone(),
                 respond::Feed::Store(store.clone()),

@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::input;
+use crate::runtime::deadletter::cli_dead_letter;
 use crate::term::{escape, Escaped};
 use anyhow::{anyhow, Context, Result};
 use is_terminal::IsTerminal;
@@ -237,6 +238,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut report = Report::new(table, args.min_level);
     for inp in &inputs.files {
         let origin = inp.origin();
+        // Dead letters name the verb as their source (the runtime names the configured id).
+        let source: std::sync::Arc<str> = std::sync::Arc::from("scan");
         let bytes = inp.read()?;
         normalizer.normalize_bytes(&bytes, &origin, &mut |item| {
             summary.add(&item);
@@ -255,13 +258,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
                         });
                     }
                     if let Some(d) = dead.as_mut() {
-                        let rec = serde_json::json!({
-                            "location": location.to_string(),
-                            "reason": error.reason.as_str(),
-                            "detail": error.detail,
-                            "record": String::from_utf8_lossy(&bytes),
-                        });
-                        let _ = writeln!(d, "{rec}");
+                        let _ = d.write_all(&cli_dead_letter(
+                            &source, &origin, &location, &error, bytes,
+                        ));
                     }
                 }
                 Item::Skipped { .. } => {}

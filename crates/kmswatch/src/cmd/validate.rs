@@ -401,10 +401,9 @@ async fn connect_checks(cfg: &Config, checks: &mut Checks) {
 }
 
 /// Each sink's destination. Local ones (file, stdout) are checked here without touching
-/// them; network ones by `SinkSet::check_connect` (HEC health and token, Entra token and
-/// DCE, Kafka metadata, webhook reachable), started with a throw-away spool directory under
-/// the system's temporary directory (removed afterwards) so that a running service's spool is
-/// never touched.
+/// them; network ones by `SinkSet::check_connect_configs` (HEC health, token and ack, Entra
+/// token and DCE, Kafka metadata, webhook reachable), which starts no sink, task or spool, so
+/// nothing is created or written.
 async fn sink_connect_checks(sinks: &[SinkConfig], checks: &mut Checks) {
     let names = match kmswatch_sinks::SinkSet::validate(sinks) {
         Ok(n) => n,
@@ -422,22 +421,15 @@ async fn sink_connect_checks(sinks: &[SinkConfig], checks: &mut Checks) {
     if remote.is_empty() {
         return;
     }
-    let spool = std::env::temp_dir().join(format!(
-        "kmswatch-validate-spool-{}-{}",
-        std::process::id(),
-        crate::runtime::pipeline::now_ms()
-    ));
-    match kmswatch_sinks::SinkSet::from_config(&remote, &spool) {
-        Ok(set) => {
-            for r in set.check_connect().await {
+    match kmswatch_sinks::SinkSet::check_connect_configs(&remote).await {
+        Ok(reports) => {
+            for r in reports {
                 let what = format!("sink {} ({})", r.sink, r.sink_type);
                 checks.report(&what, r.result.map_err(|e| anyhow!("{e}")));
             }
-            set.shutdown(Duration::from_millis(200)).await;
         }
         Err(e) => checks.report("sinks", Err(anyhow!("{e}"))),
     }
-    let _ = std::fs::remove_dir_all(&spool);
 }
 
 fn glob_base(p: &str) -> PathBuf {

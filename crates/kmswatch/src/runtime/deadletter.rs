@@ -91,6 +91,18 @@ pub struct DeadEntry {
     pub extra: Map<String, Value>,
 }
 
+/// The dead-letter line of a record rejected by `kmswatch normalize|scan --dead-letter`: the
+/// same format as the runtime's file ([`DeadEntry::rejected`]), exact bytes.
+pub fn cli_dead_letter(
+    source: &Arc<str>,
+    origin: &str,
+    location: &kmswatch_normalize::Location,
+    error: &kmswatch_normalize::RecordError,
+    bytes: Vec<u8>,
+) -> Vec<u8> {
+    DeadEntry::rejected(source, origin, location.to_string(), error, bytes.into()).to_line()
+}
+
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(b: &[u8]) -> String {
     let d = Sha256::digest(b);
@@ -126,6 +138,42 @@ impl DeadEntry {
             data_omitted: None,
             extra: Map::new(),
         }
+    }
+
+    /// A record the normalizer rejected: its exact bytes, or — when the record was over
+    /// `max_record_bytes` and the normalizer kept only a prefix ([`RecordError::elided`]) —
+    /// the prefix marked as such, with the whole record's size and SHA-256 (the record stays
+    /// at `location`).
+    ///
+    /// [`RecordError::elided`]: kmswatch_normalize::RecordError::elided
+    pub fn rejected(
+        source: &Arc<str>,
+        origin: &str,
+        location: String,
+        error: &kmswatch_normalize::RecordError,
+        bytes: Bytes,
+    ) -> DeadEntry {
+        let mut e = DeadEntry::with_bytes(
+            DeadKind::Record,
+            source,
+            origin,
+            location,
+            error.reason.as_str(),
+            error.detail.clone(),
+            bytes,
+        );
+        if let Some(el) = &error.elided {
+            e.size = Some(el.size_bytes);
+            e.sha256 = Some(el.sha256_hex());
+            e.extra.insert("data_is_prefix".into(), true.into());
+        }
+        e
+    }
+
+    /// The JSON line of this entry with its bytes, as the dead-letter file holds it (also
+    /// what `kmswatch normalize|scan --dead-letter` write, one per rejected record).
+    pub fn to_line(&self) -> Vec<u8> {
+        self.line(crate::runtime::pipeline::now_ms(), true)
     }
 
     /// The same entry without its bytes (they stay at `location`), keeping size and hash.

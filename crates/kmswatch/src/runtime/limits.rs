@@ -114,6 +114,15 @@ impl LimitsConfig {
         if self.max_decompressed_bytes == Some(0) {
             return Err("limits.max_decompressed_bytes: must be at least 1".into());
         }
+        if let Some(n) = self
+            .max_decompressed_bytes
+            .filter(|&n| n > self.in_flight_bytes())
+        {
+            return Err(format!(
+                "limits.max_decompressed_bytes: {n} is more than the bytes allowed in flight ({}, half of limits.memory_budget_bytes): one object could exceed the memory budget",
+                self.in_flight_bytes()
+            ));
+        }
         if !(2..=100).contains(&self.dead_letter_files) {
             return Err(format!(
                 "limits.dead_letter_files: {} is outside 2..=100",
@@ -259,18 +268,31 @@ mod tests {
         assert_eq!(l.in_flight_bytes(), 192 << 20);
         let base = kmswatch_normalize::Options::default();
         let o = l.normalize_options(&base);
-        assert_eq!(o.max_decompressed_bytes, 96 << 20);
+        // The normalizer's own default (64 MiB) is below a quarter of the budget (96 MiB).
+        assert_eq!(
+            o.max_decompressed_bytes,
+            kmswatch_normalize::options::DEFAULT_MAX_DECOMPRESSED_BYTES.min(96 << 20)
+        );
         assert_eq!(o.max_record_bytes, base.max_record_bytes);
         let l = LimitsConfig {
             max_record_bytes: Some(1000),
-            max_decompressed_bytes: Some(1 << 40),
+            max_decompressed_bytes: Some(150 << 20),
             ..LimitsConfig::default()
         };
+        assert!(l.validate().is_ok());
         let o = l.normalize_options(&base);
         assert_eq!(
             (o.max_record_bytes, o.max_decompressed_bytes),
-            (1000, 1 << 40)
+            (1000, 150 << 20)
         );
+        // One object may not decompress past the bytes allowed in flight.
+        let too_big = LimitsConfig {
+            max_decompressed_bytes: Some(1 << 40),
+            ..LimitsConfig::default()
+        };
+        assert!(too_big
+            .validate()
+            .is_err_and(|e| e.contains("limits.max_decompressed_bytes")));
         for bad in [
             LimitsConfig {
                 memory_budget_bytes: 1000,

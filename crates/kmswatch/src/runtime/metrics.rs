@@ -226,17 +226,12 @@ pub fn export_sink_metrics(m: &Metrics, set: std::sync::Arc<kmswatch_sinks::Sink
     m.add_collector(move |m| {
         for s in set.metrics() {
             let l = [("sink", s.sink.as_str()), ("type", s.sink_type)];
-            m.set_counter("kmswatch_sink_sent_total", &l, s.sent as f64);
-            m.set_counter("kmswatch_sink_retried_total", &l, s.retried as f64);
-            m.set_counter("kmswatch_sink_failed_total", &l, s.failed as f64);
-            m.set_counter("kmswatch_sink_spooled_total", &l, s.spooled as f64);
-            m.set("kmswatch_sink_spooled_bytes", &l, s.spooled_bytes as f64);
-            m.set("kmswatch_sink_spooled_items", &l, s.spooled_items as f64);
-            m.set(
-                "kmswatch_sink_oldest_spooled_age_seconds",
-                &l,
-                s.oldest_spooled_age_secs,
-            );
+            for ((name, kind, _), v) in kmswatch_sinks::metrics::SERIES.iter().zip(s.values()) {
+                match kind {
+                    kmswatch_sinks::metrics::SeriesKind::Counter => m.set_counter(name, &l, v),
+                    kmswatch_sinks::metrics::SeriesKind::Gauge => m.set(name, &l, v),
+                }
+            }
             let cum: Vec<u64> = s.acked_latency.buckets.iter().map(|(_, c)| *c).collect();
             m.set_histogram(
                 "kmswatch_sink_acked_latency_seconds",
@@ -262,6 +257,11 @@ pub fn describe_all(m: &Metrics) {
             "kmswatch_source_bytes_total",
             "counter",
             "Bytes read, by source.",
+        ),
+        (
+            "kmswatch_source_skipped_total",
+            "counter",
+            "What a source passed over on purpose because it is not data (s3_test_event, cloudtrail_digest), by source and reason.",
         ),
         (
             "kmswatch_source_errors_total",
@@ -312,41 +312,6 @@ pub fn describe_all(m: &Metrics) {
             "kmswatch_sink_latency_seconds",
             "histogram",
             "Time to hand a batch of findings to the sinks (waits while a spool is full).",
-        ),
-        (
-            "kmswatch_sink_sent_total",
-            "counter",
-            "Items the destination acknowledged, by sink and type.",
-        ),
-        (
-            "kmswatch_sink_retried_total",
-            "counter",
-            "Failed send attempts that were retried, by sink.",
-        ),
-        (
-            "kmswatch_sink_failed_total",
-            "counter",
-            "Items the destination rejected (sink dead-letter file), by sink.",
-        ),
-        (
-            "kmswatch_sink_spooled_total",
-            "counter",
-            "Items written to the sink's disk spool, by sink.",
-        ),
-        (
-            "kmswatch_sink_spooled_bytes",
-            "gauge",
-            "Bytes waiting in the sink's disk spool.",
-        ),
-        (
-            "kmswatch_sink_spooled_items",
-            "gauge",
-            "Items waiting in the sink's disk spool.",
-        ),
-        (
-            "kmswatch_sink_oldest_spooled_age_seconds",
-            "gauge",
-            "Age of the oldest spooled item (0: spool empty).",
         ),
         (
             "kmswatch_sink_acked_latency_seconds",
@@ -424,6 +389,14 @@ pub fn describe_all(m: &Metrics) {
             "Requests for /metrics refused for a missing or wrong bearer token.",
         ),
     ] {
+        m.describe(name, kind, help);
+    }
+    // The sinks' own series, with their kinds and help, from the one list the sinks keep.
+    for (name, kind, help) in kmswatch_sinks::metrics::SERIES {
+        let kind = match kind {
+            kmswatch_sinks::metrics::SeriesKind::Counter => "counter",
+            kmswatch_sinks::metrics::SeriesKind::Gauge => "gauge",
+        };
         m.describe(name, kind, help);
     }
 }

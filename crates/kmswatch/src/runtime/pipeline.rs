@@ -154,8 +154,6 @@ pub struct Normalized {
     pub ack: AckHandle,
     /// When the source handed the batch out.
     pub received: Instant,
-    /// The batch is a whole file read once: its stream ends with it.
-    pub ends_stream: bool,
     /// The batch's share of the memory budget, released when it is settled.
     pub permit: Option<BudgetPermit>,
 }
@@ -354,7 +352,6 @@ fn normalized(
         settle,
         ack,
         received,
-        ends_stream: false,
         permit: None,
     }
 }
@@ -418,13 +415,11 @@ pub fn normalize_batch(
             bytes,
         } => {
             c.rejected += 1;
-            rejected.push(DeadEntry::with_bytes(
-                DeadKind::Record,
+            rejected.push(DeadEntry::rejected(
                 source,
                 &origin,
                 location.to_string(),
-                error.reason.as_str(),
-                error.detail,
+                &error,
                 Bytes::from(bytes),
             ));
         }
@@ -587,12 +582,14 @@ pub async fn source_task(
     let mut cache = HashMap::new();
     let mut inflight: VecDeque<tokio::task::JoinHandle<Normalized>> = VecDeque::new();
     let mut open = true;
+    // Files read once: the stream of the last batch passed on (see `forward`).
+    let mut last_file_stream: Option<String> = None;
     while open || !inflight.is_empty() {
         tokio::select! {
             biased;
             r = front(&mut inflight) => {
                 inflight.pop_front();
-                if !forward(r, whole_files, &tx, &id).await {
+                if !forward(r, whole_files.then_some(&mut last_file_stream), &tx, &id).await {
                     break;
                 }
             }
@@ -664,12 +661,25 @@ async fn read_source(
 ) -> (Source, bool) {
     let mut backoff =
         kmswatch_sources::Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let skipped = source.skip_counts();
+    metrics.add_collector({
+        let id = id.clone();
+        move |m| {
+            for (reason, n) in skipped.snapshot() {
+                m.set_counter(
+                    "kmswatch_source_skipped_total",
+                    &[("source", &id), ("reason", reason)],
+                    n as f64,
+                );
+            }
+        }
+    });
     loop {
         if *stop.borrow() {
-            return (source, false);
+            return drained(source, &id, &budget, &tx, &metrics).await;
         }
         let next = tokio::select! {
-            _ = stop.changed() => return (source, false),
+            _ = stop.changed() => return drained(source, &id, &budget, &tx, &metrics).await,
             n = source.next_batch() => n,
         };
         match next {
@@ -681,16 +691,11 @@ async fn read_source(
                     &[("source", &id)],
                     batch.bytes.len() as f64,
                 );
-                let size = batch.bytes.len() as u64
-                    + batch
-                        .dead
-                        .iter()
-                        .map(|d| d.bytes.as_ref().map_or(0, |b| b.len() as u64))
-                        .sum::<u64>();
+                let size = batch_size(&batch);
                 let permit = if budget.admits(size) {
                     // Unsettled when stopped while waiting: the source delivers it again.
                     tokio::select! {
-                        _ = stop.changed() => return (source, false),
+                        _ = stop.changed() => return drained(source, &id, &budget, &tx, &metrics).await,
                         p = budget.acquire(size) => Some(p),
                     }
                 } else {
@@ -710,7 +715,7 @@ async fn read_source(
                     warn!(source = %id, error = %e, delay_ms = d.as_millis() as u64, "source error; retrying");
                 }
                 tokio::select! {
-                    _ = stop.changed() => return (source, false),
+                    _ = stop.changed() => return drained(source, &id, &budget, &tx, &metrics).await,
                     _ = tokio::time::sleep(d) => {}
                 }
             }
@@ -718,20 +723,97 @@ async fn read_source(
     }
 }
 
+/// How long a stopping source may take to hand out what it still holds ([`Source::drain`]).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A stopping source hands out the complete records it still holds (a followed file's last
+/// line without a newline, buffered stdin) so they are processed and acknowledged before the
+/// last checkpoint instead of waiting for the next start. Bounded by [`DRAIN_TIMEOUT`]; a
+/// batch the memory budget cannot take in that time is left unacknowledged (read again at
+/// the next start, since its position was not saved).
+async fn drained(
+    mut source: Source,
+    id: &Arc<str>,
+    budget: &MemoryBudget,
+    tx: &mpsc::Sender<Admitted>,
+    metrics: &Metrics,
+) -> (Source, bool) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    let batches = match tokio::time::timeout_at(deadline, source.drain()).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            warn!(source = %id, error = %e, "draining the source failed; what it held is read again at the next start");
+            Vec::new()
+        }
+        Err(_) => {
+            warn!(source = %id, "draining the source timed out; what it held is read again at the next start");
+            Vec::new()
+        }
+    };
+    for batch in batches {
+        metrics.add("kmswatch_source_batches_total", &[("source", id)], 1.0);
+        metrics.add(
+            "kmswatch_source_bytes_total",
+            &[("source", id)],
+            batch.bytes.len() as f64,
+        );
+        let size = batch_size(&batch);
+        let permit = if budget.admits(size) {
+            match tokio::time::timeout_at(deadline, budget.acquire(size)).await {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    warn!(source = %id, origin = %batch.origin, "no memory budget left while stopping; the drained batch is read again at the next start");
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        info!(source = %id, origin = %batch.origin, bytes = batch.bytes.len(), "drained on stop");
+        if tx.send((batch, Instant::now(), permit)).await.is_err() {
+            break;
+        }
+    }
+    (source, false)
+}
+
+/// The bytes a batch holds in memory (its own and its dead letters').
+fn batch_size(batch: &Batch) -> u64 {
+    batch.bytes.len() as u64
+        + batch
+            .dead
+            .iter()
+            .map(|d| d.bytes.as_ref().map_or(0, |b| b.len() as u64))
+            .sum::<u64>()
+}
+
 /// Batches of one source normalized at once (read-ahead while the previous ones normalize).
 const MAX_INFLIGHT: usize = 4;
 
 /// Pass a finished normalization on (its budget share grown to what it holds); false when
 /// the pipeline is gone.
+///
+/// Files read once (`whole_files`) come in several batches each (bounded reading); a file's
+/// stream ends when the first batch of another file arrives (or the source ends: `End`),
+/// never after one of its batches, so a correlation spanning batches of one file is whole.
 async fn forward(
     job: Result<Normalized, tokio::task::JoinError>,
-    whole_files: bool,
+    whole_files: Option<&mut Option<String>>,
     tx: &mpsc::Sender<ToDetect>,
     id: &str,
 ) -> bool {
     match job {
         Ok(mut n) => {
-            n.ends_stream = whole_files;
+            if let Some(last) = whole_files {
+                if last.as_deref().is_some_and(|l| l != n.stream) {
+                    if let Some(prev) = last.take() {
+                        if tx.send(ToDetect::End(prev)).await.is_err() {
+                            return false;
+                        }
+                    }
+                }
+                *last = Some(n.stream.clone());
+            }
             let held = n.held_bytes();
             if let Some(p) = n.permit.as_mut() {
                 p.grow_to(held).await;
@@ -867,10 +949,6 @@ impl Detector {
                 &[("source", &n.source)],
                 dups as f64,
             );
-        }
-        if n.ends_stream {
-            self.engine.end_source(&n.stream, &mut self.findings);
-            self.last_event.remove(&n.stream);
         }
         self.send_findings().await?;
         if !n.dead.is_empty() {

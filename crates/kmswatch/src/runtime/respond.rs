@@ -222,14 +222,20 @@ pub fn describe_metrics(m: &Metrics) {
     );
 }
 
-/// Build the responder (journal replayed) and start the response task.
+/// Build the responder (journal replayed) and start the response task. `config_path` (the
+/// config file the process runs with) goes into the undo commands the audit records print,
+/// so `kmswatch respond undo ID --config PATH` finds the same journal and responders.
 pub fn start(
     cfg: &RespondConfig,
+    config_path: Option<&std::path::Path>,
     sinks: Arc<SinkSet>,
     metrics: Metrics,
     feed: Feed,
 ) -> Result<(ResponseHook, ResponseTask)> {
-    let responder = Responder::new(cfg.clone()).map_err(|e| anyhow!("respond: {e}"))?;
+    let mut responder = Responder::new(cfg.clone()).map_err(|e| anyhow!("respond: {e}"))?;
+    if let Some(p) = config_path {
+        responder = responder.with_config_path(p);
+    }
     start_with(responder, sinks, metrics, feed)
 }
 
@@ -298,8 +304,12 @@ impl Worker {
     async fn store_loop(&mut self, store: Arc<Store>, mut closing: watch::Receiver<bool>) {
         let mut cursor = 0u64;
         let mut buf: VecDeque<Finding> = VecDeque::new();
+        // Whether the store was read after closing began: entries committed just before it
+        // (their batch acknowledged) must still run before the task leaves.
+        let mut read_since_closing = false;
         loop {
             if buf.is_empty() {
+                read_since_closing = *closing.borrow();
                 let s = store.clone();
                 let rows =
                     tokio::task::spawn_blocking(move || s.respond_load(cursor, RESPONSE_QUEUE))
@@ -331,7 +341,8 @@ impl Worker {
             }
             match buf.pop_front() {
                 Some(f) => self.run_one(&f).await,
-                None if *closing.borrow() => return,
+                None if *closing.borrow() && read_since_closing => return,
+                None if *closing.borrow() => {}
                 None => {
                     tokio::select! {
                         () = self.hook.notify.notified() => {}

@@ -1095,6 +1095,7 @@ pub async fn detect(cfg: Config) -> Result<()> {
         Some(rc) => {
             let (hook, task) = respond::start(
                 rc,
+                cfg.path.as_deref(),
                 sink_set.clone(),
                 metrics.clone(),
                 respond::Feed::Channel,
