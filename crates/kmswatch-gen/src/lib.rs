@@ -21,6 +21,7 @@ mod azure;
 pub mod clock;
 mod context;
 mod gcp;
+pub mod hostile;
 mod json;
 pub mod rng;
 mod scenario;

@@ -9,10 +9,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use base64::Engine;
+use kmswatch_gen::hostile::{
+    awslogs, deep, gzip, gzip_bomb, kms_line, kms_lines, nested_zip, zip_bomb, MIB,
+};
 use kmswatch_normalize::{Elided, Item, Normalizer, Options, RejectReason, ELIDED_PREFIX_BYTES};
 use sha2::Digest;
-use std::io::{Cursor, Write};
 use std::sync::{Mutex, MutexGuard};
 
 #[global_allocator]
@@ -27,8 +28,6 @@ fn serial() -> MutexGuard<'static, ()> {
 /// What the normalizer needs besides the decoded bytes themselves: the gzip/zip decoder state
 /// (a 32 KiB window and tables), one 64 KiB read buffer, locations and items.
 const SLACK: usize = 4 << 20;
-
-const MIB: usize = 1 << 20;
 
 /// One rejection, without its bytes (kept short so the tally itself stays small).
 #[derive(Debug, Clone)]
@@ -89,63 +88,6 @@ fn measured(n: &Normalizer, input: &[u8], origin: &str) -> (Tally, usize) {
 
 fn normalizer(opts: Options) -> Normalizer {
     Normalizer::new(opts).expect("options")
-}
-
-fn kms_line(i: usize) -> String {
-    serde_json::json!({
-        "eventVersion": "1.08",
-        "userIdentity": {"type": "IAMUser", "principalId": "AIDAEXAMPLE", "arn": "arn:aws:iam::111122223333:user/alice", "accountId": "111122223333", "userName": "alice"},
-        "eventTime": "2026-03-01T10:00:00Z", "eventSource": "kms.amazonaws.com", "eventName": "Decrypt",
-        "awsRegion": "us-east-1", "sourceIPAddress": "198.51.100.7", "userAgent": "aws-cli",
-        "requestParameters": {"keyId": "1234abcd-12ab-34cd-56ef-1234567890ab"},
-        "eventID": format!("e-{i}"), "eventType": "AwsApiCall", "recipientAccountId": "111122223333"
-    })
-    .to_string()
-}
-
-fn kms_lines(n: usize) -> String {
-    (0..n).map(|i| kms_line(i) + "\n").collect()
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    e.write_all(data).expect("gzip");
-    e.finish().expect("gzip")
-}
-
-/// A gzip bomb of about `compressed` bytes: one member holding `head`, then members of 1 MiB
-/// of blanks each (about 1 KiB compressed: 1,000 times smaller) up to the size.
-fn gzip_bomb(head: &[u8], compressed: usize) -> (Vec<u8>, usize) {
-    let mut out = gzip(head);
-    let member = gzip(&vec![b' '; MIB]);
-    let mut decoded = head.len();
-    while out.len() < compressed {
-        out.extend_from_slice(&member);
-        decoded += MIB;
-    }
-    (out, decoded)
-}
-
-fn stored() -> zip::write::SimpleFileOptions {
-    zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored)
-}
-
-fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    for (name, data) in entries {
-        w.start_file(*name, stored()).expect("zip entry");
-        w.write_all(data).expect("zip write");
-    }
-    w.finish().expect("zip").into_inner()
-}
-
-/// `inner` as `events.jsonl` in a zip, that zip as `nested.zip` in a zip, `levels` times.
-fn nested_zip(levels: usize, inner: &[u8]) -> Vec<u8> {
-    let mut data = zip_of(&[("events.jsonl", inner)]);
-    for _ in 1..levels {
-        data = zip_of(&[("nested.zip", &data)]);
-    }
-    data
 }
 
 #[test]
@@ -224,24 +166,7 @@ fn zip_of_entries_decompressing_to_8_gb_stops_at_the_object_budget() {
     let _g = serial();
     // One entry of 8 MiB of blanks, deflated once (8 KiB), copied raw 1,000 times: an 8 MB
     // archive that decompresses to 8 GiB.
-    let one = {
-        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated);
-        w.start_file("blank.json", opts).expect("entry");
-        w.write_all(&vec![b' '; 8 * MIB]).expect("write");
-        w.finish().expect("zip").into_inner()
-    };
-    let mut src = zip::ZipArchive::new(Cursor::new(one)).expect("zip");
-    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    w.start_file("first.jsonl", stored()).expect("entry");
-    w.write_all(kms_lines(2).as_bytes()).expect("write");
-    for i in 0..1000 {
-        let f = src.by_index(0).expect("entry");
-        w.raw_copy_file_rename(f, format!("e{i:04}.json"))
-            .expect("copy");
-    }
-    let input = w.finish().expect("zip").into_inner();
+    let input = zip_bomb(kms_lines(2).as_bytes(), 1000, 8 * MIB);
     assert!(input.len() < 12 * MIB, "{}", input.len());
 
     let budget = 64 * MIB;
@@ -258,14 +183,6 @@ fn zip_of_entries_decompressing_to_8_gb_stops_at_the_object_budget() {
         "{:?}",
         started.elapsed()
     );
-}
-
-/// `{"awslogs":{"data": base64(gzip(payload))}}`.
-fn awslogs(gz: &[u8]) -> Vec<u8> {
-    let data = base64::engine::general_purpose::STANDARD.encode(gz);
-    serde_json::json!({"awslogs": {"data": data}})
-        .to_string()
-        .into_bytes()
 }
 
 #[test]
@@ -363,18 +280,6 @@ fn a_64_mib_line_of_tiny_fields_is_rejected_without_amplification() {
     assert!(t.rejected[0].detail.contains("top-level fields"), "{t:?}");
     assert!(t.rejected[0].elided.is_some(), "{t:?}");
     assert!(peak < SLACK, "peak {} MiB", peak / MIB);
-}
-
-fn deep(open: &str, close: &str, levels: usize, inner: &str) -> String {
-    let mut s = String::with_capacity((open.len() + close.len()) * levels + inner.len());
-    for _ in 0..levels {
-        s.push_str(open);
-    }
-    s.push_str(inner);
-    for _ in 0..levels {
-        s.push_str(close);
-    }
-    s
 }
 
 #[test]

@@ -148,12 +148,17 @@ impl Chunker {
         } else {
             BLOCK.min((self.max_record + 1).saturating_sub(len).max(1))
         };
-        // Grow without doubling past the bound: at most max(max_batch, max_record + 1).
+        // At most two sizes, never doubling: a batch's (`max_batch`), and once a line runs
+        // past it, the bound at once (max(max_batch, max_record + 1)), so collecting a long
+        // line costs one reallocation (old + new) instead of a doubling series whose last
+        // step held 1.5 times the bound. Pages reserved and not yet read into are not resident.
         let bound = self.max_batch.max(self.max_record + 1).max(BLOCK);
         if self.buf.capacity() < len + want {
-            let target = (len + want)
-                .max(self.buf.capacity().saturating_mul(2))
-                .min(bound.max(len + want));
+            let target = if len + want <= self.max_batch {
+                self.max_batch
+            } else {
+                bound.max(len + want)
+            };
             self.buf.reserve_exact(target - len);
         }
         self.buf.resize(len + want, 0);

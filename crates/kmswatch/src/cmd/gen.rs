@@ -18,6 +18,7 @@ use std::process::ExitCode;
 /// Examples:
 ///   kmswatch gen --days 1 --seed 7 corpus/
 ///   kmswatch gen --days 1 --seed 1 --scale 50 --kms-heavy bench/    (over 1,000,000 events, ~90% KMS)
+///   kmswatch gen --hostile hostile/ && kmswatch scan hostile/       (bombs, deep nesting, a 1 GiB line)
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -44,9 +45,60 @@ pub struct Args {
     /// Benchmark profile: at least 80% of records are key-management records.
     #[arg(long)]
     pub kms_heavy: bool,
+
+    /// Write the hostile corpus instead: what anyone who can write into a monitored bucket can
+    /// send — gzip and zip bombs (3 GiB, 8 GiB), a zip nested 3,000 levels, JSON nested
+    /// 100,000 levels, a CloudWatch Logs envelope bomb, records that validate but do not
+    /// parse, one very long line — plus one ordinary record. Each file is small on disk but
+    /// the long line; what each is is printed. kmswatch must read them all within
+    /// its budgets (docs/operations.md, "Hostile input").
+    #[arg(long, conflicts_with_all = ["days", "seed", "scale", "kms_heavy"])]
+    pub hostile: bool,
+
+    /// With --hostile: the long line's size, MiB.
+    #[arg(long, default_value_t = 1024, value_name = "MIB", requires = "hostile")]
+    pub long_line_mib: usize,
+}
+
+/// `--hostile`: the cases of `kmswatch_gen::hostile`, and a list saying what each is.
+fn hostile(args: &Args) -> Result<ExitCode> {
+    use kmswatch_gen::hostile::{corpus, write_long_line, MIB};
+    use std::io::Write as _;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mut readme = String::from(
+        "Hostile inputs written by `kmswatch gen --hostile` (kmswatch_gen::hostile).\n\n",
+    );
+    for c in corpus() {
+        let p = args.out.join(c.name);
+        std::fs::write(&p, &c.bytes).with_context(|| format!("writing {}", p.display()))?;
+        readme.push_str(&format!(
+            "{:<20} {:>10} bytes  {}\n",
+            c.name,
+            c.bytes.len(),
+            c.what
+        ));
+    }
+    let long = args.out.join("long-line.jsonl");
+    let bytes = args.long_line_mib.saturating_mul(MIB);
+    let f = std::fs::File::create(&long).with_context(|| format!("creating {}", long.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    write_long_line(&mut w, bytes)
+        .and_then(|()| w.flush())
+        .with_context(|| format!("writing {}", long.display()))?;
+    readme.push_str(&format!(
+        "{:<20} {bytes:>10} bytes  one line of {} MiB: set aside by the file source (max_record_bytes) without being held\n",
+        "long-line.jsonl", args.long_line_mib
+    ));
+    // Printed, not written into OUT: everything in OUT is input for `kmswatch scan OUT`.
+    print!("{readme}");
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    if args.hostile {
+        return hostile(&args);
+    }
     let opts = GenOptions {
         days: args.days,
         seed: args.seed,

@@ -107,7 +107,9 @@ pub fn init_logging(format: LogFormat) {
 /// Run the verb.
 pub fn run(args: Args) -> Result<ExitCode> {
     init_logging(args.log_format);
-    let cfg = Config::load(&args.config)?;
+    let mut cfg = Config::load(&args.config)?;
+    // The default memory budget follows the container's limit (all modes).
+    cfg.limits.detect_container_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kmswatch")
@@ -133,6 +135,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
 /// Resolve a source's defaults that depend on the runtime (file positions under state.dir).
 pub fn prepare_source(cfg: &Config, entry: &SourceEntry) -> SourceConfig {
     let mut c = entry.config.clone();
+    for note in cfg.limits.clamp_source(&mut c) {
+        info!(source = %entry.id, "{note}");
+    }
     if let SourceConfig::File(f) = &mut c {
         if f.follow && f.state_dir.is_none() {
             f.state_dir = Some(cfg.state.dir.join("files").join(&entry.id));
@@ -251,7 +256,8 @@ async fn service(cfg: Config, exit_when_done: bool) -> Result<()> {
         state_dir = %cfg.state.dir.display(),
         restored_state = restored,
         dedup_entries = dedup.len(),
-        memory_budget_bytes = cfg.limits.memory_budget_bytes,
+        memory_budget_bytes = cfg.limits.budget_bytes(),
+        memory_budget = cfg.limits.budget_origin(),
         listen = %listen.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
         "kmswatch started"
     );

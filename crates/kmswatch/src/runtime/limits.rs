@@ -3,13 +3,17 @@
 //!
 //! ```yaml
 //! limits:
-//!   memory_budget_bytes: 402653184   # 384 MiB (default): fits the Helm chart's 512 MiB limit
+//!   memory_budget_bytes: 402653184   # default: 3/4 of the container's memory limit, else 384 MiB
 //!   max_record_bytes: 8388608        # optional: overrides normalize.max_record_bytes
 //!   max_decompressed_bytes: 67108864 # optional: overrides normalize.max_decompressed_bytes
 //!   dead_letter_max_bytes: 268435456 # the dead-letter files on disk, at most (256 MiB)
 //!   dead_letter_files: 4             # ... in this many files (rotated by size)
 //!   shutdown_timeout_secs: 45        # SIGTERM to exit, at most
 //! ```
+//!
+//! **The default budget** is three quarters of the memory limit of the container (cgroup v2
+//! `memory.max`, or v1 `memory.limit_in_bytes`) when there is one — so each tier of the Helm
+//! chart gets a budget that fits its own limit without configuration — and 384 MiB otherwise.
 //!
 //! **How the budget is spent.** Half of `memory_budget_bytes` bounds the *batches in flight*
 //! between the sources and the deliver task: a byte-counting semaphore ([`MemoryBudget`]) is
@@ -40,9 +44,6 @@ pub const DEFAULT_DEAD_LETTER_FILES: u32 = 4;
 /// `terminationGracePeriodSeconds`.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 45;
 
-fn default_memory_budget_bytes() -> u64 {
-    DEFAULT_MEMORY_BUDGET_BYTES
-}
 fn default_dead_letter_max_bytes() -> u64 {
     DEFAULT_DEAD_LETTER_MAX_BYTES
 }
@@ -57,10 +58,14 @@ fn default_shutdown_timeout_secs() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// The memory the process should stay within, in bytes (default 384 MiB, at least 1 MiB).
+    /// The memory the process should stay within, in bytes (at least 1 MiB). Default: three
+    /// quarters of the container's memory limit (cgroup) when there is one, else 384 MiB.
     /// Half of it bounds the bytes of batches in flight (see the module docs).
-    #[serde(default = "default_memory_budget_bytes")]
-    pub memory_budget_bytes: u64,
+    #[serde(default)]
+    pub memory_budget_bytes: Option<u64>,
+    /// The container's memory limit, read at start ([`LimitsConfig::detect_container_limit`]).
+    #[serde(skip)]
+    pub container_limit_bytes: Option<u64>,
     /// A single record larger than this is rejected and dead-lettered (passed to the
     /// normalizer; default: `normalize.max_record_bytes`).
     #[serde(default)]
@@ -89,7 +94,8 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            memory_budget_bytes: default_memory_budget_bytes(),
+            memory_budget_bytes: None,
+            container_limit_bytes: None,
             max_record_bytes: None,
             max_decompressed_bytes: None,
             dead_letter_max_bytes: default_dead_letter_max_bytes(),
@@ -102,10 +108,12 @@ impl Default for LimitsConfig {
 impl LimitsConfig {
     /// Check the ranges (pure; run by config loading and `kmswatch validate`).
     pub fn validate(&self) -> Result<(), String> {
-        if self.memory_budget_bytes < MIN_MEMORY_BUDGET_BYTES {
+        if let Some(b) = self
+            .memory_budget_bytes
+            .filter(|&b| b < MIN_MEMORY_BUDGET_BYTES)
+        {
             return Err(format!(
-                "limits.memory_budget_bytes: {} is below the minimum of {MIN_MEMORY_BUDGET_BYTES} (1 MiB)",
-                self.memory_budget_bytes
+                "limits.memory_budget_bytes: {b} is below the minimum of {MIN_MEMORY_BUDGET_BYTES} (1 MiB)"
             ));
         }
         if self.max_record_bytes == Some(0) {
@@ -144,9 +152,35 @@ impl LimitsConfig {
         Ok(())
     }
 
+    /// The budget in force: configured, else three quarters of the container's memory limit,
+    /// else [`DEFAULT_MEMORY_BUDGET_BYTES`].
+    pub fn budget_bytes(&self) -> u64 {
+        self.memory_budget_bytes.unwrap_or_else(|| {
+            self.container_limit_bytes
+                .map_or(DEFAULT_MEMORY_BUDGET_BYTES, |l| {
+                    (l / 4 * 3).max(MIN_MEMORY_BUDGET_BYTES)
+                })
+        })
+    }
+
+    /// Where [`LimitsConfig::budget_bytes`] comes from, for the startup log.
+    pub fn budget_origin(&self) -> &'static str {
+        match (self.memory_budget_bytes, self.container_limit_bytes) {
+            (Some(_), _) => "configured",
+            (None, Some(_)) => "3/4 of the container memory limit",
+            (None, None) => "default",
+        }
+    }
+
+    /// Read the container's memory limit (cgroup v2 `memory.max`, v1
+    /// `memory.limit_in_bytes`); unlimited or unreadable leaves it unset.
+    pub fn detect_container_limit(&mut self) {
+        self.container_limit_bytes = container_memory_limit(std::path::Path::new("/sys/fs/cgroup"));
+    }
+
     /// Bytes of batches in flight between the sources and the deliver task, at most.
     pub fn in_flight_bytes(&self) -> u64 {
-        self.memory_budget_bytes / 2
+        self.budget_bytes() / 2
     }
 
     /// The normalizer's options with this section applied: `max_record_bytes` and
@@ -162,15 +196,63 @@ impl LimitsConfig {
         }
         o.max_decompressed_bytes = match self.max_decompressed_bytes {
             Some(n) => n,
-            None => o.max_decompressed_bytes.min(self.memory_budget_bytes / 4),
+            None => o.max_decompressed_bytes.min(self.budget_bytes() / 4),
         };
         o
+    }
+
+    /// The most one source may hold while it reads one unit (an S3 object, a file's line
+    /// or whole document), outside the in-flight budget: an eighth of the budget.
+    pub fn per_read_bytes(&self) -> u64 {
+        self.budget_bytes() / 8
+    }
+
+    /// Lower a source's size limits (`max_object_bytes`, the file source's
+    /// `max_record_bytes` and `max_batch_bytes`) to [`LimitsConfig::per_read_bytes`]: what a
+    /// source reads is held before the budget sees it. Returns a note per value lowered.
+    pub fn clamp_source(&self, c: &mut kmswatch_sources::SourceConfig) -> Vec<String> {
+        use kmswatch_sources::SourceConfig as S;
+        let cap = self.per_read_bytes();
+        let mut notes = Vec::new();
+        let mut clamp = |name: &str, v: &mut u64| {
+            if *v > cap {
+                notes.push(format!(
+                    "{name} {v} lowered to {cap} (an eighth of limits.memory_budget_bytes)"
+                ));
+                *v = cap;
+            }
+        };
+        match c {
+            S::AwsS3Sqs(s) => clamp("max_object_bytes", &mut s.max_object_bytes),
+            S::AwsS3(s) => clamp("max_object_bytes", &mut s.max_object_bytes),
+            S::File(f) => {
+                clamp("max_object_bytes", &mut f.max_object_bytes);
+                clamp("max_record_bytes", &mut f.max_record_bytes);
+                let mut batch = f.max_batch_bytes as u64;
+                clamp("max_batch_bytes", &mut batch);
+                f.max_batch_bytes = usize::try_from(batch).unwrap_or(f.max_batch_bytes);
+            }
+            S::Kafka(_) => {}
+        }
+        notes
     }
 
     /// How long a graceful stop may take.
     pub fn shutdown_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.shutdown_timeout_secs)
     }
+}
+
+/// The memory limit of the cgroup under `root` (v2 `memory.max`; v1
+/// `memory/memory.limit_in_bytes`), `None` when there is none ("max", or v1's huge
+/// "unlimited" value) or it cannot be read.
+pub fn container_memory_limit(root: &std::path::Path) -> Option<u64> {
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).ok();
+    let v = read(root.join("memory.max"))
+        .or_else(|| read(root.join("memory/memory.limit_in_bytes")))?;
+    let n = v.trim().parse::<u64>().ok()?;
+    // cgroup v1 writes "no limit" as the largest page-aligned i64.
+    (n < 1 << 60).then_some(n)
 }
 
 /// Bytes are counted in units of this many (the semaphore's permits are `u32`-sized).
@@ -249,6 +331,19 @@ impl BudgetPermit {
         }
     }
 
+    /// Hold `bytes` (capped at the whole budget): wait for more, or give back the excess.
+    /// A batch reserves room to decode before it is normalized and holds what it keeps after.
+    pub async fn resize_to(&mut self, bytes: u64) {
+        let want = units(bytes).min(self.cap);
+        let have = self.permit.num_permits() as u32;
+        if want < have {
+            // Dropping the split-off part returns it to the semaphore.
+            drop(self.permit.split((have - want) as usize));
+        } else {
+            self.grow_to(bytes).await;
+        }
+    }
+
     /// Bytes held.
     #[cfg(test)]
     pub fn bytes(&self) -> u64 {
@@ -261,10 +356,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_default_budget_is_three_quarters_of_the_container_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(container_memory_limit(dir.path()), None, "no cgroup files");
+        std::fs::write(dir.path().join("memory.max"), "max\n").expect("write");
+        assert_eq!(container_memory_limit(dir.path()), None, "v2 unlimited");
+        std::fs::write(dir.path().join("memory.max"), "402653184\n").expect("write");
+        assert_eq!(container_memory_limit(dir.path()), Some(384 << 20));
+        let v1 = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(v1.path().join("memory")).expect("mkdir");
+        std::fs::write(
+            v1.path().join("memory/memory.limit_in_bytes"),
+            "9223372036854771712\n",
+        )
+        .expect("write");
+        assert_eq!(container_memory_limit(v1.path()), None, "v1 unlimited");
+        std::fs::write(v1.path().join("memory/memory.limit_in_bytes"), "536870912").expect("write");
+        assert_eq!(container_memory_limit(v1.path()), Some(512 << 20));
+
+        // The chart's ingest pods (384 MiB) get 288 MiB, the others (512 MiB) 384 MiB; a
+        // configured budget wins.
+        let mut l = LimitsConfig {
+            container_limit_bytes: Some(384 << 20),
+            ..LimitsConfig::default()
+        };
+        assert_eq!(
+            (l.budget_bytes(), l.budget_origin()),
+            (288 << 20, "3/4 of the container memory limit")
+        );
+        l.container_limit_bytes = Some(512 << 20);
+        assert_eq!(l.budget_bytes(), 384 << 20);
+        l.memory_budget_bytes = Some(100 << 20);
+        assert_eq!(
+            (l.budget_bytes(), l.budget_origin()),
+            (100 << 20, "configured")
+        );
+    }
+
+    #[test]
     fn defaults_fit_the_helm_limit_and_derive_the_bounds() {
         let l = LimitsConfig::default();
         assert!(l.validate().is_ok());
-        assert!(l.memory_budget_bytes <= 512 << 20);
+        assert_eq!(l.budget_bytes(), DEFAULT_MEMORY_BUDGET_BYTES);
+        assert!(l.budget_bytes() <= 512 << 20);
         assert_eq!(l.in_flight_bytes(), 192 << 20);
         let base = kmswatch_normalize::Options::default();
         let o = l.normalize_options(&base);
@@ -295,7 +429,7 @@ mod tests {
             .is_err_and(|e| e.contains("limits.max_decompressed_bytes")));
         for bad in [
             LimitsConfig {
-                memory_budget_bytes: 1000,
+                memory_budget_bytes: Some(1000),
                 ..LimitsConfig::default()
             },
             LimitsConfig {
@@ -322,6 +456,11 @@ mod tests {
         let mut p1 = b.acquire(4000).await;
         assert_eq!(p1.bytes(), 4096);
         p1.grow_to(8 * 1024).await;
+        assert_eq!(b.available(), 2 * 1024);
+        // The room reserved to decode is given back once the batch holds less.
+        p1.resize_to(3 * 1024).await;
+        assert_eq!((p1.bytes(), b.available()), (3 * 1024, 7 * 1024));
+        p1.resize_to(8 * 1024).await;
         assert_eq!(b.available(), 2 * 1024);
         // A second batch of 4 KiB waits until the first is settled.
         let b2 = b.clone();

@@ -575,6 +575,7 @@ pub async fn source_task(
         source,
         id.clone(),
         budget.clone(),
+        base.max_decompressed_bytes,
         raw_tx,
         stop,
         metrics.clone(),
@@ -655,6 +656,7 @@ async fn read_source(
     mut source: Source,
     id: Arc<str>,
     budget: MemoryBudget,
+    max_decompressed: u64,
     tx: mpsc::Sender<Admitted>,
     mut stop: watch::Receiver<bool>,
     metrics: Metrics,
@@ -693,10 +695,14 @@ async fn read_source(
                 );
                 let size = batch_size(&batch);
                 let permit = if budget.admits(size) {
-                    // Unsettled when stopped while waiting: the source delivers it again.
+                    // Room to decode it is reserved now, before any byte is decompressed or
+                    // parsed (capped at the whole budget); the permit is resized to what the
+                    // batch holds once it is normalized. Unsettled when stopped while
+                    // waiting: the source delivers it again.
+                    let reserve = size + decode_reserve(&batch.bytes, max_decompressed);
                     tokio::select! {
                         _ = stop.changed() => return drained(source, &id, &budget, &tx, &metrics).await,
-                        p = budget.acquire(size) => Some(p),
+                        p = budget.acquire(reserve) => Some(p),
                     }
                 } else {
                     None
@@ -777,6 +783,19 @@ async fn drained(
     (source, false)
 }
 
+/// What normalizing `bytes` may allocate on top of them: a compressed batch (gzip, zip) up to
+/// the per-object decompression budget, plain text about its own size again (the events and
+/// their `raw` copies of it). Reserved in the memory budget before the batch is normalized,
+/// so that batches decoding at once stay within it together.
+fn decode_reserve(bytes: &[u8], max_decompressed: u64) -> u64 {
+    let compressed = bytes.starts_with(&[0x1f, 0x8b]) || bytes.starts_with(b"PK\x03\x04");
+    if compressed {
+        max_decompressed
+    } else {
+        bytes.len() as u64
+    }
+}
+
 /// The bytes a batch holds in memory (its own and its dead letters').
 fn batch_size(batch: &Batch) -> u64 {
     batch.bytes.len() as u64
@@ -790,7 +809,7 @@ fn batch_size(batch: &Batch) -> u64 {
 /// Batches of one source normalized at once (read-ahead while the previous ones normalize).
 const MAX_INFLIGHT: usize = 4;
 
-/// Pass a finished normalization on (its budget share grown to what it holds); false when
+/// Pass a finished normalization on (its budget share resized to what it holds); false when
 /// the pipeline is gone.
 ///
 /// Files read once (`whole_files`) come in several batches each (bounded reading); a file's
@@ -816,7 +835,7 @@ async fn forward(
             }
             let held = n.held_bytes();
             if let Some(p) = n.permit.as_mut() {
-                p.grow_to(held).await;
+                p.resize_to(held).await;
             }
             tx.send(ToDetect::Batch(n)).await.is_ok()
         }

@@ -2,6 +2,8 @@
 //! directory, and what an operator can read from it (files, log, `/metrics`, `/readyz`).
 #![allow(dead_code)]
 
+pub mod aws;
+
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -55,6 +57,25 @@ impl Run {
             dir: dir.to_path_buf(),
             child: Some(cmd.spawn().expect("spawn kmswatch run")),
         }
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The process's peak resident memory so far (`VmHWM` in `/proc/PID/status`), bytes.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        Some(kb * 1024)
     }
 
     pub fn log(&self) -> String {
